@@ -1,0 +1,27 @@
+//! punctual's core: the job model, schedules, retry policy, limits, the injected clock, and the
+//! `Store` trait every backend implements.
+//!
+//! This crate does no I/O and knows no async runtime: it is plain data and pure functions, so the
+//! stores and the engine agree on one definition of every rule (which state follows which, when
+//! the next occurrence of a cron schedule falls, how long a retry waits).
+
+mod job;
+pub mod limits;
+mod retry;
+mod schedule;
+mod state;
+mod store;
+mod time;
+
+pub use job::{
+    Job, JobId, JobOptions, Kind, Lease, LeaseToken, NewJob, NodeId, Payload, Priority, Queue,
+    ValidationError, check_run_at, truncate_error,
+};
+pub use retry::{RetryDecision, RetryPolicy};
+pub use schedule::Schedule;
+pub use state::JobState;
+pub use store::{
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, JobFilter, JobPage, RescueOutcome, StateCount,
+    Store, StoreError,
+};
+pub use time::{Clock, SystemClock, Timestamp};

@@ -1,0 +1,35 @@
+//! Every limit punctual enforces, in one place (TigerBeetle's "put a limit on everything").
+//!
+//! Inputs beyond these are refused with a `ValidationError`; internal batches never exceed them.
+
+use std::time::Duration;
+
+/// Longest queue or kind name, in bytes.
+pub const NAME_BYTES_MAX: usize = 128;
+/// Largest payload, in bytes of JSON text.
+pub const PAYLOAD_BYTES_MAX: usize = 256 * 1024;
+/// Largest error message kept on a job; longer ones are truncated, not refused.
+pub const ERROR_BYTES_MAX: usize = 4 * 1024;
+/// Most attempts a job may be given.
+pub const ATTEMPT_MAX_LIMIT: u32 = 1_000;
+/// Longest cron expression, in bytes.
+pub const CRON_BYTES_MAX: usize = 256;
+/// Shortest interval of a recurring job.
+pub const INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Longest interval of a recurring job (about ten years).
+pub const INTERVAL_MAX: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+/// How far in the past a `run_at` may lie (a clock a little behind, a replayed request).
+pub const RUN_AT_PAST_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+/// How far in the future a `run_at` may lie.
+pub const RUN_AT_FUTURE_MAX: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+/// Most jobs in one insert batch.
+pub const INSERT_BATCH_MAX: usize = 10_000;
+/// Most jobs handed out by one claim.
+pub const CLAIM_BATCH_MAX: usize = 10_000;
+/// Most jobs in one page of a listing.
+pub const PAGE_SIZE_MAX: usize = 1_000;
+/// Shortest and longest lease a claim may ask for.
+pub const LEASE_MIN: Duration = Duration::from_millis(100);
+pub const LEASE_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Longest node (lease holder) name, in bytes.
+pub const NODE_BYTES_MAX: usize = 128;

@@ -1,0 +1,240 @@
+//! Recurrence: a cron expression in an IANA time zone, or a fixed interval.
+//!
+//! `Schedule::next_after` is the one definition of "the next occurrence" that every store and
+//! the engine use.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+
+use crate::job::ValidationError;
+use crate::limits;
+use crate::time::Timestamp;
+
+/// How a recurring job repeats.
+#[derive(Clone)]
+pub enum Schedule {
+    /// A cron expression of 5 fields (minute granularity) or 6 (with seconds first), evaluated in
+    /// `time_zone`, so "0 0 * * *" in Europe/Berlin is midnight in Berlin across DST changes.
+    Cron {
+        expression: String,
+        time_zone: chrono_tz::Tz,
+        parsed: Box<croner::Cron>,
+    },
+    /// Every `Duration`, counted from the previous occurrence's due time.
+    Interval(Duration),
+}
+
+impl Schedule {
+    /// Parses a cron expression (5 or 6 fields) in the IANA time zone `time_zone`.
+    pub fn cron(expression: &str, time_zone: &str) -> Result<Schedule, ValidationError> {
+        let expression = expression.trim();
+        if expression.len() > limits::CRON_BYTES_MAX {
+            return Err(ValidationError::TooLong {
+                field: "cron",
+                bytes: expression.len(),
+                limit: limits::CRON_BYTES_MAX,
+            });
+        }
+        let invalid = |reason: String| ValidationError::InvalidCron {
+            expression: expression.to_owned(),
+            reason,
+        };
+        let fields = expression.split_whitespace().count();
+        let is_alias = expression.starts_with('@');
+        if !is_alias && fields != 5 && fields != 6 {
+            return Err(invalid(format!("expected 5 or 6 fields, found {fields}")));
+        }
+        let parsed = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(expression)
+            .map_err(|error| invalid(error.to_string()))?;
+        let time_zone = chrono_tz::Tz::from_str(time_zone)
+            .map_err(|_| ValidationError::UnknownTimeZone(time_zone.to_owned()))?;
+        let schedule = Schedule::Cron {
+            expression: expression.to_owned(),
+            time_zone,
+            parsed: Box::new(parsed),
+        };
+        // An expression that can never fire (the 31st of February) is refused here, not at claim.
+        let probe = Timestamp::from_millis(0);
+        if schedule.next_after(probe).is_none() {
+            return Err(invalid("it never fires".to_owned()));
+        }
+        Ok(schedule)
+    }
+
+    /// A fixed interval within `limits::INTERVAL_MIN ..= limits::INTERVAL_MAX`.
+    pub fn interval(interval: Duration) -> Result<Schedule, ValidationError> {
+        if interval < limits::INTERVAL_MIN || interval > limits::INTERVAL_MAX {
+            return Err(ValidationError::IntervalOutOfRange {
+                interval_ms: interval.as_millis(),
+                min_ms: limits::INTERVAL_MIN.as_millis(),
+                max_ms: limits::INTERVAL_MAX.as_millis(),
+            });
+        }
+        Ok(Schedule::Interval(interval))
+    }
+
+    /// The first occurrence strictly after `after`, or `None` if there is none.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        match self {
+            Schedule::Interval(interval) => Some(after.add(*interval)),
+            Schedule::Cron {
+                time_zone, parsed, ..
+            } => {
+                let local = after.to_chrono().with_timezone(time_zone);
+                let next = parsed.find_next_occurrence(&local, false).ok()?;
+                let next = Timestamp::from_chrono(&next);
+                // Cron resolution is a second; `after` may carry sub-second digits.
+                (next > after).then_some(next)
+            }
+        }
+    }
+
+    /// The cron expression, or `None` for an interval.
+    pub fn cron_expression(&self) -> Option<(&str, &str)> {
+        match self {
+            Schedule::Cron {
+                expression,
+                time_zone,
+                ..
+            } => Some((expression, time_zone.name())),
+            Schedule::Interval(_) => None,
+        }
+    }
+
+    /// The interval, or `None` for a cron expression.
+    pub fn interval_duration(&self) -> Option<Duration> {
+        match self {
+            Schedule::Interval(interval) => Some(*interval),
+            Schedule::Cron { .. } => None,
+        }
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        match (self, other) {
+            (Schedule::Interval(a), Schedule::Interval(b)) => a == b,
+            (
+                Schedule::Cron {
+                    expression: a,
+                    time_zone: zone_a,
+                    ..
+                },
+                Schedule::Cron {
+                    expression: b,
+                    time_zone: zone_b,
+                    ..
+                },
+            ) => a == b && zone_a == zone_b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Schedule {}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron {
+                expression,
+                time_zone,
+                ..
+            } => write!(f, "cron({expression:?} in {})", time_zone.name()),
+            Schedule::Interval(interval) => write!(f, "every {} ms", interval.as_millis()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).expect("valid time")
+    }
+
+    #[test]
+    fn midnight_in_berlin_follows_daylight_saving() {
+        let nightly = Schedule::cron("0 0 * * *", "Europe/Berlin").expect("valid");
+        // Winter: UTC+1.
+        assert_eq!(
+            nightly.next_after(at("2026-01-10T12:00:00Z")),
+            Some(at("2026-01-10T23:00:00Z"))
+        );
+        // Summer: UTC+2.
+        assert_eq!(
+            nightly.next_after(at("2026-07-10T12:00:00Z")),
+            Some(at("2026-07-10T22:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn six_fields_mean_seconds() {
+        let every_ten = Schedule::cron("*/10 * * * * *", "UTC").expect("valid");
+        assert_eq!(
+            every_ten.next_after(at("2026-01-10T12:00:01.500Z")),
+            Some(at("2026-01-10T12:00:10Z"))
+        );
+    }
+
+    #[test]
+    fn bad_cron_and_zone_are_refused() {
+        assert!(matches!(
+            Schedule::cron("* * *", "UTC"),
+            Err(ValidationError::InvalidCron { .. })
+        ));
+        assert!(matches!(
+            Schedule::cron("61 * * * *", "UTC"),
+            Err(ValidationError::InvalidCron { .. })
+        ));
+        assert!(matches!(
+            Schedule::cron("0 0 * * * * 2030", "UTC"),
+            Err(ValidationError::InvalidCron { .. })
+        ));
+        assert!(matches!(
+            Schedule::cron("0 0 31 2 *", "UTC"),
+            Err(ValidationError::InvalidCron { .. })
+        ));
+        assert!(matches!(
+            Schedule::cron("0 0 * * *", "Mars/Olympus"),
+            Err(ValidationError::UnknownTimeZone(_))
+        ));
+        assert!(matches!(
+            Schedule::interval(Duration::from_millis(10)),
+            Err(ValidationError::IntervalOutOfRange { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn next_cron_occurrence_is_after_now(
+            millis in 0i64..4_000_000_000_000,
+            expression in prop::sample::select(vec!["* * * * *", "0 9 * * 1-5", "*/7 * * * * *", "0 0 1 * *", "30 2 * * *"]),
+            zone in prop::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]),
+        ) {
+            let schedule = Schedule::cron(expression, zone).expect("valid");
+            let now = Timestamp::from_millis(millis);
+            let next = schedule.next_after(now).expect("has a next occurrence");
+            prop_assert!(next > now);
+            // And it is the first: nothing between now and next fires.
+            let again = schedule.next_after(now).expect("deterministic");
+            prop_assert_eq!(next, again);
+        }
+
+        #[test]
+        fn next_interval_occurrence_is_after_now(millis in 0i64..4_000_000_000_000, seconds in 1u64..100_000) {
+            let schedule = Schedule::interval(Duration::from_secs(seconds)).expect("valid");
+            let now = Timestamp::from_millis(millis);
+            prop_assert_eq!(schedule.next_after(now), Some(now.add(Duration::from_secs(seconds))));
+        }
+    }
+}

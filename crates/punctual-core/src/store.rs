@@ -1,0 +1,209 @@
+//! The Store seam (the brief's filing cabinet): the one trait every backend implements.
+//!
+//! How the brief's operations map here: `addJob` is `insert`; `getDueJobs` is `claim` (find the
+//! due jobs and take them under a lease in one atomic step, so two workers never get the same
+//! job) and `next_due`; `updateJobStatus` is `complete`, `fail`, `release`, `cancel` and
+//! `reschedule`, each a legal transition of `JobState`; `removeJob` is `cancel` (for a job that
+//! has not finished) and `purge_finished` (for finished jobs past their retention).
+//!
+//! Every method takes `now` from the caller's `Clock`; no store reads the system clock. Every
+//! write is durable when the method returns. The conformance suite in `punctual-testkit` is the
+//! executable definition of this contract.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::job::{Job, JobId, Kind, LeaseToken, NewJob, NodeId, Queue, ValidationError};
+use crate::state::JobState;
+use crate::time::Timestamp;
+
+/// Errors a store returns. Backends map their driver errors into these; none leaks a driver type.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The caller's lease token is not the job's current one: its lease expired and the job was
+    /// rescued, cancelled, or claimed again. Nothing was changed.
+    #[error("lease lost on job {id}: token {token} is no longer current")]
+    LeaseLost { id: JobId, token: LeaseToken },
+    /// The job is in a state where this operation does not apply. Nothing was changed.
+    #[error("job {id} is {state}; cannot {operation}")]
+    Conflict {
+        id: JobId,
+        state: JobState,
+        operation: &'static str,
+    },
+    #[error("a job with id {0} already exists")]
+    Duplicate(JobId),
+    #[error("invalid request: {0}")]
+    Invalid(#[from] ValidationError),
+    /// A transient failure (I/O, connection, busy database); the operation may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data or schema is not what this version understands.
+    #[error("store corrupt or incompatible: {0}")]
+    Corrupt(String),
+}
+
+/// What `claim` takes: who claims, how many, which queues, how far ahead, and for how long.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub holder: NodeId,
+    /// Serve only these queues; `None` serves every queue.
+    pub queues: Option<Vec<Queue>>,
+    /// At most this many jobs (capped at `limits::CLAIM_BATCH_MAX`).
+    pub limit: usize,
+    /// Claim jobs whose `run_at` is at or before this instant. The engine passes a little past
+    /// `now`, so a handler can start exactly at its `run_at`.
+    pub due_by: Timestamp,
+    /// The lease lasts this long past `max(now, run_at)`.
+    pub lease: Duration,
+}
+
+/// A claimed job; its `lease` is present and holds the token to fence later writes.
+pub type ClaimedJob = Job;
+
+/// How a failed attempt ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Try again at this instant (state `Retrying`).
+    Retry { at: Timestamp },
+    /// Give up (state `Dead`); the error is kept.
+    Dead,
+}
+
+/// A job whose holder's lease expired, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RescueOutcome {
+    pub id: JobId,
+    pub holder: NodeId,
+    pub token: LeaseToken,
+    /// `Retrying` (it has attempts left) or `Dead`.
+    pub state: JobState,
+}
+
+/// Filters for `list`; each present filter must match.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub queue: Option<Queue>,
+    pub state: Option<JobState>,
+    pub kind: Option<Kind>,
+}
+
+/// Where the next page of a listing starts: after this job id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor(pub JobId);
+
+/// One page of a listing, in ascending id order (ids sort by creation time).
+#[derive(Clone, Debug)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Present when more jobs may follow.
+    pub next: Option<Cursor>,
+}
+
+/// The number of jobs in one queue and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateCount {
+    pub queue: Queue,
+    pub state: JobState,
+    pub count: u64,
+}
+
+/// The filing cabinet. Used as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores new jobs, all or none: a duplicate id fails the whole batch with `Duplicate`.
+    /// Durable when it returns.
+    async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
+
+    /// Atomically takes up to `request.limit` pending jobs due by `request.due_by`, most urgent
+    /// priority first, then earliest `run_at`, then id. Each becomes `Running` with a fresh
+    /// lease token and its attempt counted. The first claim of a recurring job's occurrence
+    /// stores its next occurrence in the same transaction. Nothing due is an empty Vec.
+    async fn claim(
+        &self,
+        request: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Moves the lease's expiry to `expires_at`. `LeaseLost` if `token` is not current.
+    async fn extend_lease(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Marks the attempt held under `token` succeeded.
+    async fn complete(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Records a failed attempt with its error: retry at a time, or dead.
+    async fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: &str,
+        outcome: FailOutcome,
+        now: Timestamp,
+    ) -> Result<JobState, StoreError>;
+
+    /// Hands back a claimed job whose handler never started: it is pending again at its
+    /// `run_at`, and the attempt counted at claim is taken back.
+    async fn release(&self, id: JobId, token: LeaseToken, now: Timestamp)
+    -> Result<(), StoreError>;
+
+    /// Cancels a job that has not finished. A running job's lease ends at once, so its holder's
+    /// next write gets `LeaseLost`.
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError>;
+
+    /// Moves a pending job to a new `run_at`, or revives a dead or cancelled one (attempts reset).
+    async fn reschedule(
+        &self,
+        id: JobId,
+        run_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Job, StoreError>;
+
+    /// One job, or `None`.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs matching `filter` after `after`, at most `limit` (capped at `limits::PAGE_SIZE_MAX`).
+    async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<JobPage, StoreError>;
+
+    /// How many jobs each queue holds in each state (zero counts are left out).
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError>;
+
+    /// The earliest `run_at` among pending jobs in `queues` (all queues if `None`).
+    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError>;
+
+    /// The earliest lease expiry among running jobs, so a rescuer can sleep until then.
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Ends up to `limit` leases that expired at or before `now`: each job is retried (its
+    /// policy's backoff without jitter) or, with no attempts left, dead.
+    async fn rescue_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RescueOutcome>, StoreError>;
+
+    /// Deletes up to `limit` finished jobs whose `finished_at` is before `finished_before`.
+    async fn purge_finished(
+        &self,
+        finished_before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
+}
