@@ -1,0 +1,89 @@
+//! The engine's settings, each bounded, with defaults that suit one node on a small machine.
+
+use std::time::Duration;
+
+use punctual_core::{NodeId, Queue, limits};
+
+/// How a `Scheduler` runs. Build with `Config::default()` and adjust fields.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's name, recorded as the holder of its leases.
+    pub node: NodeId,
+    /// Serve only these queues; `None` serves all.
+    pub queues: Option<Vec<Queue>>,
+    /// Most handlers running (or claimed and waiting for their `run_at`) at once on this node.
+    pub concurrency: usize,
+    /// Most jobs taken by one claim.
+    pub claim_batch: usize,
+    /// Claim jobs this long before their `run_at`, so the handler can start on time.
+    pub claim_ahead: Duration,
+    /// How long a claim holds a job before another node may rescue it.
+    pub lease: Duration,
+    /// How often a running job renews its lease (well under `lease`).
+    pub heartbeat: Duration,
+    /// Longest sleep of the dispatcher when it knows of nothing due (catches jobs inserted by
+    /// other processes; a local `schedule` wakes it at once).
+    pub poll_max: Duration,
+    /// How often expired leases are looked for.
+    pub rescue_interval: Duration,
+    /// How long finished jobs are kept before they are purged.
+    pub retention: Duration,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
+    /// On `stop`, how long running handlers may take to finish before they are told to cancel.
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            node: default_node(),
+            queues: None,
+            concurrency: 64,
+            claim_batch: 1_000,
+            claim_ahead: Duration::from_millis(100),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_max: Duration::from_secs(1),
+            rescue_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Clamps every setting into a sane range and keeps them consistent with each other.
+    pub(crate) fn normalised(mut self) -> Config {
+        self.concurrency = self.concurrency.clamp(1, 100_000);
+        self.claim_batch = self.claim_batch.clamp(1, limits::CLAIM_BATCH_MAX);
+        self.claim_ahead = self.claim_ahead.min(Duration::from_secs(10));
+        self.lease = self.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX);
+        self.heartbeat = self
+            .heartbeat
+            .clamp(Duration::from_millis(10), self.lease / 2);
+        self.poll_max = self
+            .poll_max
+            .clamp(Duration::from_millis(10), Duration::from_secs(60));
+        self.rescue_interval = self
+            .rescue_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(60));
+        self.purge_interval = self
+            .purge_interval
+            .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        self.grace = self.grace.min(Duration::from_secs(3600));
+        self
+    }
+}
+
+fn default_node() -> NodeId {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".to_owned());
+    let name: String = format!("{host}-{}", std::process::id())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(limits::NODE_BYTES_MAX)
+        .collect();
+    // The filter above leaves only allowed characters and the pid makes it non-empty.
+    NodeId::new(&name).unwrap_or_else(|_| NodeId::new("node").expect("a valid literal"))
+}

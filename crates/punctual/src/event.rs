@@ -1,0 +1,55 @@
+//! What the engine reports as it works, to an optional observer (logs, the demo, the benchmark).
+//!
+//! Observers are called inline on the engine's tasks: they must be quick and must not block.
+
+use std::time::Duration;
+
+use punctual_core::{FailOutcome, JobId, Kind, LeaseToken, RescueOutcome, Timestamp};
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A handler started.
+    Started {
+        id: JobId,
+        kind: Kind,
+        attempt: u32,
+        attempt_max: u32,
+        token: LeaseToken,
+        run_at: Timestamp,
+        started_at: Timestamp,
+    },
+    /// A handler returned success and the completion was stored.
+    Succeeded {
+        id: JobId,
+        kind: Kind,
+        attempt: u32,
+        took: Duration,
+    },
+    /// A handler failed (error or panic); `outcome` says whether it will be retried.
+    Failed {
+        id: JobId,
+        kind: Kind,
+        attempt: u32,
+        attempt_max: u32,
+        error: String,
+        outcome: FailOutcome,
+    },
+    /// The job's lease was lost (it expired and was rescued, or the job was cancelled): the
+    /// store refused this holder's write, and the handler was told to cancel.
+    LeaseLost {
+        id: JobId,
+        kind: Kind,
+        token: LeaseToken,
+    },
+    /// A claimed job was handed back before it started (graceful stop).
+    Released { id: JobId },
+    /// An expired lease was ended by this node's rescuer.
+    Rescued(RescueOutcome),
+    /// Finished jobs past their retention were deleted.
+    Purged { count: u64 },
+    /// A store call failed; the engine will retry it.
+    StoreError {
+        operation: &'static str,
+        error: String,
+    },
+}

@@ -1,0 +1,266 @@
+//! A job task: waits for the claimed job's `run_at`, runs its handler under heartbeats, and
+//! records the outcome, fenced on the lease token.
+//!
+//! It never claims and never decides when to look for work: that is `dispatch`.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use punctual_core::{FailOutcome, Job, LeaseToken, RetryDecision, StoreError};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinError;
+
+use crate::dispatch::store_retry_delay;
+use crate::event::Event;
+use crate::handler::{BoxError, JobContext};
+use crate::scheduler::Inner;
+
+/// How many times a completion or failure is retried when the store is unavailable. After that
+/// the lease runs out and the job is rescued: it may run again, never be lost.
+const RECORD_ATTEMPTS_MAX: u32 = 8;
+
+/// What became of a handler's run.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Succeeded,
+    Failed(String),
+}
+
+/// The handler's result, with a panic or abort turned into an error message.
+pub(crate) fn outcome_of(joined: Result<Result<(), BoxError>, JoinError>) -> Outcome {
+    match joined {
+        Ok(Ok(())) => Outcome::Succeeded,
+        Ok(Err(error)) => Outcome::Failed(error.to_string()),
+        Err(error) if error.is_panic() => Outcome::Failed(format!(
+            "handler panicked: {}",
+            panic_message(error.into_panic())
+        )),
+        Err(_) => Outcome::Failed("handler was aborted".to_owned()),
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+/// Retry or dead, for attempt `job.attempt` failing at `now`.
+pub(crate) fn fail_outcome(decision: RetryDecision) -> FailOutcome {
+    match decision {
+        RetryDecision::Retry { at } => FailOutcome::Retry { at },
+        RetryDecision::Dead => FailOutcome::Dead,
+    }
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    let token = job
+        .lease
+        .as_ref()
+        .map_or(job.lease_token, |lease| lease.token);
+
+    // Wait for the job's time, unless the engine stops first: then hand it back untouched.
+    let now = inner.clock.now();
+    let stopping = if job.run_at > now {
+        let due = tokio::time::sleep_until(inner.instant_at(job.run_at, now));
+        tokio::select! {
+            biased;
+            () = inner.stop_claiming.cancelled() => true,
+            () = due => false,
+        }
+    } else {
+        inner.stop_claiming.is_cancelled()
+    };
+    if stopping {
+        release(&inner, &job, token).await;
+        return;
+    }
+
+    let Some(handler) = inner.handlers.get(&job.kind).cloned() else {
+        let error = format!(
+            "no handler is registered for kind {:?} on node {}",
+            job.kind.as_str(),
+            inner.config.node
+        );
+        record_failure(&inner, &job, token, error).await;
+        return;
+    };
+    let cancellation = inner.stop_handlers.child_token();
+    let context = JobContext {
+        id: job.id,
+        kind: job.kind.clone(),
+        queue: job.queue.clone(),
+        attempt: job.attempt,
+        attempt_max: job.attempt_max,
+        lease_token: token,
+        run_at: job.run_at,
+        payload: job.payload.clone(),
+        cancellation: cancellation.clone(),
+    };
+    let started_at = inner.clock.now();
+    inner.emit(Event::Started {
+        id: job.id,
+        kind: job.kind.clone(),
+        attempt: job.attempt,
+        attempt_max: job.attempt_max,
+        token,
+        run_at: job.run_at,
+        started_at,
+    });
+
+    // The handler runs in its own task so that a panic is caught as a `JoinError`.
+    let mut work = tokio::spawn(async move { handler.run(context).await });
+    let mut lease_lost = false;
+    let joined = loop {
+        tokio::select! {
+            joined = &mut work => break joined,
+            () = tokio::time::sleep(inner.config.heartbeat), if !lease_lost => {
+                let now = inner.clock.now();
+                match inner.store.extend_lease(job.id, token, now.add(inner.config.lease), now).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. } | StoreError::NotFound(_)) => {
+                        lease_lost = true;
+                        cancellation.cancel();
+                        inner.emit(Event::LeaseLost { id: job.id, kind: job.kind.clone(), token });
+                    }
+                    Err(error) => inner.emit(Event::StoreError { operation: "extend_lease", error: error.to_string() }),
+                }
+            }
+        }
+    };
+    if lease_lost {
+        // Another holder may own the job now; whatever we would write is refused anyway.
+        return;
+    }
+    match outcome_of(joined) {
+        Outcome::Succeeded => {
+            let result = with_retries(&inner, "complete", || {
+                inner.store.complete(job.id, token, inner.clock.now())
+            })
+            .await;
+            match result {
+                Ok(()) => inner.emit(Event::Succeeded {
+                    id: job.id,
+                    kind: job.kind.clone(),
+                    attempt: job.attempt,
+                    took: inner.clock.now().duration_since(started_at),
+                }),
+                Err(error) => report_lost_write(&inner, &job, token, error),
+            }
+        }
+        Outcome::Failed(error) => record_failure(&inner, &job, token, error).await,
+    }
+}
+
+async fn record_failure(inner: &Inner, job: &Job, token: LeaseToken, error: String) {
+    let decision =
+        job.retry
+            .decide_with_random_jitter(job.attempt, job.attempt_max, inner.clock.now());
+    let outcome = fail_outcome(decision);
+    let result = with_retries(inner, "fail", || {
+        inner
+            .store
+            .fail(job.id, token, &error, outcome, inner.clock.now())
+    })
+    .await;
+    match result {
+        Ok(_) => {
+            inner.emit(Event::Failed {
+                id: job.id,
+                kind: job.kind.clone(),
+                attempt: job.attempt,
+                attempt_max: job.attempt_max,
+                error,
+                outcome,
+            });
+            if let FailOutcome::Retry { at } = outcome {
+                inner.wake_for(at);
+            }
+        }
+        Err(store_error) => report_lost_write(inner, job, token, store_error),
+    }
+}
+
+async fn release(inner: &Inner, job: &Job, token: LeaseToken) {
+    match with_retries(inner, "release", || {
+        inner.store.release(job.id, token, inner.clock.now())
+    })
+    .await
+    {
+        Ok(()) => {
+            inner.released.fetch_add(1, Ordering::Relaxed);
+            inner.emit(Event::Released { id: job.id });
+        }
+        Err(error) => report_lost_write(inner, job, token, error),
+    }
+}
+
+fn report_lost_write(inner: &Inner, job: &Job, token: LeaseToken, error: StoreError) {
+    match error {
+        StoreError::LeaseLost { .. } | StoreError::NotFound(_) => {
+            inner.emit(Event::LeaseLost {
+                id: job.id,
+                kind: job.kind.clone(),
+                token,
+            });
+        }
+        // The lease will expire and the rescuer will make the job pending again.
+        other => inner.emit(Event::StoreError {
+            operation: "record outcome",
+            error: other.to_string(),
+        }),
+    }
+}
+
+/// Calls `operation` until it succeeds, fails for a reason other than unavailability, or has
+/// been tried `RECORD_ATTEMPTS_MAX` times.
+async fn with_retries<T, F, Fut>(
+    inner: &Inner,
+    name: &'static str,
+    mut operation: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut failures = 0;
+    loop {
+        match operation().await {
+            Err(StoreError::Unavailable(error)) if failures + 1 < RECORD_ATTEMPTS_MAX => {
+                failures += 1;
+                inner.emit(Event::StoreError {
+                    operation: name,
+                    error,
+                });
+                tokio::time::sleep(store_retry_delay(failures).min(Duration::from_secs(1))).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn panics_and_errors_become_failure_messages() {
+        let panicked = tokio::spawn(async { panic!("boom") })
+            .await
+            .map(|()| Ok(()));
+        assert_eq!(
+            outcome_of(panicked),
+            Outcome::Failed("handler panicked: boom".to_owned())
+        );
+        let failed: Result<Result<(), BoxError>, JoinError> = Ok(Err("disk full".into()));
+        assert_eq!(outcome_of(failed), Outcome::Failed("disk full".to_owned()));
+        assert_eq!(outcome_of(Ok(Ok(()))), Outcome::Succeeded);
+    }
+}

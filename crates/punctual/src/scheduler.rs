@@ -1,0 +1,359 @@
+//! The `Scheduler` handle: registration of handlers, `start`, `stop`, and scheduling jobs.
+//!
+//! This module wires the engine's tasks together; the decisions live in `dispatch`, `execute`
+//! and `maintenance`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use punctual_core::{
+    Clock, Job, JobId, JobOptions, Kind, NewJob, Payload, Schedule, Store, SystemClock, Timestamp,
+};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::EngineError;
+use crate::event::Event;
+use crate::handler::Handler;
+use crate::{dispatch, maintenance};
+
+type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// State shared by the scheduler handle and its tasks.
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Config,
+    pub handlers: HashMap<Kind, Arc<dyn Handler>>,
+    accept_unknown_kinds: bool,
+    observer: Option<Observer>,
+    /// Wakes the dispatcher when a job due sooner than its wake-up time is scheduled.
+    pub wake: Notify,
+    /// When the sleeping dispatcher will wake, in microseconds; `i64::MAX` while it is awake
+    /// (then every insert notifies, and the stored notification makes it look again).
+    pub sleeping_until_us: AtomicI64,
+    /// One permit per job claimed and not yet finished: bounds the node's concurrency.
+    pub permits: Arc<Semaphore>,
+    /// Cancelled by `stop`: claim nothing more, hand back jobs that have not started.
+    pub stop_claiming: CancellationToken,
+    /// Cancelled when the grace period ends: running handlers are told to stop.
+    pub stop_handlers: CancellationToken,
+    /// Every job task, so `stop` can wait for them.
+    pub jobs: TaskTracker,
+    pub released: AtomicU64,
+}
+
+impl Inner {
+    pub fn emit(&self, event: Event) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+
+    /// Wakes the dispatcher if a job due at `run_at` must be claimed before it would wake.
+    pub fn wake_for(&self, run_at: Timestamp) {
+        let claim_at = run_at.sub(self.config.claim_ahead).as_micros();
+        if claim_at < self.sleeping_until_us.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The tokio instant at which the clock will read `at`, given that it reads `now`.
+    pub fn instant_at(&self, at: Timestamp, now: Timestamp) -> tokio::time::Instant {
+        tokio::time::Instant::now() + at.duration_since(now)
+    }
+}
+
+/// Builds a `Scheduler`: the store, the clock, the settings and the handlers.
+pub struct SchedulerBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    handlers: HashMap<Kind, Arc<dyn Handler>>,
+    invalid_kind: Option<String>,
+    accept_unknown_kinds: bool,
+    observer: Option<Observer>,
+}
+
+impl SchedulerBuilder {
+    /// The clock all of the engine's time comes from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> SchedulerBuilder {
+        self.clock = clock;
+        self
+    }
+
+    pub fn config(mut self, config: Config) -> SchedulerBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Registers the handler for jobs of `kind`.
+    pub fn handler(mut self, kind: &str, handler: impl Handler) -> SchedulerBuilder {
+        match Kind::new(kind) {
+            Ok(kind) => {
+                self.handlers.insert(kind, Arc::new(handler));
+            }
+            Err(_) => self.invalid_kind = Some(kind.to_owned()),
+        }
+        self
+    }
+
+    /// Lets `schedule` accept kinds with no handler on this node (another node may run them).
+    pub fn accept_unknown_kinds(mut self, accept: bool) -> SchedulerBuilder {
+        self.accept_unknown_kinds = accept;
+        self
+    }
+
+    /// Called with every `Event`, inline on the engine's tasks: keep it quick.
+    pub fn observer(
+        mut self,
+        observer: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> SchedulerBuilder {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    pub fn build(self) -> Result<Scheduler, EngineError> {
+        if let Some(kind) = self.invalid_kind {
+            Kind::new(&kind)?;
+        }
+        let config = self.config.normalised();
+        let permits = Arc::new(Semaphore::new(config.concurrency));
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                store: self.store,
+                clock: self.clock,
+                handlers: self.handlers,
+                accept_unknown_kinds: self.accept_unknown_kinds,
+                observer: self.observer,
+                wake: Notify::new(),
+                sleeping_until_us: AtomicI64::new(i64::MAX),
+                permits,
+                stop_claiming: CancellationToken::new(),
+                stop_handlers: CancellationToken::new(),
+                jobs: TaskTracker::new(),
+                released: AtomicU64::new(0),
+                config,
+            }),
+            started: Arc::new(AtomicBool::new(false)),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+}
+
+/// What `stop` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopReport {
+    /// Claimed jobs handed back because they had not started.
+    pub released: u64,
+    /// True if every running handler finished within the grace period.
+    pub finished_in_grace: bool,
+    /// Handlers still running when `stop` returned; their leases will expire and the jobs will
+    /// be rescued.
+    pub abandoned: usize,
+}
+
+/// The engine (the brief's Scheduler). Cheap to clone; all clones drive the same engine.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+    started: Arc<AtomicBool>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Scheduler {
+    pub fn builder(store: Arc<dyn Store>) -> SchedulerBuilder {
+        SchedulerBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            config: Config::default(),
+            handlers: HashMap::new(),
+            invalid_kind: None,
+            accept_unknown_kinds: false,
+            observer: None,
+        }
+    }
+
+    /// Starts the dispatcher, the rescuer and the purger on the current tokio runtime.
+    pub fn start(&self) -> Result<(), EngineError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        if self.started.swap(true, Ordering::SeqCst) {
+            return Err(EngineError::AlreadyStarted);
+        }
+        let tasks = vec![
+            runtime.spawn(dispatch::run(self.inner.clone())),
+            runtime.spawn(maintenance::rescue(self.inner.clone())),
+            runtime.spawn(maintenance::purge(self.inner.clone())),
+        ];
+        self.tasks
+            .lock()
+            .expect("no task panics while holding this lock")
+            .extend(tasks);
+        Ok(())
+    }
+
+    /// Stops gracefully: claims nothing more, hands back claimed jobs that have not started,
+    /// lets running handlers finish within `Config::grace`, then signals their cancellation and
+    /// waits a little more. Safe to call more than once.
+    pub async fn stop(&self) -> StopReport {
+        let inner = &self.inner;
+        inner.stop_claiming.cancel();
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .expect("no task panics while holding this lock"),
+        );
+        for task in tasks {
+            // A task that panicked has nothing left to stop.
+            let _ = task.await;
+        }
+        inner.jobs.close();
+        let finished_in_grace = tokio::time::timeout(inner.config.grace, inner.jobs.wait())
+            .await
+            .is_ok();
+        if !finished_in_grace {
+            inner.stop_handlers.cancel();
+            let after_cancel = inner.config.grace.min(Duration::from_secs(5));
+            let _ = tokio::time::timeout(after_cancel, inner.jobs.wait()).await;
+        }
+        StopReport {
+            released: inner.released.load(Ordering::Relaxed),
+            finished_in_grace,
+            abandoned: inner.jobs.len(),
+        }
+    }
+
+    /// Validates a job of `kind` due at `run_at`, without storing it.
+    pub fn new_job<P: serde::Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &P,
+        run_at: Timestamp,
+        options: JobOptions,
+    ) -> Result<NewJob, EngineError> {
+        let kind = self.known_kind(kind)?;
+        let payload = encode(payload)?;
+        Ok(NewJob::new(
+            kind,
+            payload,
+            run_at,
+            options,
+            self.inner.clock.now(),
+        )?)
+    }
+
+    /// Schedules a job of `kind` at `run_at`. Durable when it returns.
+    pub async fn schedule<P: serde::Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &P,
+        run_at: Timestamp,
+        options: JobOptions,
+    ) -> Result<JobId, EngineError> {
+        let job = self.new_job(kind, payload, run_at, options)?;
+        let id = job.id;
+        self.schedule_many(vec![job]).await?;
+        Ok(id)
+    }
+
+    /// Schedules a job of `kind` to run `delay` from now.
+    pub async fn schedule_in<P: serde::Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &P,
+        delay: Duration,
+        options: JobOptions,
+    ) -> Result<JobId, EngineError> {
+        let run_at = self.inner.clock.now().add(delay);
+        self.schedule(kind, payload, run_at, options).await
+    }
+
+    /// Schedules a recurring job: every occurrence of `schedule` runs once.
+    pub async fn schedule_recurring<P: serde::Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &P,
+        schedule: Schedule,
+        options: JobOptions,
+    ) -> Result<JobId, EngineError> {
+        let kind = self.known_kind(kind)?;
+        let job = NewJob::recurring(
+            kind,
+            encode(payload)?,
+            schedule,
+            options,
+            self.inner.clock.now(),
+        )?;
+        let id = job.id;
+        self.schedule_many(vec![job]).await?;
+        Ok(id)
+    }
+
+    /// Stores validated jobs in one batch, all or none, and wakes the dispatcher if one is due
+    /// before it would wake.
+    pub async fn schedule_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, EngineError> {
+        let earliest = jobs.iter().map(|job| job.run_at).min();
+        let ids = self
+            .inner
+            .store
+            .insert(jobs, self.inner.clock.now())
+            .await?;
+        if let Some(earliest) = earliest {
+            self.inner.wake_for(earliest);
+        }
+        Ok(ids)
+    }
+
+    /// Cancels a job that has not finished; a running handler is told to cancel at its next
+    /// heartbeat.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
+        Ok(self.inner.store.cancel(id, self.inner.clock.now()).await?)
+    }
+
+    /// Moves a pending job, or revives a dead or cancelled one, to `run_at`.
+    pub async fn reschedule(&self, id: JobId, run_at: Timestamp) -> Result<Job, EngineError> {
+        let job = self
+            .inner
+            .store
+            .reschedule(id, run_at, self.inner.clock.now())
+            .await?;
+        self.inner.wake_for(run_at);
+        Ok(job)
+    }
+
+    pub async fn get(&self, id: JobId) -> Result<Option<Job>, EngineError> {
+        Ok(self.inner.store.get(id).await?)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn known_kind(&self, kind: &str) -> Result<Kind, EngineError> {
+        let kind = Kind::new(kind)?;
+        if !self.inner.accept_unknown_kinds && !self.inner.handlers.contains_key(&kind) {
+            return Err(EngineError::UnknownKind(kind.to_string()));
+        }
+        Ok(kind)
+    }
+}
+
+fn encode<P: serde::Serialize + ?Sized>(payload: &P) -> Result<Payload, EngineError> {
+    let text =
+        serde_json::to_string(payload).map_err(|error| EngineError::Payload(error.to_string()))?;
+    Ok(Payload::from_json_text(&text)?)
+}
