@@ -1,0 +1,1661 @@
+//! The store conformance suite: one `pub async fn` per behaviour of the `Store` contract, each
+//! named for what it checks and each run against a fresh, empty store.
+//!
+//! `store_conformance_suite!` turns every function here into a `#[tokio::test]` for a backend;
+//! a function added here must be added to that macro's list too (`tests/it` checks it is).
+//!
+//! Every test starts at `fixtures::NOW` and moves time by passing later instants; none sleeps,
+//! and none depends on the system clock, so a failure replays identically on every backend.
+//! The functions panic on a broken expectation (they are tests).
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use punctual_core::{
+    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Lease,
+    LeaseToken, NewJob, Payload, Priority, Queue, RescueOutcome, RetryPolicy, Schedule, StateCount,
+    Store, StoreError, Timestamp, ValidationError, limits, truncate_error,
+};
+
+use crate::fixtures::{NOW, job_id, kind, new_job, node, queue};
+
+/// The lease most tests claim with.
+const LEASE: Duration = Duration::from_secs(30);
+
+fn seconds(count: u64) -> Duration {
+    Duration::from_secs(count)
+}
+
+/// A plain job in the default queue, due at `run_at`.
+fn job(run_at: Timestamp) -> NewJob {
+    new_job("conformance.job", run_at, JobOptions::default(), NOW)
+}
+
+/// A plain job with a chosen id (so tests control id order).
+fn job_numbered(sequence: u64, run_at: Timestamp) -> NewJob {
+    let options = JobOptions::default().id(job_id(NOW, sequence));
+    new_job("conformance.job", run_at, options, NOW)
+}
+
+/// A retry policy without jitter, so a rescue's backoff is exact.
+fn retry_without_jitter() -> RetryPolicy {
+    RetryPolicy::new(seconds(2), seconds(3_600), 0).expect("a valid retry policy")
+}
+
+async fn insert(store: &dyn Store, jobs: Vec<NewJob>) -> Vec<JobId> {
+    store.insert(jobs, NOW).await.expect("insert")
+}
+
+async fn insert_one(store: &dyn Store, job: NewJob) -> JobId {
+    insert(store, vec![job]).await[0]
+}
+
+async fn get(store: &dyn Store, id: JobId) -> Job {
+    store
+        .get(id)
+        .await
+        .expect("get")
+        .unwrap_or_else(|| panic!("job {id} should exist"))
+}
+
+fn request(limit: usize, due_by: Timestamp) -> ClaimRequest {
+    ClaimRequest {
+        holder: node("node-a"),
+        queues: None,
+        limit,
+        due_by,
+        lease: LEASE,
+    }
+}
+
+async fn claim(store: &dyn Store, request: ClaimRequest, now: Timestamp) -> Vec<Job> {
+    store.claim(request, now).await.expect("claim")
+}
+
+/// Claims exactly one job due by `now`, with `LEASE`.
+async fn claim_one(store: &dyn Store, now: Timestamp) -> Job {
+    let mut claimed = claim(store, request(1, now), now).await;
+    assert_eq!(claimed.len(), 1, "one job should be due at {now}");
+    claimed.remove(0)
+}
+
+fn token_of(job: &Job) -> LeaseToken {
+    job.lease
+        .as_ref()
+        .expect("a claimed job holds a lease")
+        .token
+}
+
+fn ids(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|job| job.id).collect()
+}
+
+/// Every job matching `filter`, following the cursor page by page.
+async fn list_all(store: &dyn Store, filter: JobFilter) -> Vec<Job> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(filter.clone(), after, limits::PAGE_SIZE_MAX)
+            .await
+            .expect("list");
+        all.extend(page.jobs);
+        match page.next {
+            Some(cursor) => after = Some(cursor),
+            None => return all,
+        }
+    }
+}
+
+fn assert_lease_lost<T: Debug>(result: Result<T, StoreError>, id: JobId, token: LeaseToken) {
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::LeaseLost { id: lost, token: stale }) if lost == id && stale == token
+        ),
+        "expected LeaseLost for job {id} token {token}, got {result:?}"
+    );
+}
+
+fn assert_not_found<T: Debug>(result: Result<T, StoreError>, id: JobId) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound(missing)) if missing == id),
+        "expected NotFound({id}), got {result:?}"
+    );
+}
+
+fn assert_conflict<T: Debug>(
+    result: Result<T, StoreError>,
+    id: JobId,
+    state: JobState,
+    operation: &str,
+) {
+    assert!(
+        matches!(
+            &result,
+            Err(StoreError::Conflict { id: found, state: found_state, operation: found_operation })
+                if *found == id && *found_state == state && *found_operation == operation
+        ),
+        "expected Conflict({id}, {state}, {operation}), got {result:?}"
+    );
+}
+
+/// What a claim at `now` with `lease` makes of a job that was `before`, by `holder`.
+fn claimed_from(before: &Job, holder: &str, lease: Duration, now: Timestamp) -> Job {
+    let token = LeaseToken(before.lease_token.0 + 1);
+    Job {
+        state: JobState::Running,
+        attempt: before.attempt + 1,
+        lease_token: token,
+        lease: Some(Lease {
+            holder: node(holder),
+            token,
+            expires_at: now.max(before.run_at).add(lease),
+        }),
+        started_at: Some(now),
+        finished_at: None,
+        ..before.clone()
+    }
+}
+
+pub async fn insert_then_get_round_trips_every_field(store: Arc<dyn Store>) {
+    let store = &*store;
+    let payload = Payload::from_json_text(
+        r#"{"to":["a@example.com"],"n":1.5,"nested":{"ok":true},"text":"héllo \"quoted\" ☃"}"#,
+    )
+    .expect("valid JSON");
+    let retry = RetryPolicy::new(Duration::from_millis(250), seconds(90), 35).expect("valid");
+    let cron = NewJob::new(
+        kind("report.nightly"),
+        payload,
+        // Microseconds must survive the round trip.
+        NOW.add(Duration::from_micros(90_123_457)),
+        JobOptions::default()
+            .queue(queue("reports"))
+            .priority(Priority::new(3).expect("valid"))
+            .attempt_max(7)
+            .retry(retry)
+            .schedule(Schedule::cron("0 0 * * *", "Europe/Berlin").expect("valid"))
+            .id(job_id(NOW, 1)),
+        NOW,
+    )
+    .expect("valid");
+    let interval = NewJob::new(
+        kind("heartbeat"),
+        Payload::from_json_text("[1,2,3]").expect("valid JSON"),
+        NOW.add(seconds(90)),
+        JobOptions::default()
+            .priority(Priority::LOWEST)
+            .attempt_max(limits::ATTEMPT_MAX_LIMIT)
+            .schedule(Schedule::interval(seconds(90)).expect("valid")),
+        NOW,
+    )
+    .expect("valid");
+    // In the past, every option left at its default, a generated id.
+    let plain = job(NOW.sub(seconds(5)));
+
+    let jobs = vec![cron.clone(), interval.clone(), plain.clone()];
+    let ids = store.insert(jobs.clone(), NOW).await.expect("insert");
+    assert_eq!(ids, vec![cron.id, interval.id, plain.id]);
+    for new in jobs {
+        assert_eq!(get(store, new.id).await, new.clone().into_job(NOW));
+    }
+    assert_eq!(store.get(job_id(NOW, 99)).await.expect("get"), None);
+}
+
+pub async fn insert_is_all_or_none_on_a_duplicate_id(store: Arc<dyn Store>) {
+    let store = &*store;
+    let existing = job(NOW);
+    insert_one(store, existing.clone()).await;
+
+    // A batch holding an id already stored: nothing of it is stored, the stored job is untouched.
+    let fresh = job(NOW);
+    let clash = new_job(
+        "conformance.other",
+        NOW.add(seconds(60)),
+        JobOptions::default().id(existing.id),
+        NOW,
+    );
+    let result = store.insert(vec![fresh.clone(), clash], NOW).await;
+    assert!(
+        matches!(result, Err(StoreError::Duplicate(id)) if id == existing.id),
+        "{result:?}"
+    );
+    assert_eq!(store.get(fresh.id).await.expect("get"), None);
+    assert_eq!(get(store, existing.id).await, existing.into_job(NOW));
+
+    // A batch holding one id twice.
+    let twin = job(NOW);
+    let other = job(NOW);
+    let result = store
+        .insert(vec![twin.clone(), other.clone(), twin.clone()], NOW)
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Duplicate(id)) if id == twin.id),
+        "{result:?}"
+    );
+    assert_eq!(store.get(twin.id).await.expect("get"), None);
+    assert_eq!(store.get(other.id).await.expect("get"), None);
+    assert_eq!(list_all(store, JobFilter::default()).await.len(), 1);
+}
+
+pub async fn insert_refuses_a_batch_over_the_limit(store: Arc<dyn Store>) {
+    let store = &*store;
+    let batch: Vec<NewJob> = (0..=limits::INSERT_BATCH_MAX)
+        .map(|sequence| job_numbered(sequence as u64, NOW))
+        .collect();
+    let result = store.insert(batch, NOW).await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Invalid(ValidationError::TooLong { field: "batch", bytes, limit }))
+                if bytes == limits::INSERT_BATCH_MAX + 1 && limit == limits::INSERT_BATCH_MAX
+        ),
+        "{result:?}"
+    );
+    assert!(list_all(store, JobFilter::default()).await.is_empty());
+
+    // An empty batch is not an error.
+    assert_eq!(
+        store.insert(Vec::new(), NOW).await.expect("insert"),
+        Vec::new()
+    );
+}
+
+pub async fn claim_returns_nothing_when_nothing_is_due(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert!(claim(store, request(10, NOW), NOW).await.is_empty());
+
+    insert_one(store, job(NOW.add(seconds(60)))).await;
+    assert!(claim(store, request(10, NOW), NOW).await.is_empty());
+
+    // A limit of zero takes nothing, even when jobs are due.
+    let due = insert_one(store, job(NOW)).await;
+    let far = NOW.add(seconds(3_600));
+    assert!(claim(store, request(0, far), NOW).await.is_empty());
+    assert_eq!(get(store, due).await.state, JobState::Scheduled);
+}
+
+pub async fn claim_respects_due_by_limit_and_queue_filter(store: Arc<dyn Store>) {
+    let store = &*store;
+    let in_queue = |sequence, name: &str, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name));
+        new_job("conformance.job", run_at, options, NOW)
+    };
+    let due_by = NOW.add(seconds(10));
+    let a = in_queue(1, "default", NOW);
+    let b = in_queue(2, "default", due_by);
+    let c = in_queue(3, "default", due_by.add(Duration::from_micros(1)));
+    let d = in_queue(4, "other", NOW);
+    insert(store, vec![a.clone(), b.clone(), c.clone(), d.clone()]).await;
+
+    // run_at == due_by is due; one microsecond later is not; `other` is not served.
+    let default_only = ClaimRequest {
+        queues: Some(vec![queue("default")]),
+        ..request(10, due_by)
+    };
+    let claimed = claim(store, default_only.clone(), NOW).await;
+    assert_eq!(ids(&claimed), vec![a.id, b.id]);
+    assert!(claim(store, default_only, NOW).await.is_empty());
+
+    let unknown_queue = ClaimRequest {
+        queues: Some(vec![queue("nobody-serves-this")]),
+        ..request(10, NOW.add(seconds(3_600)))
+    };
+    assert!(claim(store, unknown_queue, NOW).await.is_empty());
+
+    let other_only = ClaimRequest {
+        queues: Some(vec![queue("other")]),
+        ..request(10, NOW.add(seconds(3_600)))
+    };
+    assert_eq!(ids(&claim(store, other_only, NOW).await), vec![d.id]);
+
+    let later = due_by.add(Duration::from_micros(1));
+    assert_eq!(
+        ids(&claim(store, request(10, later), NOW).await),
+        vec![c.id]
+    );
+
+    // The limit caps a claim; what it leaves stays for the next.
+    let bulk: Vec<NewJob> = (10..15).map(|n| in_queue(n, "bulk", NOW)).collect();
+    insert(store, bulk.clone()).await;
+    let bulk_only = |limit| ClaimRequest {
+        queues: Some(vec![queue("bulk")]),
+        ..request(limit, NOW)
+    };
+    assert_eq!(
+        ids(&claim(store, bulk_only(2), NOW).await),
+        vec![bulk[0].id, bulk[1].id]
+    );
+    assert_eq!(
+        ids(&claim(store, bulk_only(10), NOW).await),
+        vec![bulk[2].id, bulk[3].id, bulk[4].id]
+    );
+}
+
+pub async fn claim_orders_by_priority_then_run_at_then_id(store: Arc<dyn Store>) {
+    let store = &*store;
+    let with = |sequence, priority, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .priority(Priority::new(priority).expect("valid"));
+        new_job("conformance.job", run_at, options, NOW)
+    };
+    let jobs = vec![
+        with(5, 1, NOW.sub(seconds(1))),
+        with(3, 0, NOW),
+        with(2, 0, NOW),
+        with(4, 0, NOW.sub(seconds(2))),
+        with(1, 2, NOW.sub(seconds(10))),
+        with(0, 1, NOW.sub(seconds(1))),
+    ];
+    insert(store, jobs).await;
+    let expected: Vec<JobId> = [4, 2, 3, 0, 5, 1]
+        .into_iter()
+        .map(|sequence| job_id(NOW, sequence))
+        .collect();
+
+    let first = claim(store, request(2, NOW), NOW).await;
+    let rest = claim(store, request(10, NOW), NOW).await;
+    assert_eq!(ids(&first), expected[..2]);
+    assert_eq!(ids(&rest), expected[2..]);
+}
+
+pub async fn claim_never_hands_one_job_to_two_holders(store: Arc<dyn Store>) {
+    const JOBS: u64 = 200;
+    const HOLDERS: usize = 8;
+    let jobs: Vec<NewJob> = (0..JOBS).map(|n| job_numbered(n, NOW)).collect();
+    insert(&*store, jobs).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for holder in 0..HOLDERS {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let holder = format!("node-{holder}");
+            let mut mine = Vec::new();
+            loop {
+                let ask = ClaimRequest {
+                    holder: node(&holder),
+                    ..request(7, NOW)
+                };
+                let claimed = claim(&*store, ask, NOW).await;
+                if claimed.is_empty() {
+                    return (holder, mine);
+                }
+                mine.extend(claimed);
+            }
+        });
+    }
+
+    let mut seen = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (holder, claimed) = joined.expect("a claiming task panicked");
+        for job in claimed {
+            assert!(seen.insert(job.id), "job {} was claimed twice", job.id);
+            let lease = job.lease.expect("a claimed job holds a lease");
+            assert_eq!(lease.holder, node(&holder));
+            assert_eq!(lease.token, LeaseToken(1));
+            assert_eq!(job.attempt, 1);
+        }
+    }
+    assert_eq!(seen.len() as u64, JOBS, "every job is claimed exactly once");
+}
+
+pub async fn claim_counts_the_attempt_and_grants_a_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    let past = job_numbered(1, NOW.sub(seconds(5)));
+    let ahead = job_numbered(2, NOW.add(seconds(20)));
+    insert(store, vec![past.clone(), ahead.clone()]).await;
+
+    let ask = ClaimRequest {
+        holder: node("node-b"),
+        queues: None,
+        limit: 10,
+        due_by: NOW.add(seconds(30)),
+        lease: seconds(45),
+    };
+    let claimed = claim(store, ask, NOW).await;
+    // A job claimed ahead of its run_at holds its lease from run_at, not from now.
+    let expected = vec![
+        claimed_from(&past.into_job(NOW), "node-b", seconds(45), NOW),
+        claimed_from(&ahead.into_job(NOW), "node-b", seconds(45), NOW),
+    ];
+    assert_eq!(claimed, expected);
+    assert_eq!(
+        expected[1].lease.as_ref().map(|lease| lease.expires_at),
+        Some(NOW.add(seconds(65)))
+    );
+    for job in expected {
+        assert_eq!(get(store, job.id).await, job);
+    }
+}
+
+pub async fn claim_clamps_the_lease_into_its_limits(store: Arc<dyn Store>) {
+    let store = &*store;
+    insert(
+        store,
+        vec![
+            job_numbered(1, NOW),
+            job_numbered(2, NOW),
+            job_numbered(3, NOW),
+        ],
+    )
+    .await;
+    for (asked, granted) in [
+        (Duration::ZERO, limits::LEASE_MIN),
+        (Duration::from_millis(1), limits::LEASE_MIN),
+        (seconds(1_000 * 24 * 3_600), limits::LEASE_MAX),
+    ] {
+        let ask = ClaimRequest {
+            lease: asked,
+            ..request(1, NOW)
+        };
+        let claimed = claim(store, ask, NOW).await;
+        assert_eq!(claimed.len(), 1);
+        let lease = claimed[0]
+            .lease
+            .as_ref()
+            .expect("a claimed job holds a lease");
+        assert_eq!(lease.expires_at, NOW.add(granted), "asked for {asked:?}");
+    }
+}
+
+pub async fn lease_tokens_never_repeat_for_a_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    let options = JobOptions::default()
+        .attempt_max(10)
+        .retry(retry_without_jitter());
+    let id = insert_one(store, new_job("conformance.job", NOW, options, NOW)).await;
+    let mut tokens = Vec::new();
+
+    // Claim, hand back, claim again.
+    let first = claim_one(store, NOW).await;
+    tokens.push(token_of(&first));
+    store
+        .release(id, token_of(&first), NOW)
+        .await
+        .expect("release");
+    let second = claim_one(store, NOW).await;
+    tokens.push(token_of(&second));
+
+    // The lease expires and is rescued; claim again when the retry is due.
+    let expired = NOW.add(LEASE);
+    store.rescue_expired(expired, 10).await.expect("rescue");
+    let retry_at = get(store, id).await.run_at;
+    let third = claim_one(store, retry_at).await;
+    tokens.push(token_of(&third));
+
+    // A failure retried; then a cancel and a revival.
+    let now = retry_at.add(seconds(1));
+    let at = now.add(seconds(5));
+    store
+        .fail(id, token_of(&third), "boom", FailOutcome::Retry { at }, now)
+        .await
+        .expect("fail");
+    let fourth = claim_one(store, at).await;
+    tokens.push(token_of(&fourth));
+    store.cancel(id, at).await.expect("cancel");
+    store.reschedule(id, at, at).await.expect("reschedule");
+    let fifth = claim_one(store, at).await;
+    tokens.push(token_of(&fifth));
+
+    assert!(
+        tokens.windows(2).all(|pair| pair[0] < pair[1]),
+        "tokens must strictly increase: {tokens:?}"
+    );
+    assert_eq!(get(store, id).await.lease_token, tokens[4]);
+}
+
+pub async fn stale_token_is_refused_and_changes_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let stale = token_of(&claim_one(store, NOW).await);
+    store.release(id, stale, NOW).await.expect("release");
+    let current = token_of(&claim_one(store, NOW).await);
+    let before = get(store, id).await;
+
+    let later = NOW.add(seconds(1));
+    let retry = FailOutcome::Retry {
+        at: later.add(seconds(60)),
+    };
+    for token in [stale, LeaseToken(current.0 + 1)] {
+        assert_lease_lost(store.complete(id, token, later).await, id, token);
+        assert_lease_lost(store.fail(id, token, "x", retry, later).await, id, token);
+        assert_lease_lost(
+            store.fail(id, token, "x", FailOutcome::Dead, later).await,
+            id,
+            token,
+        );
+        let expires_at = later.add(seconds(3_600));
+        assert_lease_lost(
+            store.extend_lease(id, token, expires_at, later).await,
+            id,
+            token,
+        );
+        assert_lease_lost(store.release(id, token, later).await, id, token);
+        assert_eq!(
+            get(store, id).await,
+            before,
+            "a refused write changed the job"
+        );
+    }
+
+    // A job no longer running refuses even its last token: no double completion.
+    store.complete(id, current, later).await.expect("complete");
+    let finished = get(store, id).await;
+    assert_lease_lost(store.complete(id, current, later).await, id, current);
+    assert_lease_lost(store.release(id, current, later).await, id, current);
+    assert_eq!(get(store, id).await, finished);
+
+    // A job never claimed holds no lease at all.
+    let waiting = insert_one(store, job(NOW.add(seconds(60)))).await;
+    assert_lease_lost(
+        store.complete(waiting, LeaseToken(0), later).await,
+        waiting,
+        LeaseToken(0),
+    );
+    assert_eq!(get(store, waiting).await.state, JobState::Scheduled);
+}
+
+pub async fn complete_marks_the_job_succeeded(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let claimed = claim_one(store, NOW).await;
+    let done = NOW.add(seconds(5));
+    store
+        .complete(id, token_of(&claimed), done)
+        .await
+        .expect("complete");
+
+    let expected = Job {
+        state: JobState::Succeeded,
+        finished_at: Some(done),
+        lease: None,
+        ..claimed
+    };
+    assert_eq!(get(store, id).await, expected);
+    assert!(
+        claim(store, request(10, done.add(seconds(3_600))), done)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        None
+    );
+}
+
+pub async fn fail_with_retry_sets_retrying_run_at_and_error(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let claimed = claim_one(store, NOW).await;
+    let failed_at = NOW.add(seconds(1));
+    let retry_at = NOW.add(seconds(60));
+    // Longer than the limit, with multi-byte characters: kept truncated, not refused.
+    let error = format!("boom: {}", "é".repeat(limits::ERROR_BYTES_MAX));
+    let state = store
+        .fail(
+            id,
+            token_of(&claimed),
+            &error,
+            FailOutcome::Retry { at: retry_at },
+            failed_at,
+        )
+        .await
+        .expect("fail");
+    assert_eq!(state, JobState::Retrying);
+
+    let expected = Job {
+        state: JobState::Retrying,
+        run_at: retry_at,
+        last_error: Some(truncate_error(&error)),
+        lease: None,
+        ..claimed
+    };
+    assert_eq!(get(store, id).await, expected);
+
+    // Pending again, due at the retry time and not before.
+    let just_before = retry_at.sub(Duration::from_micros(1));
+    assert!(
+        claim(store, request(10, just_before), just_before)
+            .await
+            .is_empty()
+    );
+    let again = claim_one(store, retry_at).await;
+    assert_eq!(again, claimed_from(&expected, "node-a", LEASE, retry_at));
+}
+
+pub async fn fail_dead_keeps_the_error(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let claimed = claim_one(store, NOW).await;
+    let failed_at = NOW.add(seconds(2));
+    let state = store
+        .fail(
+            id,
+            token_of(&claimed),
+            "fatal: bad input",
+            FailOutcome::Dead,
+            failed_at,
+        )
+        .await
+        .expect("fail");
+    assert_eq!(state, JobState::Dead);
+
+    let expected = Job {
+        state: JobState::Dead,
+        finished_at: Some(failed_at),
+        last_error: Some("fatal: bad input".to_owned()),
+        lease: None,
+        ..claimed
+    };
+    assert_eq!(get(store, id).await, expected);
+    let far = failed_at.add(seconds(30 * 24 * 3_600));
+    assert!(claim(store, request(10, far), far).await.is_empty());
+    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+}
+
+pub async fn release_hands_back_without_counting_the_attempt(store: Arc<dyn Store>) {
+    let store = &*store;
+    let run_at = NOW.sub(seconds(1));
+    let id = insert_one(store, job(run_at)).await;
+
+    // A first claim handed back: scheduled again, as if never attempted.
+    let first = claim_one(store, NOW).await;
+    store
+        .release(id, token_of(&first), NOW.add(seconds(1)))
+        .await
+        .expect("release");
+    let released = get(store, id).await;
+    assert_eq!(
+        released,
+        Job {
+            state: JobState::Scheduled,
+            attempt: 0,
+            lease: None,
+            ..first
+        }
+    );
+    assert_eq!(released.run_at, run_at);
+
+    // A retry handed back: retrying again, its earlier failed attempt still counted.
+    let second = claim_one(store, NOW).await;
+    assert_eq!(second.attempt, 1);
+    let retry_at = NOW.add(seconds(10));
+    store
+        .fail(
+            id,
+            token_of(&second),
+            "boom",
+            FailOutcome::Retry { at: retry_at },
+            NOW,
+        )
+        .await
+        .expect("fail");
+    let third = claim_one(store, retry_at).await;
+    assert_eq!(third.attempt, 2);
+    store
+        .release(id, token_of(&third), retry_at)
+        .await
+        .expect("release");
+    let released = get(store, id).await;
+    assert_eq!(released.state, JobState::Retrying);
+    assert_eq!(released.attempt, 1);
+    assert_eq!(released.run_at, retry_at);
+    assert_eq!(released.lease, None);
+    assert_eq!(released.lease_token, token_of(&third));
+}
+
+pub async fn extend_lease_moves_the_expiry_and_keeps_the_job_from_rescue(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let token = token_of(&claim_one(store, NOW).await);
+    let extended = NOW.add(seconds(300));
+    store
+        .extend_lease(id, token, extended, NOW.add(seconds(10)))
+        .await
+        .expect("extend_lease");
+
+    let job = get(store, id).await;
+    assert_eq!(
+        job.lease.as_ref().map(|lease| lease.expires_at),
+        Some(extended)
+    );
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        Some(extended)
+    );
+
+    // Past the old expiry but before the new one: not rescued.
+    let rescued = store
+        .rescue_expired(NOW.add(seconds(60)), 10)
+        .await
+        .expect("rescue");
+    assert!(rescued.is_empty(), "{rescued:?}");
+    assert_eq!(get(store, id).await, job);
+
+    let rescued = store.rescue_expired(extended, 10).await.expect("rescue");
+    assert_eq!(
+        rescued.iter().map(|outcome| outcome.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+}
+
+pub async fn rescue_ends_expired_leases_only(store: Arc<dyn Store>) {
+    let store = &*store;
+    let short = job_numbered(1, NOW);
+    let long = job_numbered(2, NOW);
+    let waiting = job_numbered(3, NOW.sub(seconds(3_600)));
+    insert(store, vec![short.clone(), long.clone()]).await;
+    let with_lease = |lease| ClaimRequest {
+        lease,
+        ..request(1, NOW)
+    };
+    claim(store, with_lease(seconds(10)), NOW).await;
+    claim(store, with_lease(seconds(60)), NOW).await;
+    insert_one(store, waiting.clone()).await;
+    let long_before = get(store, long.id).await;
+
+    let expiry = NOW.add(seconds(10));
+    let just_before = expiry.sub(Duration::from_micros(1));
+    assert!(
+        store
+            .rescue_expired(just_before, 10)
+            .await
+            .expect("rescue")
+            .is_empty()
+    );
+
+    // A lease expiring exactly at `now` has expired.
+    let rescued = store.rescue_expired(expiry, 10).await.expect("rescue");
+    assert_eq!(
+        rescued.iter().map(|outcome| outcome.id).collect::<Vec<_>>(),
+        vec![short.id]
+    );
+    assert_eq!(get(store, long.id).await, long_before);
+    assert_eq!(get(store, waiting.id).await, waiting.into_job(NOW));
+}
+
+pub async fn rescue_retries_with_backoff_and_records_the_lost_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    let options = JobOptions::default()
+        .attempt_max(3)
+        .retry(RetryPolicy::new(seconds(2), seconds(3_600), 50).expect("valid"));
+    let id = insert_one(store, new_job("conformance.job", NOW, options, NOW)).await;
+
+    // First lost lease: retried after backoff(1) = 2 s, jitter ignored.
+    let claimed = claim_one(store, NOW).await;
+    let rescue_at = NOW.add(seconds(40));
+    let rescued = store.rescue_expired(rescue_at, 10).await.expect("rescue");
+    assert_eq!(
+        rescued,
+        vec![RescueOutcome {
+            id,
+            holder: node("node-a"),
+            token: LeaseToken(1),
+            state: JobState::Retrying,
+        }]
+    );
+    let expected = Job {
+        state: JobState::Retrying,
+        run_at: rescue_at.add(seconds(2)),
+        last_error: Some("lease expired (holder node-a, token 1)".to_owned()),
+        lease: None,
+        ..claimed
+    };
+    assert_eq!(get(store, id).await, expected);
+
+    // Second lost lease: backoff(2) = 4 s.
+    let claimed = claim_one(store, expected.run_at).await;
+    assert_eq!(claimed.attempt, 2);
+    let rescue_at = expected.run_at.add(LEASE);
+    store.rescue_expired(rescue_at, 10).await.expect("rescue");
+    let job = get(store, id).await;
+    assert_eq!(job.state, JobState::Retrying);
+    assert_eq!(job.run_at, rescue_at.add(seconds(4)));
+    assert_eq!(
+        job.last_error.as_deref(),
+        Some("lease expired (holder node-a, token 2)")
+    );
+}
+
+pub async fn rescue_marks_dead_when_attempts_are_exhausted(store: Arc<dyn Store>) {
+    let store = &*store;
+    let options = JobOptions::default()
+        .attempt_max(2)
+        .retry(retry_without_jitter());
+    let id = insert_one(store, new_job("conformance.job", NOW, options, NOW)).await;
+
+    // Each claim ends with a lost lease, as if the job crashed its process every time.
+    let mut now = NOW;
+    let mut states = Vec::new();
+    for _ in 0..2 {
+        claim_one(store, now).await;
+        now = now.add(LEASE);
+        let rescued = store.rescue_expired(now, 10).await.expect("rescue");
+        assert_eq!(rescued.len(), 1);
+        states.push(rescued[0].state);
+        now = get(store, id).await.run_at.max(now);
+    }
+    assert_eq!(states, vec![JobState::Retrying, JobState::Dead]);
+
+    let job = get(store, id).await;
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.finished_at, Some(now));
+    assert_eq!(job.lease, None);
+    assert_eq!(
+        job.last_error.as_deref(),
+        Some("lease expired (holder node-a, token 2)")
+    );
+    let far = now.add(seconds(30 * 24 * 3_600));
+    assert!(claim(store, request(10, far), far).await.is_empty());
+    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+}
+
+pub async fn rescue_respects_its_limit_oldest_expiry_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    // Claimed in id order with shrinking leases, so expiry order is the reverse of id order.
+    insert(
+        store,
+        vec![
+            job_numbered(1, NOW),
+            job_numbered(2, NOW),
+            job_numbered(3, NOW),
+        ],
+    )
+    .await;
+    for lease in [30, 20, 10] {
+        let ask = ClaimRequest {
+            lease: seconds(lease),
+            ..request(1, NOW)
+        };
+        claim(store, ask, NOW).await;
+    }
+    let later = NOW.add(seconds(3_600));
+    assert!(
+        store
+            .rescue_expired(later, 0)
+            .await
+            .expect("rescue")
+            .is_empty()
+    );
+    let rescued = store.rescue_expired(later, 2).await.expect("rescue");
+    let rescued: Vec<JobId> = rescued.iter().map(|outcome| outcome.id).collect();
+    assert_eq!(rescued, vec![job_id(NOW, 3), job_id(NOW, 2)]);
+    let rescued = store.rescue_expired(later, 10).await.expect("rescue");
+    let rescued: Vec<JobId> = rescued.iter().map(|outcome| outcome.id).collect();
+    assert_eq!(rescued, vec![job_id(NOW, 1)]);
+}
+
+pub async fn cancel_ends_a_pending_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    let scheduled = insert_one(store, job_numbered(1, NOW.add(seconds(60)))).await;
+    let retrying = insert_one(store, job_numbered(2, NOW)).await;
+    let claimed = claim_one(store, NOW).await;
+    let retry = FailOutcome::Retry {
+        at: NOW.add(seconds(30)),
+    };
+    store
+        .fail(retrying, token_of(&claimed), "boom", retry, NOW)
+        .await
+        .expect("fail");
+
+    let cancelled_at = NOW.add(seconds(1));
+    for id in [scheduled, retrying] {
+        let before = get(store, id).await;
+        let cancelled = store.cancel(id, cancelled_at).await.expect("cancel");
+        let expected = Job {
+            state: JobState::Cancelled,
+            finished_at: Some(cancelled_at),
+            ..before
+        };
+        assert_eq!(cancelled, expected);
+        assert_eq!(get(store, id).await, expected);
+    }
+    let far = NOW.add(seconds(3_600));
+    assert!(claim(store, request(10, far), far).await.is_empty());
+    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+}
+
+pub async fn cancel_ends_a_running_job_and_its_holder_loses_the_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let claimed = claim_one(store, NOW).await;
+    let token = token_of(&claimed);
+    let cancelled_at = NOW.add(seconds(1));
+    let cancelled = store.cancel(id, cancelled_at).await.expect("cancel");
+    let expected = Job {
+        state: JobState::Cancelled,
+        finished_at: Some(cancelled_at),
+        lease: None,
+        ..claimed
+    };
+    assert_eq!(cancelled, expected);
+
+    // The holder, still running the handler, finds out at its next write.
+    let later = cancelled_at.add(seconds(1));
+    assert_lease_lost(store.complete(id, token, later).await, id, token);
+    assert_lease_lost(
+        store.fail(id, token, "x", FailOutcome::Dead, later).await,
+        id,
+        token,
+    );
+    assert_lease_lost(
+        store.extend_lease(id, token, later.add(LEASE), later).await,
+        id,
+        token,
+    );
+    assert_eq!(get(store, id).await, expected);
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        None
+    );
+    let far = NOW.add(seconds(3_600));
+    assert!(
+        store
+            .rescue_expired(far, 10)
+            .await
+            .expect("rescue")
+            .is_empty()
+    );
+}
+
+pub async fn cancel_of_a_finished_job_is_a_conflict(store: Arc<dyn Store>) {
+    let store = &*store;
+    insert(
+        store,
+        vec![
+            job_numbered(1, NOW),
+            job_numbered(2, NOW),
+            job_numbered(3, NOW),
+        ],
+    )
+    .await;
+    let succeeded = claim_one(store, NOW).await;
+    store
+        .complete(succeeded.id, token_of(&succeeded), NOW)
+        .await
+        .expect("complete");
+    let dead = claim_one(store, NOW).await;
+    store
+        .fail(dead.id, token_of(&dead), "fatal", FailOutcome::Dead, NOW)
+        .await
+        .expect("fail");
+    let cancelled = job_id(NOW, 3);
+    store.cancel(cancelled, NOW).await.expect("cancel");
+
+    let later = NOW.add(seconds(1));
+    for (id, state) in [
+        (succeeded.id, JobState::Succeeded),
+        (dead.id, JobState::Dead),
+        (cancelled, JobState::Cancelled),
+    ] {
+        let before = get(store, id).await;
+        assert_conflict(store.cancel(id, later).await, id, state, "cancel");
+        assert_eq!(get(store, id).await, before);
+    }
+}
+
+pub async fn reschedule_moves_a_pending_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    let scheduled = insert_one(store, job_numbered(1, NOW.add(seconds(3_600)))).await;
+    let before = get(store, scheduled).await;
+    let moved_to = NOW.add(seconds(10));
+    let moved = store
+        .reschedule(scheduled, moved_to, NOW)
+        .await
+        .expect("reschedule");
+    let expected = Job {
+        run_at: moved_to,
+        ..before
+    };
+    assert_eq!(moved, expected);
+    assert_eq!(get(store, scheduled).await, expected);
+    assert!(claim(store, request(10, NOW), NOW).await.is_empty());
+    assert_eq!(claim_one(store, moved_to).await.id, scheduled);
+
+    // A retrying job keeps its state and its counted attempts.
+    let retrying = insert_one(store, job_numbered(2, NOW)).await;
+    let claimed = claim_one(store, moved_to).await;
+    let retry = FailOutcome::Retry {
+        at: NOW.add(seconds(3_600)),
+    };
+    store
+        .fail(retrying, token_of(&claimed), "boom", retry, moved_to)
+        .await
+        .expect("fail");
+    let moved = store
+        .reschedule(retrying, moved_to, moved_to)
+        .await
+        .expect("reschedule");
+    assert_eq!(moved.state, JobState::Retrying);
+    assert_eq!(moved.attempt, 1);
+    assert_eq!(moved.run_at, moved_to);
+    assert_eq!(claim_one(store, moved_to).await.id, retrying);
+}
+
+pub async fn reschedule_revives_a_dead_or_cancelled_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    let dead = insert_one(store, job_numbered(1, NOW)).await;
+    let claimed = claim_one(store, NOW).await;
+    store
+        .fail(dead, token_of(&claimed), "fatal", FailOutcome::Dead, NOW)
+        .await
+        .expect("fail");
+
+    let later = NOW.add(seconds(60));
+    let revived = store
+        .reschedule(dead, later, later)
+        .await
+        .expect("reschedule");
+    let expected = Job {
+        state: JobState::Scheduled,
+        attempt: 0,
+        run_at: later,
+        finished_at: None,
+        // Kept, so people can see why it died.
+        last_error: Some("fatal".to_owned()),
+        lease: None,
+        ..claimed
+    };
+    assert_eq!(revived, expected);
+    assert_eq!(get(store, dead).await, expected);
+    let again = claim_one(store, later).await;
+    assert_eq!(again.attempt, 1);
+    assert_eq!(token_of(&again), LeaseToken(2));
+
+    let cancelled = insert_one(store, job_numbered(2, NOW.add(seconds(3_600)))).await;
+    store.cancel(cancelled, NOW).await.expect("cancel");
+    let revived = store
+        .reschedule(cancelled, later, later)
+        .await
+        .expect("reschedule");
+    assert_eq!(revived.state, JobState::Scheduled);
+    assert_eq!(revived.attempt, 0);
+    assert_eq!(revived.finished_at, None);
+    assert_eq!(claim_one(store, later).await.id, cancelled);
+}
+
+pub async fn reschedule_refuses_a_running_or_succeeded_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    insert(store, vec![job_numbered(1, NOW), job_numbered(2, NOW)]).await;
+    let succeeded = claim_one(store, NOW).await;
+    store
+        .complete(succeeded.id, token_of(&succeeded), NOW)
+        .await
+        .expect("complete");
+    let running = claim_one(store, NOW).await;
+
+    let later = NOW.add(seconds(60));
+    for (id, state) in [
+        (running.id, JobState::Running),
+        (succeeded.id, JobState::Succeeded),
+    ] {
+        let before = get(store, id).await;
+        assert_conflict(
+            store.reschedule(id, later, NOW).await,
+            id,
+            state,
+            "reschedule",
+        );
+        assert_eq!(get(store, id).await, before);
+    }
+}
+
+pub async fn reschedule_refuses_a_run_at_out_of_range(store: Arc<dyn Store>) {
+    let store = &*store;
+    let id = insert_one(store, job(NOW)).await;
+    let before = get(store, id).await;
+    let too_far = NOW.add(limits::RUN_AT_FUTURE_MAX).add(seconds(1));
+    let too_old = NOW.sub(limits::RUN_AT_PAST_MAX).sub(seconds(1));
+    for run_at in [too_far, too_old] {
+        let result = store.reschedule(id, run_at, NOW).await;
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::Invalid(ValidationError::RunAtOutOfRange { .. }))
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(get(store, id).await, before);
+}
+
+/// The occurrences of a recurring job other than `id`.
+async fn other_jobs(store: &dyn Store, id: JobId) -> Vec<Job> {
+    let mut all = list_all(store, JobFilter::default()).await;
+    all.retain(|job| job.id != id);
+    all
+}
+
+pub async fn recurring_job_stores_its_next_occurrence_once(store: Arc<dyn Store>) {
+    let store = &*store;
+    let schedule = Schedule::interval(seconds(3_600)).expect("valid");
+    let options = JobOptions::default()
+        .queue(queue("reports"))
+        .priority(Priority::new(2).expect("valid"))
+        .attempt_max(4)
+        .retry(retry_without_jitter())
+        .schedule(schedule.clone());
+    let recurring = NewJob::new(
+        kind("report.hourly"),
+        Payload::from_json_text(r#"{"scope":"all"}"#).expect("valid JSON"),
+        NOW,
+        options,
+        NOW,
+    )
+    .expect("valid");
+    let id = insert_one(store, recurring.clone()).await;
+
+    let claimed = claim_one(store, NOW).await;
+    assert_eq!(claimed.id, id);
+    let next = other_jobs(store, id).await;
+    assert_eq!(
+        next.len(),
+        1,
+        "the first claim stores the next occurrence: {next:?}"
+    );
+    let next = &next[0];
+    let expected = Job {
+        id: next.id,
+        run_at: NOW.add(seconds(3_600)),
+        ..recurring.into_job(NOW)
+    };
+    assert_eq!(*next, expected);
+
+    // Handed back and claimed again, failed and claimed again, completed: still one next.
+    store
+        .release(id, token_of(&claimed), NOW)
+        .await
+        .expect("release");
+    let claimed = claim_one(store, NOW).await;
+    let retry = FailOutcome::Retry {
+        at: NOW.add(seconds(1)),
+    };
+    store
+        .fail(id, token_of(&claimed), "boom", retry, NOW)
+        .await
+        .expect("fail");
+    let claimed = claim_one(store, NOW.add(seconds(1))).await;
+    store
+        .complete(id, token_of(&claimed), NOW.add(seconds(2)))
+        .await
+        .expect("complete");
+    assert_eq!(other_jobs(store, id).await, vec![expected]);
+}
+
+pub async fn recurring_job_after_downtime_runs_once_then_resumes_in_the_future(
+    store: Arc<dyn Store>,
+) {
+    let store = &*store;
+    // An interval schedule, its occurrence due an hour ago (the node was down).
+    let every_minute = Schedule::interval(seconds(60)).expect("valid");
+    let options = JobOptions::default().schedule(every_minute);
+    let interval = insert_one(store, new_job("conformance.interval", NOW, options, NOW)).await;
+    let back = NOW.add(seconds(3_630));
+    assert_eq!(claim_one(store, back).await.id, interval);
+    let next = other_jobs(store, interval).await;
+    assert_eq!(
+        next.len(),
+        1,
+        "missed occurrences are not replayed: {next:?}"
+    );
+    assert_eq!(next[0].run_at, back.add(seconds(60)));
+    store.cancel(next[0].id, back).await.expect("cancel");
+
+    // A cron schedule: the next occurrence is the schedule's first after the claim.
+    let every_ten_seconds = Schedule::cron("*/10 * * * * *", "UTC").expect("valid");
+    let first = every_ten_seconds
+        .next_after(NOW)
+        .expect("has a next occurrence");
+    let options = JobOptions::default()
+        .queue(queue("cron"))
+        .schedule(every_ten_seconds.clone());
+    let cron = insert_one(store, new_job("conformance.cron", first, options, NOW)).await;
+    let back = first.add(Duration::from_millis(3_603_500));
+    let cron_only = ClaimRequest {
+        queues: Some(vec![queue("cron")]),
+        ..request(10, back)
+    };
+    assert_eq!(ids(&claim(store, cron_only, back).await), vec![cron]);
+    let filter = JobFilter {
+        queue: Some(queue("cron")),
+        state: Some(JobState::Scheduled),
+        ..JobFilter::default()
+    };
+    let next = list_all(store, filter).await;
+    assert_eq!(
+        next.len(),
+        1,
+        "missed occurrences are not replayed: {next:?}"
+    );
+    assert!(next[0].run_at > back);
+    assert_eq!(Some(next[0].run_at), every_ten_seconds.next_after(back));
+}
+
+pub async fn next_due_finds_the_earliest_pending_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+
+    let in_queue = |sequence, name: &str, priority, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name))
+            .priority(Priority::new(priority).expect("valid"));
+        new_job("conformance.job", run_at, options, NOW)
+    };
+    insert(
+        store,
+        vec![
+            in_queue(1, "alpha", 5, NOW.add(seconds(30))),
+            in_queue(2, "beta", 0, NOW.add(seconds(10))),
+            in_queue(3, "alpha", 9, NOW.add(seconds(20))),
+            in_queue(4, "alpha", 0, NOW.add(seconds(5))),
+        ],
+    )
+    .await;
+    // Running jobs are not pending.
+    let alpha = ClaimRequest {
+        queues: Some(vec![queue("alpha")]),
+        ..request(1, NOW.add(seconds(5)))
+    };
+    let running = claim(store, alpha, NOW).await;
+    assert_eq!(ids(&running), vec![job_id(NOW, 4)]);
+
+    let next_due = |queues: Option<Vec<Queue>>| async move {
+        store.next_due(queues.as_deref()).await.expect("next_due")
+    };
+    assert_eq!(next_due(None).await, Some(NOW.add(seconds(10))));
+    assert_eq!(
+        next_due(Some(vec![queue("alpha")])).await,
+        Some(NOW.add(seconds(20)))
+    );
+    assert_eq!(
+        next_due(Some(vec![queue("beta")])).await,
+        Some(NOW.add(seconds(10)))
+    );
+    assert_eq!(next_due(Some(vec![queue("gamma")])).await, None);
+    assert_eq!(
+        next_due(Some(vec![queue("gamma"), queue("alpha")])).await,
+        Some(NOW.add(seconds(20)))
+    );
+
+    // A retrying job is pending; a cancelled one is not.
+    let retry = FailOutcome::Retry {
+        at: NOW.add(seconds(1)),
+    };
+    store
+        .fail(running[0].id, token_of(&running[0]), "boom", retry, NOW)
+        .await
+        .expect("fail");
+    assert_eq!(next_due(None).await, Some(NOW.add(seconds(1))));
+    store.cancel(running[0].id, NOW).await.expect("cancel");
+    assert_eq!(next_due(None).await, Some(NOW.add(seconds(10))));
+}
+
+pub async fn next_lease_expiry_finds_the_earliest_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        None
+    );
+    insert(
+        store,
+        vec![
+            job_numbered(1, NOW),
+            job_numbered(2, NOW),
+            job_numbered(3, NOW),
+        ],
+    )
+    .await;
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        None
+    );
+
+    let with_lease = |lease| ClaimRequest {
+        lease,
+        ..request(1, NOW)
+    };
+    let long = claim(store, with_lease(seconds(60)), NOW).await;
+    let short = claim(store, with_lease(seconds(20)), NOW).await;
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        Some(NOW.add(seconds(20)))
+    );
+    store
+        .complete(short[0].id, token_of(&short[0]), NOW)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        Some(NOW.add(seconds(60)))
+    );
+    store
+        .complete(long[0].id, token_of(&long[0]), NOW)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.next_lease_expiry().await.expect("next_lease_expiry"),
+        None
+    );
+}
+
+pub async fn list_filters_by_queue_state_and_kind(store: Arc<dyn Store>) {
+    let store = &*store;
+    let with = |sequence, queue_name: &str, kind_name: &str| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(queue_name));
+        new_job(kind_name, NOW, options, NOW)
+    };
+    insert(
+        store,
+        vec![
+            with(4, "beta", "email"),
+            with(1, "alpha", "email"),
+            with(2, "alpha", "sms"),
+            with(3, "beta", "email"),
+        ],
+    )
+    .await;
+    let beta = ClaimRequest {
+        queues: Some(vec![queue("beta")]),
+        ..request(1, NOW)
+    };
+    claim(store, beta, NOW).await;
+
+    let listed = |filter: JobFilter| async move {
+        let sequences: Vec<u64> = list_all(store, filter)
+            .await
+            .iter()
+            .map(|job| {
+                (0..10)
+                    .find(|n| job_id(NOW, *n) == job.id)
+                    .expect("a known id")
+            })
+            .collect();
+        sequences
+    };
+    assert_eq!(listed(JobFilter::default()).await, vec![1, 2, 3, 4]);
+    let alpha = JobFilter {
+        queue: Some(queue("alpha")),
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(alpha).await, vec![1, 2]);
+    let email = JobFilter {
+        kind: Some(kind("email")),
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(email).await, vec![1, 3, 4]);
+    let running = JobFilter {
+        state: Some(JobState::Running),
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(running).await, vec![3]);
+    let all_three = JobFilter {
+        queue: Some(queue("beta")),
+        state: Some(JobState::Scheduled),
+        kind: Some(kind("email")),
+    };
+    assert_eq!(listed(all_three).await, vec![4]);
+    let nowhere = JobFilter {
+        queue: Some(queue("gamma")),
+        ..JobFilter::default()
+    };
+    assert_eq!(listed(nowhere).await, Vec::<u64>::new());
+}
+
+pub async fn list_pages_visit_every_job_exactly_once(store: Arc<dyn Store>) {
+    let store = &*store;
+    // Inserted in reverse id order: pages follow ids, not insertion.
+    let jobs: Vec<NewJob> = (0..24u64)
+        .rev()
+        .map(|sequence| {
+            let parity = if sequence % 2 == 0 { "even" } else { "odd" };
+            let options = JobOptions::default()
+                .id(job_id(NOW, sequence))
+                .queue(queue(parity));
+            new_job("conformance.job", NOW, options, NOW)
+        })
+        .collect();
+    insert(store, jobs).await;
+
+    // Pages of `limit` until `next` is None; returns page sizes and the ids seen.
+    let walk = |filter: JobFilter, limit: usize| async move {
+        let mut sizes = Vec::new();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list(filter.clone(), after, limit)
+                .await
+                .expect("list");
+            sizes.push(page.jobs.len());
+            seen.extend(ids(&page.jobs));
+            match page.next {
+                Some(cursor) => {
+                    assert_eq!(Some(cursor), page.jobs.last().map(|job| Cursor(job.id)));
+                    after = Some(cursor);
+                }
+                None => return (sizes, seen),
+            }
+        }
+    };
+    let all: Vec<JobId> = (0..24).map(|sequence| job_id(NOW, sequence)).collect();
+    let (sizes, seen) = walk(JobFilter::default(), 7).await;
+    assert_eq!(sizes, vec![7, 7, 7, 3]);
+    assert_eq!(seen, all);
+
+    // A filtered listing whose last page is exactly full: one more, empty page ends it.
+    let even = JobFilter {
+        queue: Some(queue("even")),
+        ..JobFilter::default()
+    };
+    let (sizes, seen) = walk(even, 6).await;
+    assert_eq!(sizes, vec![6, 6, 0]);
+    let evens: Vec<JobId> = (0..24)
+        .step_by(2)
+        .map(|sequence| job_id(NOW, sequence))
+        .collect();
+    assert_eq!(seen, evens);
+
+    let empty = store
+        .list(JobFilter::default(), None, 0)
+        .await
+        .expect("list");
+    assert!(empty.jobs.is_empty());
+    assert_eq!(empty.next, None);
+}
+
+pub async fn list_caps_the_page_size(store: Arc<dyn Store>) {
+    let store = &*store;
+    let total = limits::PAGE_SIZE_MAX + 5;
+    let jobs: Vec<NewJob> = (0..total as u64).map(|n| job_numbered(n, NOW)).collect();
+    insert(store, jobs).await;
+    let page = store
+        .list(JobFilter::default(), None, limits::PAGE_SIZE_MAX * 10)
+        .await
+        .expect("list");
+    assert_eq!(page.jobs.len(), limits::PAGE_SIZE_MAX);
+    assert!(page.next.is_some());
+    let rest = store
+        .list(JobFilter::default(), page.next, limits::PAGE_SIZE_MAX)
+        .await
+        .expect("list");
+    assert_eq!(rest.jobs.len(), 5);
+    assert_eq!(rest.next, None);
+}
+
+pub async fn counts_by_queue_and_state(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert_eq!(store.counts().await.expect("counts"), Vec::new());
+    let in_queue = |sequence, name: &str| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name));
+        new_job("conformance.job", NOW, options, NOW)
+    };
+    insert(
+        store,
+        vec![
+            in_queue(1, "beta"),
+            in_queue(2, "beta"),
+            in_queue(3, "alpha"),
+            in_queue(4, "alpha"),
+            in_queue(5, "alpha"),
+        ],
+    )
+    .await;
+    // beta: one succeeded, one retrying. alpha: one running, two scheduled.
+    let beta = ClaimRequest {
+        queues: Some(vec![queue("beta")]),
+        ..request(2, NOW)
+    };
+    let claimed = claim(store, beta, NOW).await;
+    store
+        .complete(claimed[0].id, token_of(&claimed[0]), NOW)
+        .await
+        .expect("complete");
+    let retry = FailOutcome::Retry {
+        at: NOW.add(seconds(5)),
+    };
+    store
+        .fail(claimed[1].id, token_of(&claimed[1]), "boom", retry, NOW)
+        .await
+        .expect("fail");
+    let alpha = ClaimRequest {
+        queues: Some(vec![queue("alpha")]),
+        ..request(1, NOW)
+    };
+    claim(store, alpha, NOW).await;
+
+    let count = |name: &str, state, count| StateCount {
+        queue: queue(name),
+        state,
+        count,
+    };
+    // Sorted by queue, then by state in `JobState`'s order; zero counts left out.
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        vec![
+            count("alpha", JobState::Scheduled, 2),
+            count("alpha", JobState::Running, 1),
+            count("beta", JobState::Retrying, 1),
+            count("beta", JobState::Succeeded, 1),
+        ]
+    );
+}
+
+pub async fn purge_finished_deletes_only_old_finished_jobs_and_respects_its_limit(
+    store: Arc<dyn Store>,
+) {
+    let store = &*store;
+    let jobs: Vec<NewJob> = (1..=6)
+        .map(|n| job_numbered(n, NOW.sub(seconds(3_600))))
+        .collect();
+    insert(store, jobs).await;
+    let at = |offset| NOW.add(seconds(offset));
+    // Finished at +0 s (succeeded), +10 s (cancelled), +30 s (dead); one running, one retrying
+    // and one scheduled job, all created long ago, are never purged.
+    let succeeded = claim_one(store, at(0)).await;
+    store
+        .complete(succeeded.id, token_of(&succeeded), at(0))
+        .await
+        .expect("complete");
+    let cancelled = claim_one(store, at(0)).await;
+    store.cancel(cancelled.id, at(10)).await.expect("cancel");
+    let dead = claim_one(store, at(0)).await;
+    store
+        .fail(dead.id, token_of(&dead), "fatal", FailOutcome::Dead, at(30))
+        .await
+        .expect("fail");
+    let retrying = claim_one(store, at(0)).await;
+    let retry = FailOutcome::Retry { at: at(3_600) };
+    store
+        .fail(retrying.id, token_of(&retrying), "boom", retry, at(0))
+        .await
+        .expect("fail");
+    let running = claim_one(store, at(0)).await;
+    let scheduled = job_id(NOW, 6);
+
+    // Before +25 s: two finished jobs, taken one per call with a limit of one.
+    assert_eq!(store.purge_finished(at(25), 0).await.expect("purge"), 0);
+    assert_eq!(store.purge_finished(at(25), 1).await.expect("purge"), 1);
+    assert_eq!(store.purge_finished(at(25), 10).await.expect("purge"), 1);
+    assert_eq!(store.purge_finished(at(25), 10).await.expect("purge"), 0);
+    assert_eq!(store.get(succeeded.id).await.expect("get"), None);
+    assert_eq!(store.get(cancelled.id).await.expect("get"), None);
+
+    // `finished_at` must be strictly before the cut-off.
+    assert_eq!(store.purge_finished(at(30), 10).await.expect("purge"), 0);
+    let after_dead = at(30).add(Duration::from_micros(1));
+    assert_eq!(
+        store.purge_finished(after_dead, 10).await.expect("purge"),
+        1
+    );
+
+    let far = at(30 * 24 * 3_600);
+    assert_eq!(store.purge_finished(far, 10).await.expect("purge"), 0);
+    let left: BTreeSet<JobId> = ids(&list_all(store, JobFilter::default()).await)
+        .into_iter()
+        .collect();
+    assert_eq!(left, BTreeSet::from([retrying.id, running.id, scheduled]));
+}
+
+pub async fn unknown_ids_give_not_found(store: Arc<dyn Store>) {
+    let store = &*store;
+    // Another job exists, so the store is not simply empty.
+    insert_one(store, job(NOW)).await;
+    let missing = job_id(NOW, 12_345);
+    let token = LeaseToken(1);
+    let later = NOW.add(seconds(60));
+    assert_not_found(
+        store.extend_lease(missing, token, later, NOW).await,
+        missing,
+    );
+    assert_not_found(store.complete(missing, token, NOW).await, missing);
+    assert_not_found(
+        store
+            .fail(missing, token, "x", FailOutcome::Dead, NOW)
+            .await,
+        missing,
+    );
+    let retry = FailOutcome::Retry { at: later };
+    assert_not_found(store.fail(missing, token, "x", retry, NOW).await, missing);
+    assert_not_found(store.release(missing, token, NOW).await, missing);
+    assert_not_found(store.cancel(missing, NOW).await, missing);
+    assert_not_found(store.reschedule(missing, later, NOW).await, missing);
+    assert_eq!(store.get(missing).await.expect("get"), None);
+}
+
+pub async fn large_payload_round_trips(store: Arc<dyn Store>) {
+    let store = &*store;
+    // A JSON string of exactly the limit: multi-byte characters, escapes, then ASCII padding.
+    let mut text = String::from("\"");
+    while text.len() + 12 < limits::PAYLOAD_BYTES_MAX {
+        text.push_str("é☃\\n\\\"𝄞");
+    }
+    while text.len() + 1 < limits::PAYLOAD_BYTES_MAX {
+        text.push('x');
+    }
+    text.push('"');
+    assert_eq!(text.len(), limits::PAYLOAD_BYTES_MAX);
+    let payload = Payload::from_json_text(&text).expect("valid JSON within the limit");
+    let new = NewJob::new(
+        kind("conformance.big"),
+        payload,
+        NOW,
+        JobOptions::default(),
+        NOW,
+    )
+    .expect("valid");
+    let id = insert_one(store, new).await;
+    assert_eq!(get(store, id).await.payload.as_str(), text);
+    assert_eq!(claim_one(store, NOW).await.payload.as_str(), text);
+}

@@ -1,0 +1,522 @@
+//! `MemoryStore`: the reference model of the `Store` contract, held in memory.
+//!
+//! It owns the plainest possible reading of every `Store` method, so the conformance suite and the
+//! model-based test can hold real backends against it, and so the engine and the benchmark can
+//! run without a database. It must not be clever: no background tasks, no reading of the system
+//! clock (every method takes `now`), and no lock held across an `.await` (each async method does
+//! all its work synchronously under one `std::sync::Mutex`, which is also what makes each call
+//! atomic).
+//!
+//! Indexes keep claims, rescues and purges cheap with 100,000+ jobs: pending jobs by queue and
+//! (priority, run_at, id), running jobs by (lease expiry, id), finished jobs by (finished_at, id).
+//!
+//! Choices the trait leaves open, made here:
+//! - `claim` clamps the requested lease into `limits::LEASE_MIN ..= limits::LEASE_MAX` rather than
+//!   refusing it (the core has no validation error for a lease, and a clamp is always safe). The
+//!   conformance suite holds every backend to this.
+//! - `rescue_expired` takes the earliest expiry first (the suite holds backends to this too), and
+//!   `purge_finished` the earliest `finished_at` first (the suite checks only how many).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use punctual_core::{
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState, Lease,
+    LeaseToken, NewJob, Priority, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
+    ValidationError, check_run_at, limits, truncate_error,
+};
+
+/// The smallest and largest possible ids, to bound index ranges.
+fn id_first() -> JobId {
+    JobId::from_bytes([0; 16])
+}
+fn id_last() -> JobId {
+    JobId::from_bytes([0xff; 16])
+}
+
+/// Every job in memory, with indexes. See the module docs.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Jobs>,
+}
+
+/// Pending jobs of one queue, in claim order.
+type PendingIndex = BTreeSet<(Priority, Timestamp, JobId)>;
+
+#[derive(Default)]
+struct Jobs {
+    /// Every job by id; a `BTreeMap` because `list` pages in id order.
+    by_id: BTreeMap<JobId, Job>,
+    /// Pending (scheduled or retrying) jobs, per queue, in claim order.
+    pending: BTreeMap<Queue, PendingIndex>,
+    /// Running jobs by lease expiry.
+    running: BTreeSet<(Timestamp, JobId)>,
+    /// Finished jobs by when they finished.
+    finished: BTreeSet<(Timestamp, JobId)>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// How many jobs are stored, in every state.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
+        // A panic under the lock means a broken invariant: the store is not to be trusted after.
+        self.inner
+            .lock()
+            .expect("MemoryStore lock poisoned by an earlier panic")
+    }
+}
+
+impl Jobs {
+    /// Stores `job` (new, or put back after `take`) and indexes it by its state.
+    fn put(&mut self, job: Job) {
+        if job.state.is_pending() {
+            self.pending.entry(job.queue.clone()).or_default().insert((
+                job.priority,
+                job.run_at,
+                job.id,
+            ));
+        }
+        if let Some(lease) = &job.lease {
+            assert_eq!(
+                job.state,
+                JobState::Running,
+                "only a running job holds a lease"
+            );
+            self.running.insert((lease.expires_at, job.id));
+        }
+        if job.state.is_final() {
+            let finished_at = job.finished_at.expect("a finished job has finished_at");
+            self.finished.insert((finished_at, job.id));
+        }
+        self.by_id.insert(job.id, job);
+    }
+
+    /// Removes a job and its index entries; the caller changes it and `put`s it back, or drops it.
+    fn take(&mut self, id: JobId) -> Option<Job> {
+        let job = self.by_id.remove(&id)?;
+        if job.state.is_pending() {
+            let index = self
+                .pending
+                .get_mut(&job.queue)
+                .expect("a pending job's queue is indexed");
+            index.remove(&(job.priority, job.run_at, job.id));
+            // Empty queues are dropped so a claim over all queues visits only live ones.
+            if index.is_empty() {
+                self.pending.remove(&job.queue);
+            }
+        }
+        if let Some(lease) = &job.lease {
+            self.running.remove(&(lease.expires_at, job.id));
+        }
+        if let Some(finished_at) = job.finished_at.filter(|_| job.state.is_final()) {
+            self.finished.remove(&(finished_at, job.id));
+        }
+        Some(job)
+    }
+
+    /// Takes a job its caller holds under `token`: it must exist (else `NotFound`) and be running
+    /// under exactly that token (else `LeaseLost`, with nothing changed).
+    fn take_held(&mut self, id: JobId, token: LeaseToken) -> Result<Job, StoreError> {
+        let job = self.by_id.get(&id).ok_or(StoreError::NotFound(id))?;
+        let held = job.state == JobState::Running
+            && job.lease.as_ref().is_some_and(|lease| lease.token == token);
+        if !held {
+            return Err(StoreError::LeaseLost { id, token });
+        }
+        Ok(self.take(id).expect("the job was just found"))
+    }
+
+    /// Up to `limit` due pending jobs of one queue, in claim order.
+    fn due_in_queue(
+        index: &PendingIndex,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> Vec<(Priority, Timestamp, JobId)> {
+        let mut due = Vec::new();
+        // Within one priority the index is in run_at order, so the due jobs are a prefix range.
+        for priority in priorities() {
+            if due.len() == limit {
+                break;
+            }
+            let range = (priority, Timestamp::from_micros(i64::MIN), id_first())
+                ..=(priority, due_by, id_last());
+            due.extend(index.range(range).take(limit - due.len()).copied());
+        }
+        due
+    }
+
+    /// The pending indexes a request serves, each queue once.
+    fn pending_indexes(&self, queues: Option<&[Queue]>) -> Vec<&PendingIndex> {
+        match queues {
+            None => self.pending.values().collect(),
+            Some(queues) => {
+                let queues: BTreeSet<&Queue> = queues.iter().collect();
+                queues
+                    .into_iter()
+                    .filter_map(|queue| self.pending.get(queue))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Every priority, most urgent first.
+fn priorities() -> impl Iterator<Item = Priority> {
+    (Priority::HIGHEST.get()..=Priority::LOWEST.get())
+        .map(|value| Priority::new(value).expect("within HIGHEST ..= LOWEST"))
+}
+
+fn conflict(job: &Job, operation: &'static str) -> StoreError {
+    StoreError::Conflict {
+        id: job.id,
+        state: job.state,
+        operation,
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
+        if jobs.len() > limits::INSERT_BATCH_MAX {
+            return Err(ValidationError::TooLong {
+                field: "batch",
+                bytes: jobs.len(),
+                limit: limits::INSERT_BATCH_MAX,
+            }
+            .into());
+        }
+        let mut stored = self.lock();
+        // Check the whole batch before writing any of it: all or none.
+        let mut batch = BTreeSet::new();
+        for job in &jobs {
+            if stored.by_id.contains_key(&job.id) || !batch.insert(job.id) {
+                return Err(StoreError::Duplicate(job.id));
+            }
+        }
+        let ids = jobs.iter().map(|job| job.id).collect();
+        for job in jobs {
+            stored.put(job.into_job(now));
+        }
+        Ok(ids)
+    }
+
+    async fn claim(
+        &self,
+        request: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX);
+        let mut stored = self.lock();
+
+        // The first `limit` due jobs of the union are among the first `limit` of each queue.
+        let mut chosen: Vec<_> = stored
+            .pending_indexes(request.queues.as_deref())
+            .into_iter()
+            .flat_map(|index| Jobs::due_in_queue(index, request.due_by, limit))
+            .collect();
+        chosen.sort_unstable();
+        chosen.truncate(limit);
+
+        // Chosen before any change, so an occurrence stored below is not claimed in this call.
+        let mut claimed = Vec::with_capacity(chosen.len());
+        for (_, _, id) in chosen {
+            let mut job = stored.take(id).expect("indexed jobs are stored");
+            let token = LeaseToken(job.lease_token.0 + 1);
+            job.state = JobState::Running;
+            job.attempt += 1;
+            job.lease_token = token;
+            job.lease = Some(Lease {
+                holder: request.holder.clone(),
+                token,
+                expires_at: now.max(job.run_at).add(lease),
+            });
+            job.started_at = Some(now);
+            job.finished_at = None;
+            // Only the first claim of an occurrence stores the next: a released or retried
+            // occurrence is claimed again with a later token and must not store a second one.
+            if token == LeaseToken(1)
+                && let Some(next) = job.next_occurrence(now)
+            {
+                assert!(
+                    !stored.by_id.contains_key(&next.id),
+                    "a generated UUIDv7 has 74 random bits and does not collide"
+                );
+                stored.put(next.into_job(now));
+            }
+            claimed.push(job.clone());
+            stored.put(job);
+        }
+        Ok(claimed)
+    }
+
+    async fn extend_lease(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+        _now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut stored = self.lock();
+        let mut job = stored.take_held(id, token)?;
+        if let Some(lease) = job.lease.as_mut() {
+            lease.expires_at = expires_at;
+        }
+        stored.put(job);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut stored = self.lock();
+        let mut job = stored.take_held(id, token)?;
+        job.state = JobState::Succeeded;
+        job.finished_at = Some(now);
+        job.lease = None;
+        stored.put(job);
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: &str,
+        outcome: FailOutcome,
+        now: Timestamp,
+    ) -> Result<JobState, StoreError> {
+        let mut stored = self.lock();
+        let mut job = stored.take_held(id, token)?;
+        job.last_error = Some(truncate_error(error));
+        job.lease = None;
+        match outcome {
+            FailOutcome::Retry { at } => {
+                job.state = JobState::Retrying;
+                job.run_at = at;
+            }
+            FailOutcome::Dead => {
+                job.state = JobState::Dead;
+                job.finished_at = Some(now);
+            }
+        }
+        let state = job.state;
+        stored.put(job);
+        Ok(state)
+    }
+
+    async fn release(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        _now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut stored = self.lock();
+        let mut job = stored.take_held(id, token)?;
+        // The attempt counted at claim never began; the token stays, since tokens never repeat.
+        job.attempt -= 1;
+        job.state = if job.attempt == 0 {
+            JobState::Scheduled
+        } else {
+            JobState::Retrying
+        };
+        job.lease = None;
+        stored.put(job);
+        Ok(())
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        let mut stored = self.lock();
+        let job = stored.by_id.get(&id).ok_or(StoreError::NotFound(id))?;
+        if job.state.is_final() {
+            return Err(conflict(job, "cancel"));
+        }
+        let mut job = stored.take(id).expect("the job was just found");
+        job.state = JobState::Cancelled;
+        job.finished_at = Some(now);
+        job.lease = None;
+        stored.put(job.clone());
+        Ok(job)
+    }
+
+    async fn reschedule(
+        &self,
+        id: JobId,
+        run_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        check_run_at(run_at, now)?;
+        let mut stored = self.lock();
+        let job = stored.by_id.get(&id).ok_or(StoreError::NotFound(id))?;
+        if matches!(job.state, JobState::Running | JobState::Succeeded) {
+            return Err(conflict(job, "reschedule"));
+        }
+        let mut job = stored.take(id).expect("the job was just found");
+        if job.state.is_final() {
+            // Revive a dead or cancelled job: a fresh start, with its last error kept for people.
+            job.state = JobState::Scheduled;
+            job.attempt = 0;
+            job.finished_at = None;
+        }
+        job.run_at = run_at;
+        stored.put(job.clone());
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self.lock().by_id.get(&id).cloned())
+    }
+
+    async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<JobPage, StoreError> {
+        let limit = limit.min(limits::PAGE_SIZE_MAX);
+        if limit == 0 {
+            return Ok(JobPage {
+                jobs: Vec::new(),
+                next: None,
+            });
+        }
+        let stored = self.lock();
+        let start = match after {
+            Some(Cursor(id)) => std::ops::Bound::Excluded(id),
+            None => std::ops::Bound::Unbounded,
+        };
+        let jobs: Vec<Job> = stored
+            .by_id
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, job)| job)
+            .filter(|job| {
+                filter
+                    .queue
+                    .as_ref()
+                    .is_none_or(|queue| *queue == job.queue)
+            })
+            .filter(|job| filter.state.is_none_or(|state| state == job.state))
+            .filter(|job| filter.kind.as_ref().is_none_or(|kind| *kind == job.kind))
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = (jobs.len() == limit).then(|| Cursor(jobs[jobs.len() - 1].id));
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        let stored = self.lock();
+        let mut counts: BTreeMap<(Queue, JobState), u64> = BTreeMap::new();
+        for job in stored.by_id.values() {
+            *counts.entry((job.queue.clone(), job.state)).or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((queue, state), count)| StateCount {
+                queue,
+                state,
+                count,
+            })
+            .collect())
+    }
+
+    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError> {
+        let stored = self.lock();
+        // The earliest run_at of each priority is the first entry of its range.
+        let earliest = stored
+            .pending_indexes(queues)
+            .into_iter()
+            .flat_map(|index| {
+                priorities().filter_map(move |priority| {
+                    let range = (priority, Timestamp::from_micros(i64::MIN), id_first())
+                        ..=(priority, Timestamp::from_micros(i64::MAX), id_last());
+                    index.range(range).next().map(|(_, run_at, _)| *run_at)
+                })
+            })
+            .min();
+        Ok(earliest)
+    }
+
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .lock()
+            .running
+            .first()
+            .map(|(expires_at, _)| *expires_at))
+    }
+
+    async fn rescue_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RescueOutcome>, StoreError> {
+        let mut stored = self.lock();
+        let expired: Vec<JobId> = stored
+            .running
+            .range(..=(now, id_last()))
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut outcomes = Vec::with_capacity(expired.len());
+        for id in expired {
+            let mut job = stored.take(id).expect("indexed jobs are stored");
+            let lease = job.lease.take().expect("a running job holds a lease");
+            job.last_error = Some(truncate_error(&format!(
+                "lease expired (holder {}, token {})",
+                lease.holder, lease.token
+            )));
+            // The crashed attempt counts, so a job that kills its process cannot loop forever.
+            if job.attempt < job.attempt_max {
+                job.state = JobState::Retrying;
+                job.run_at = now.add(job.retry.backoff(job.attempt));
+            } else {
+                job.state = JobState::Dead;
+                job.finished_at = Some(now);
+            }
+            outcomes.push(RescueOutcome {
+                id,
+                holder: lease.holder,
+                token: lease.token,
+                state: job.state,
+            });
+            stored.put(job);
+        }
+        Ok(outcomes)
+    }
+
+    async fn purge_finished(
+        &self,
+        finished_before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let mut stored = self.lock();
+        let old: Vec<JobId> = stored
+            .finished
+            .range(..(finished_before, id_first()))
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in &old {
+            stored.take(*id);
+        }
+        Ok(u64::try_from(old.len()).expect("a count of jobs fits in u64"))
+    }
+}

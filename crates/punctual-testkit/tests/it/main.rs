@@ -1,0 +1,177 @@
+//! The test kit tested: the conformance suite against `MemoryStore`, which is how the suite and
+//! the reference model check each other, plus a guard that the suite's macro lists every
+//! behaviour.
+
+use std::sync::Arc;
+
+use punctual_testkit::{MemoryStore, StoreUnderTest};
+
+async fn make_store() -> Option<StoreUnderTest> {
+    Some(StoreUnderTest::new(Arc::new(MemoryStore::new())))
+}
+
+punctual_testkit::store_conformance_suite!(make_store);
+
+/// A behaviour written in `conformance.rs` but missing from the macro would silently never run.
+#[test]
+fn the_suite_macro_lists_every_behaviour() {
+    let behaviours = include_str!("../../src/conformance.rs");
+    let suite = include_str!("../../src/lib.rs");
+    let mut count = 0;
+    for line in behaviours.lines() {
+        let Some(rest) = line.strip_prefix("pub async fn ") else {
+            continue;
+        };
+        let name = rest
+            .split('(')
+            .next()
+            .expect("split yields at least one part");
+        count += 1;
+        assert!(
+            suite.contains(&format!("            {name},\n")),
+            "conformance::{name} is missing from store_conformance_suite!"
+        );
+    }
+    assert!(
+        count >= 30,
+        "found only {count} behaviours; has the file layout changed?"
+    );
+}
+
+mod model {
+    //! The model test must fail a store that differs from the model; here, one whose `release`
+    //! forgets to take back the attempt counted at claim.
+
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use punctual_core::{
+        ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
+        LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
+    };
+    use punctual_testkit::MemoryStore;
+
+    /// A `MemoryStore` whose `release` records a failed attempt instead of a hand-back.
+    struct ForgetfulRelease(MemoryStore);
+
+    #[async_trait]
+    impl Store for ForgetfulRelease {
+        async fn insert(
+            &self,
+            jobs: Vec<NewJob>,
+            now: Timestamp,
+        ) -> Result<Vec<JobId>, StoreError> {
+            self.0.insert(jobs, now).await
+        }
+        async fn claim(
+            &self,
+            request: ClaimRequest,
+            now: Timestamp,
+        ) -> Result<Vec<ClaimedJob>, StoreError> {
+            self.0.claim(request, now).await
+        }
+        async fn extend_lease(
+            &self,
+            id: JobId,
+            token: LeaseToken,
+            expires_at: Timestamp,
+            now: Timestamp,
+        ) -> Result<(), StoreError> {
+            self.0.extend_lease(id, token, expires_at, now).await
+        }
+        async fn complete(
+            &self,
+            id: JobId,
+            token: LeaseToken,
+            now: Timestamp,
+        ) -> Result<(), StoreError> {
+            self.0.complete(id, token, now).await
+        }
+        async fn fail(
+            &self,
+            id: JobId,
+            token: LeaseToken,
+            error: &str,
+            outcome: FailOutcome,
+            now: Timestamp,
+        ) -> Result<JobState, StoreError> {
+            self.0.fail(id, token, error, outcome, now).await
+        }
+        async fn release(
+            &self,
+            id: JobId,
+            token: LeaseToken,
+            now: Timestamp,
+        ) -> Result<(), StoreError> {
+            // The bug: a failed retry at the job's own run_at instead of a hand-back.
+            let run_at = self.0.get(id).await?.map_or(now, |job| job.run_at);
+            self.0
+                .fail(
+                    id,
+                    token,
+                    "released",
+                    FailOutcome::Retry { at: run_at },
+                    now,
+                )
+                .await
+                .map(|_| ())
+        }
+        async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+            self.0.cancel(id, now).await
+        }
+        async fn reschedule(
+            &self,
+            id: JobId,
+            run_at: Timestamp,
+            now: Timestamp,
+        ) -> Result<Job, StoreError> {
+            self.0.reschedule(id, run_at, now).await
+        }
+        async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+            self.0.get(id).await
+        }
+        async fn list(
+            &self,
+            filter: JobFilter,
+            after: Option<Cursor>,
+            limit: usize,
+        ) -> Result<JobPage, StoreError> {
+            self.0.list(filter, after, limit).await
+        }
+        async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+            self.0.counts().await
+        }
+        async fn next_due(
+            &self,
+            queues: Option<&[Queue]>,
+        ) -> Result<Option<Timestamp>, StoreError> {
+            self.0.next_due(queues).await
+        }
+        async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+            self.0.next_lease_expiry().await
+        }
+        async fn rescue_expired(
+            &self,
+            now: Timestamp,
+            limit: usize,
+        ) -> Result<Vec<RescueOutcome>, StoreError> {
+            self.0.rescue_expired(now, limit).await
+        }
+        async fn purge_finished(
+            &self,
+            finished_before: Timestamp,
+            limit: usize,
+        ) -> Result<u64, StoreError> {
+            self.0.purge_finished(finished_before, limit).await
+        }
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "seed")]
+    async fn the_model_test_fails_a_store_that_differs() {
+        for seed in punctual_testkit::model::SEEDS {
+            let store = Arc::new(ForgetfulRelease(MemoryStore::new()));
+            punctual_testkit::model::matches_memory_model(store, seed).await;
+        }
+    }
+}
