@@ -1,0 +1,141 @@
+//! The schema, as an ordered list of migrations tracked in `PRAGMA user_version`.
+//!
+//! Owns every `CREATE` statement and the rule for applying them: at open, in one transaction,
+//! each step whose number is above the file's `user_version`, then `user_version` is set to the
+//! last step. A file from a newer version of this code is refused, never "repaired". Steps are
+//! append-only: a released step is never edited, a change is a new step.
+//!
+//! Must not hold any job logic; the statements that read and write jobs live in `transitions`
+//! and `reads`.
+//!
+//! # The schema (version 1)
+//!
+//! One table, `job`, keyed by the 16 bytes of the job's UUIDv7 id, `WITHOUT ROWID`: the rows
+//! are stored in the primary key's B-tree itself, so a job's id is stored once (a rowid table
+//! would store it in the table and again in a unique index, and look every id up twice). The
+//! secondary indexes then end in the id instead of a rowid, which the claim and listing order
+//! need anyway. The payload is the last column so that reading a row's small columns does not
+//! walk a large payload's overflow pages.
+//!
+//! Timestamps are microseconds since the Unix epoch in `*_us` integer columns (the core's
+//! `Timestamp`); durations are `*_us` too, so a retry policy and an interval round-trip exactly
+//! to the microsecond.
+//!
+//! `state` is a small integer, because SQLite stores 0 and 1 in no bytes at all and the rest in
+//! one, and the partial indexes below name states by these numbers. The mapping is fixed (a new
+//! state takes a new number; a number is never reused):
+//!
+//! | state     | code |
+//! | --------- | ---- |
+//! | scheduled | 0    |
+//! | running   | 1    |
+//! | retrying  | 2    |
+//! | succeeded | 3    |
+//! | dead      | 4    |
+//! | cancelled | 5    |
+//!
+//! Pending means `state IN (0, 2)`; final means `state IN (3, 4, 5)`. Every query that should use
+//! a partial index repeats its `WHERE` term literally, because SQLite only uses a partial index
+//! when it can see that the query's terms imply the index's.
+
+use punctual_core::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::from_sql;
+
+/// One step of the schema's history.
+struct Migration {
+    /// What the step does, for error messages.
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every step, oldest first. The schema version of a file is the number of steps applied to it.
+const MIGRATIONS: &[Migration] = &[Migration {
+    name: "create the job table and its indexes",
+    sql: "
+        CREATE TABLE job (
+            id                   BLOB    NOT NULL PRIMARY KEY,
+            queue                TEXT    NOT NULL,
+            kind                 TEXT    NOT NULL,
+            priority             INTEGER NOT NULL,
+            run_at_us            INTEGER NOT NULL,
+            state                INTEGER NOT NULL,
+            attempt              INTEGER NOT NULL,
+            attempt_max          INTEGER NOT NULL,
+            lease_token          INTEGER NOT NULL,
+            lease_holder         TEXT,
+            lease_expires_at_us  INTEGER,
+            created_at_us        INTEGER NOT NULL,
+            started_at_us        INTEGER,
+            finished_at_us       INTEGER,
+            schedule_cron        TEXT,
+            schedule_time_zone   TEXT,
+            schedule_interval_us INTEGER,
+            backoff_base_us      INTEGER NOT NULL,
+            backoff_max_us       INTEGER NOT NULL,
+            jitter_percent       INTEGER NOT NULL,
+            last_error           TEXT,
+            payload              TEXT    NOT NULL
+        ) WITHOUT ROWID;
+
+        -- Claiming without a queue filter, and next_due: one range scan per priority level
+        -- (priority = ? AND run_at_us <= ?) already in claim order, so a claim reads only the
+        -- rows it takes, however many future jobs wait. The id is appended by SQLite.
+        CREATE INDEX job_pending_by_priority
+            ON job (priority, run_at_us) WHERE state IN (0, 2);
+
+        -- Claiming for some queues: the same scan per (queue, priority), so jobs due in queues
+        -- the claimer does not serve are never read.
+        CREATE INDEX job_pending_by_queue
+            ON job (queue, priority, run_at_us) WHERE state IN (0, 2);
+
+        -- rescue_expired and next_lease_expiry: running jobs by lease expiry.
+        CREATE INDEX job_running_by_lease_expiry
+            ON job (lease_expires_at_us) WHERE state = 1;
+
+        -- purge_finished: finished jobs by finish time.
+        CREATE INDEX job_finished_by_time
+            ON job (finished_at_us) WHERE state IN (3, 4, 5);
+    ",
+}];
+
+/// The schema version this code writes and understands.
+// A handful of steps always fits in a u32.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the schema of `connection`'s file up to `SCHEMA_VERSION`, all steps in one
+/// transaction, and returns how many steps it applied (0 for a file already current).
+pub(crate) fn apply(connection: &mut Connection) -> Result<u32, StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(from_sql)?;
+    let found: u32 = transaction
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(from_sql)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {found}, but this punctual knows versions up to \
+             {SCHEMA_VERSION}: it was written by a newer punctual; upgrade punctual to open it"
+        )));
+    }
+    let pending = MIGRATIONS.iter().enumerate().skip(found as usize);
+    let mut applied = 0;
+    for (index, migration) in pending {
+        transaction.execute_batch(migration.sql).map_err(|error| {
+            StoreError::Corrupt(format!(
+                "schema step {} ({}) failed: {error}",
+                index + 1,
+                migration.name
+            ))
+        })?;
+        applied += 1;
+    }
+    if applied > 0 {
+        transaction
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(from_sql)?;
+    }
+    transaction.commit().map_err(from_sql)?;
+    Ok(applied)
+}

@@ -1,0 +1,365 @@
+//! `SqliteStore`: opening the file, and the `Store` trait on top of the writer and the readers.
+//!
+//! Owns the connection settings (WAL, `synchronous=FULL`, timeouts), the order of opening
+//! (migrate, then start readers and the writer), and the store's lifetime: dropping it lets the
+//! writer finish every queued command, then joins its thread.
+//!
+//! Must not run SQL itself beyond the connection settings: writes are commands for `writer`,
+//! reads are functions in `reads`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use punctual_core::{
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
+    LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
+    ValidationError, limits, truncate_error,
+};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Failure, from_sql};
+use crate::migrations;
+use crate::reads::{self, BUSY_TIMEOUT, ReadPool};
+use crate::writer::{self, Command, Reply};
+
+/// Tuning for `SqliteStore::open_with`. Every value is a bound, and each is at least 1.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Read-only connections for `get`, `list`, `counts`, `next_due` and `next_lease_expiry`;
+    /// more lets more reads run at once beside the writer.
+    pub read_connections: usize,
+    /// Most commands committed in one transaction (one fsync). Larger batches amortise the
+    /// fsync further but make the first command of a batch wait for the last.
+    pub commit_batch_max: usize,
+    /// Most write commands queued for the writer; a caller beyond it waits for room, which is
+    /// the store's backpressure.
+    pub channel_capacity: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            read_connections: 4,
+            commit_batch_max: 1_024,
+            channel_capacity: 4_096,
+        }
+    }
+}
+
+/// punctual's embedded store: one SQLite file, written by one thread with group commit.
+///
+/// Every write is durable when its method returns: it was committed with `synchronous=FULL`.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` only while dropping (it must be dropped before the writer is joined).
+    commands: Option<mpsc::Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (or creates) the store at `path`: applies pending migrations, then starts the
+    /// readers and the writer thread. A file written by a newer punctual is refused with
+    /// `Corrupt`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut connection = open_write_connection(&path)?;
+        migrations::apply(&mut connection)?;
+        // Readers open after the migration, so they never see a file without its schema.
+        let readers = Arc::new(ReadPool::open(&path, options.read_connections)?);
+        let (commands, receiver) = mpsc::channel(options.channel_capacity.max(1));
+        let batch_max = options.commit_batch_max;
+        let writer = std::thread::Builder::new()
+            .name("punctual-sqlite-writer".to_owned())
+            .spawn(move || writer::run(connection, receiver, batch_max))
+            .map_err(|error| {
+                StoreError::Unavailable(format!("could not start the writer thread: {error}"))
+            })?;
+        Ok(SqliteStore {
+            path,
+            commands: Some(commands),
+            writer: Some(writer),
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs SQLite's `PRAGMA integrity_check` on the file: `Ok` when it is sound, `Corrupt` with
+    /// SQLite's findings otherwise. It reads the whole file and blocks while it does; from async
+    /// code, call it inside `spawn_blocking`.
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(from_sql)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(from_sql)?;
+        reads::integrity_check_on(&connection).map_err(StoreError::from)
+    }
+
+    /// Sends a command to the writer and waits for its answer, which comes after the commit.
+    async fn write<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let stopped = || StoreError::Unavailable("the store's writer has stopped".to_owned());
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        let (reply, answer) = oneshot::channel();
+        commands.send(command(reply)).await.map_err(|_| stopped())?;
+        // A dropped reply sender means the writer died (panicked) with the command in hand.
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the store's writer stopped before answering".to_owned())
+        })?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut reads::Reader) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.readers.run(read).await
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Closes the command channel, lets the writer commit and answer what is queued, and joins
+    /// it, so that the file is closed (and can be reopened) once the store is gone.
+    fn drop(&mut self) {
+        drop(self.commands.take());
+        if let Some(writer) = self.writer.take() {
+            // An `Err` means the writer panicked; its callers already got `Unavailable`, and a
+            // destructor has nobody to report to.
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writer's connection. The settings, and why:
+/// - `journal_mode=WAL`: readers run beside the writer, and a commit appends to one file.
+/// - `synchronous=FULL`: a commit returns after the WAL is fsynced. With `NORMAL`, WAL mode
+///   syncs only at checkpoints, so a power loss (not a mere crash) can lose the last commits,
+///   and a job acknowledged as stored must survive both. Group commit is what pays for it.
+/// - `busy_timeout`: another process holding the lock (a second store on the same file) makes
+///   the writer wait a little before reporting `Unavailable`, rather than failing at once.
+/// - `journal_size_limit`: after a checkpoint the WAL file shrinks back to this size.
+fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(from_sql)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(from_sql)?;
+    let mode: String = connection
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(from_sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "{} cannot use WAL mode (SQLite kept journal mode {mode:?})",
+            path.display()
+        )));
+    }
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(from_sql)?;
+    connection
+        .pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(from_sql)?;
+    // 32 MiB of page cache (negative means KiB): the hot ends of the indexes stay in memory
+    // even with a million jobs stored, within the backlog workload's memory budget.
+    connection
+        .pragma_update(None, "cache_size", -32 * 1024)
+        .map_err(from_sql)?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
+        if jobs.len() > limits::INSERT_BATCH_MAX {
+            return Err(StoreError::Invalid(ValidationError::TooLong {
+                field: "batch",
+                bytes: jobs.len(),
+                limit: limits::INSERT_BATCH_MAX,
+            }));
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|reply| Command::Insert { jobs, now, reply })
+            .await
+    }
+
+    async fn claim(
+        &self,
+        request: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(|reply| Command::Claim {
+            request,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn extend_lease(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+        _now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Command::ExtendLease {
+            id,
+            token,
+            expires_at,
+            reply,
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Command::Complete {
+            id,
+            token,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: &str,
+        outcome: FailOutcome,
+        now: Timestamp,
+    ) -> Result<JobState, StoreError> {
+        let error = truncate_error(error);
+        self.write(|reply| Command::Fail {
+            id,
+            token,
+            error,
+            outcome,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        _now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Command::Release { id, token, reply })
+            .await
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.write(|reply| Command::Cancel { id, now, reply }).await
+    }
+
+    async fn reschedule(
+        &self,
+        id: JobId,
+        run_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        self.write(|reply| Command::Reschedule {
+            id,
+            run_at,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.read(move |reader| reads::get(reader, id)).await
+    }
+
+    async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<JobPage, StoreError> {
+        if limit == 0 {
+            return Ok(JobPage {
+                jobs: Vec::new(),
+                next: None,
+            });
+        }
+        self.read(move |reader| reads::list(reader, &filter, after, limit))
+            .await
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        self.read(reads::counts).await
+    }
+
+    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError> {
+        let queues: Option<Vec<Queue>> = queues.map(<[Queue]>::to_vec);
+        self.read(move |reader| reads::next_due(reader, queues.as_deref()))
+            .await
+    }
+
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(reads::next_lease_expiry).await
+    }
+
+    async fn rescue_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RescueOutcome>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(|reply| Command::RescueExpired { now, limit, reply })
+            .await
+    }
+
+    async fn purge_finished(
+        &self,
+        finished_before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.write(|reply| Command::PurgeFinished {
+            finished_before,
+            limit,
+            reply,
+        })
+        .await
+    }
+}

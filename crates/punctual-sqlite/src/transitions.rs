@@ -1,0 +1,488 @@
+//! The write side of the store: the SQL of every state transition, run on the writer's
+//! connection inside the group-commit transaction.
+//!
+//! Owns what each `Store` write does to the `job` table: insert, claim, the fenced lease
+//! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge. Each
+//! function either succeeds or returns a `Failure`, after which the writer rolls the command's
+//! savepoint back, so a function may stop half way without undoing its own writes.
+//!
+//! Must not begin, commit or roll back transactions (the writer does, once per batch), nor read
+//! the system clock: `now` is always the caller's.
+
+use punctual_core::{
+    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaseToken, NewJob, Priority, Queue,
+    RescueOutcome, StoreError, Timestamp, check_run_at, limits,
+};
+use rusqlite::{Connection, Statement, params};
+
+use crate::error::{Failure, is_primary_key_violation};
+use crate::rows::{
+    Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, micros, retry_columns,
+    retry_from_columns, state_from_code,
+};
+
+/// A count as an SQL integer (a `LIMIT` beyond `i64::MAX` is no limit at all).
+fn sql_count(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// A lease token as an SQL integer. Stored tokens are below `i64::MAX`; a token beyond it
+/// cannot be current, so it maps to -1, which matches no job and ends in `LeaseLost`.
+fn sql_token(token: LeaseToken) -> i64 {
+    i64::try_from(token.0).unwrap_or(-1)
+}
+
+/// Stores `jobs` as `NewJob::into_job(now)` would make them. A duplicate id, stored or earlier
+/// in the batch, stops with `Duplicate`; the writer's savepoint then undoes the whole batch.
+pub(crate) fn insert(
+    connection: &Connection,
+    jobs: Vec<NewJob>,
+    now: Timestamp,
+) -> Result<Vec<JobId>, Failure> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        insert_one(connection, job, now)?;
+        ids.push(job.id);
+    }
+    Ok(ids)
+}
+
+fn insert_one(connection: &Connection, job: &NewJob, now: Timestamp) -> Result<(), Failure> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO job (id, queue, kind, priority, run_at_us, state, attempt, attempt_max,
+                          lease_token, created_at_us, schedule_cron, schedule_time_zone,
+                          schedule_interval_us, backoff_base_us, backoff_max_us, jitter_percent,
+                          payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    let schedule = ScheduleColumns::of(job.schedule.as_ref());
+    let (backoff_base_us, backoff_max_us, jitter_percent) = retry_columns(&job.retry);
+    let inserted = statement.execute(params![
+        job.id.as_bytes(),
+        job.queue.as_str(),
+        job.kind.as_str(),
+        job.priority.get(),
+        job.run_at.as_micros(),
+        job.attempt_max,
+        now.as_micros(),
+        schedule.cron,
+        schedule.time_zone,
+        schedule.interval_us,
+        backoff_base_us,
+        backoff_max_us,
+        jitter_percent,
+        job.payload.as_str(),
+    ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(error) if is_primary_key_violation(&error) => Err(StoreError::Duplicate(job.id).into()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Takes due pending jobs under a lease, in claim order (priority, then `run_at`, then id).
+///
+/// Candidates are found with one index range scan per priority level (and per queue when the
+/// request names queues), each stopping after the rows still wanted, so the cost follows the
+/// batch size, not the number of pending jobs. Within a level, per-queue candidates are merged
+/// by `(run_at, id)`.
+pub(crate) fn claim(
+    connection: &Connection,
+    names: &mut Names,
+    request: &ClaimRequest,
+    now: Timestamp,
+) -> Result<Vec<Job>, Failure> {
+    let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let queues = request.queues.as_ref().map(|queues| {
+        let mut queues: Vec<&Queue> = queues.iter().collect();
+        queues.sort_unstable();
+        queues.dedup();
+        queues
+    });
+    let due_by = request.due_by.as_micros();
+    let mut candidates: Vec<(i64, [u8; 16])> = Vec::with_capacity(limit);
+    for priority in Priority::HIGHEST.get()..=Priority::LOWEST.get() {
+        let wanted = limit - candidates.len();
+        if wanted == 0 {
+            break;
+        }
+        match &queues {
+            None => {
+                let mut statement = connection.prepare_cached(
+                    "SELECT run_at_us, id FROM job
+                     WHERE state IN (0, 2) AND priority = ?1 AND run_at_us <= ?2
+                     ORDER BY run_at_us, id LIMIT ?3",
+                )?;
+                collect_candidates(
+                    &mut statement,
+                    params![priority, due_by, sql_count(wanted)],
+                    &mut candidates,
+                )?;
+            }
+            Some(queues) => {
+                let level_start = candidates.len();
+                let mut statement = connection.prepare_cached(
+                    "SELECT run_at_us, id FROM job
+                     WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
+                     ORDER BY run_at_us, id LIMIT ?4",
+                )?;
+                for queue in queues {
+                    collect_candidates(
+                        &mut statement,
+                        params![queue.as_str(), priority, due_by, sql_count(wanted)],
+                        &mut candidates,
+                    )?;
+                }
+                if queues.len() > 1 {
+                    candidates[level_start..].sort_unstable();
+                    candidates.truncate(level_start + wanted);
+                }
+            }
+        }
+    }
+
+    let lease_us = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let mut update = connection.prepare_cached(concat!(
+        "UPDATE job SET state = 1, attempt = attempt + 1, lease_token = lease_token + 1,
+                        lease_holder = ?2, lease_expires_at_us = max(?3, run_at_us) + ?4,
+                        started_at_us = ?3, finished_at_us = NULL
+         WHERE id = ?1 AND state IN (0, 2)
+         RETURNING ",
+        job_columns!()
+    ))?;
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for (_, id) in &candidates {
+        let job = one_job(
+            &mut update,
+            params![id, request.holder.as_str(), now.as_micros(), lease_us],
+            names,
+        )?
+        .ok_or_else(|| {
+            // The candidates were read in this same transaction, on the only writing
+            // connection, so each is still pending.
+            Failure::Refused(StoreError::Unavailable(
+                "a claim candidate vanished inside its transaction".to_owned(),
+            ))
+        })?;
+        // The first claim of a recurring job's occurrence stores the next occurrence. Later
+        // claims (retries) must not, or a failing job would multiply.
+        if job.schedule.is_some()
+            && job.lease_token == LeaseToken(1)
+            && let Some(next) = job.next_occurrence(now)
+        {
+            insert_one(connection, &next, now)?;
+        }
+        claimed.push(job);
+    }
+    Ok(claimed)
+}
+
+fn collect_candidates(
+    statement: &mut Statement<'_>,
+    parameters: impl rusqlite::Params,
+    candidates: &mut Vec<(i64, [u8; 16])>,
+) -> Result<(), Failure> {
+    let mut rows = statement.query(parameters)?;
+    while let Some(row) = rows.next()? {
+        let run_at_us: i64 = row.get(0)?;
+        let id = id_from_blob(row.get_ref(1)?.as_blob()?)?;
+        candidates.push((run_at_us, *id.as_bytes()));
+    }
+    Ok(())
+}
+
+/// Runs a statement that returns at most one job row (a `SELECT` by id, or a write with
+/// `RETURNING`; SQLite makes all of such a write's changes on its first step).
+fn one_job(
+    statement: &mut Statement<'_>,
+    parameters: impl rusqlite::Params,
+    names: &mut Names,
+) -> Result<Option<Job>, Failure> {
+    let mut rows = statement.query(parameters)?;
+    match rows.next()? {
+        Some(row) => Ok(Some(job_from_row(row, names)?)),
+        None => Ok(None),
+    }
+}
+
+/// The job's state, or `None` if there is no such job.
+fn current_state(connection: &Connection, id: JobId) -> Result<Option<JobState>, Failure> {
+    let mut statement = connection.prepare_cached("SELECT state FROM job WHERE id = ?1")?;
+    let mut rows = statement.query(params![id.as_bytes()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(state_from_code(row.get(0)?)?)),
+        None => Ok(None),
+    }
+}
+
+/// Why a fenced write matched no row: there is no such job, or `token` is not its current
+/// running lease.
+fn fence_refusal(connection: &Connection, id: JobId, token: LeaseToken) -> Failure {
+    match current_state(connection, id) {
+        Ok(Some(_)) => StoreError::LeaseLost { id, token }.into(),
+        Ok(None) => StoreError::NotFound(id).into(),
+        Err(failure) => failure,
+    }
+}
+
+/// Runs a fenced write: `sql` must change the job `?1` only `WHERE ... state = 1 AND
+/// lease_token = ?2`. Matching no row means the job is missing or the lease is not current.
+fn fenced(
+    connection: &Connection,
+    id: JobId,
+    token: LeaseToken,
+    sql: &'static str,
+    parameters: impl rusqlite::Params,
+) -> Result<(), Failure> {
+    let changed = connection.prepare_cached(sql)?.execute(parameters)?;
+    if changed == 0 {
+        return Err(fence_refusal(connection, id, token));
+    }
+    Ok(())
+}
+
+pub(crate) fn extend_lease(
+    connection: &Connection,
+    id: JobId,
+    token: LeaseToken,
+    expires_at: Timestamp,
+) -> Result<(), Failure> {
+    fenced(
+        connection,
+        id,
+        token,
+        "UPDATE job SET lease_expires_at_us = ?3
+         WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+        params![id.as_bytes(), sql_token(token), expires_at.as_micros()],
+    )
+}
+
+pub(crate) fn complete(
+    connection: &Connection,
+    id: JobId,
+    token: LeaseToken,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    fenced(
+        connection,
+        id,
+        token,
+        "UPDATE job SET state = 3, finished_at_us = ?3,
+                        lease_holder = NULL, lease_expires_at_us = NULL
+         WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+        params![id.as_bytes(), sql_token(token), now.as_micros()],
+    )
+}
+
+/// Records a failed attempt; `error` was already cut to `limits::ERROR_BYTES_MAX` by the caller
+/// (with `truncate_error`, which must run once: it appends an ellipsis).
+pub(crate) fn fail(
+    connection: &Connection,
+    id: JobId,
+    token: LeaseToken,
+    error: &str,
+    outcome: FailOutcome,
+    now: Timestamp,
+) -> Result<JobState, Failure> {
+    match outcome {
+        FailOutcome::Retry { at } => {
+            fenced(
+                connection,
+                id,
+                token,
+                "UPDATE job SET state = 2, run_at_us = ?3, last_error = ?4,
+                                lease_holder = NULL, lease_expires_at_us = NULL
+                 WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+                params![id.as_bytes(), sql_token(token), at.as_micros(), error],
+            )?;
+            Ok(JobState::Retrying)
+        }
+        FailOutcome::Dead => {
+            fenced(
+                connection,
+                id,
+                token,
+                "UPDATE job SET state = 4, finished_at_us = ?3, last_error = ?4,
+                                lease_holder = NULL, lease_expires_at_us = NULL
+                 WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+                params![id.as_bytes(), sql_token(token), now.as_micros(), error],
+            )?;
+            Ok(JobState::Dead)
+        }
+    }
+}
+
+/// Hands a claimed job back: the attempt counted at claim is taken back, and the job is
+/// scheduled again if that leaves no attempt, retrying otherwise. Its `run_at` and lease token
+/// stay, so the next claim issues a larger token.
+pub(crate) fn release(
+    connection: &Connection,
+    id: JobId,
+    token: LeaseToken,
+) -> Result<(), Failure> {
+    fenced(
+        connection,
+        id,
+        token,
+        "UPDATE job SET state = CASE WHEN attempt <= 1 THEN 0 ELSE 2 END,
+                        attempt = max(attempt - 1, 0),
+                        lease_holder = NULL, lease_expires_at_us = NULL
+         WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+        params![id.as_bytes(), sql_token(token)],
+    )
+}
+
+pub(crate) fn cancel(
+    connection: &Connection,
+    names: &mut Names,
+    id: JobId,
+    now: Timestamp,
+) -> Result<Job, Failure> {
+    let mut statement = connection.prepare_cached(concat!(
+        "UPDATE job SET state = 5, finished_at_us = ?2,
+                        lease_holder = NULL, lease_expires_at_us = NULL
+         WHERE id = ?1 AND state IN (0, 1, 2)
+         RETURNING ",
+        job_columns!()
+    ))?;
+    if let Some(job) = one_job(
+        &mut statement,
+        params![id.as_bytes(), now.as_micros()],
+        names,
+    )? {
+        return Ok(job);
+    }
+    Err(match current_state(connection, id)? {
+        Some(state) => StoreError::Conflict {
+            id,
+            state,
+            operation: "cancel",
+        },
+        None => StoreError::NotFound(id),
+    }
+    .into())
+}
+
+pub(crate) fn reschedule(
+    connection: &Connection,
+    names: &mut Names,
+    id: JobId,
+    run_at: Timestamp,
+    now: Timestamp,
+) -> Result<Job, Failure> {
+    check_run_at(run_at, now).map_err(StoreError::Invalid)?;
+    let sql = match current_state(connection, id)? {
+        None => return Err(StoreError::NotFound(id).into()),
+        Some(JobState::Scheduled | JobState::Retrying) => concat!(
+            "UPDATE job SET run_at_us = ?2 WHERE id = ?1 RETURNING ",
+            job_columns!()
+        ),
+        // Revive: a fresh start with all its attempts, due at `run_at`.
+        Some(JobState::Dead | JobState::Cancelled) => concat!(
+            "UPDATE job SET state = 0, attempt = 0, run_at_us = ?2, finished_at_us = NULL
+             WHERE id = ?1 RETURNING ",
+            job_columns!()
+        ),
+        Some(state @ (JobState::Running | JobState::Succeeded)) => {
+            return Err(StoreError::Conflict {
+                id,
+                state,
+                operation: "reschedule",
+            }
+            .into());
+        }
+    };
+    let mut statement = connection.prepare_cached(sql)?;
+    one_job(
+        &mut statement,
+        params![id.as_bytes(), run_at.as_micros()],
+        names,
+    )?
+    .ok_or_else(|| StoreError::NotFound(id).into())
+}
+
+/// Ends up to `limit` expired leases, the longest-expired first.
+pub(crate) fn rescue_expired(
+    connection: &Connection,
+    names: &mut Names,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<RescueOutcome>, Failure> {
+    struct Expired {
+        id: JobId,
+        holder: String,
+        token: i64,
+        attempt: i64,
+        attempt_max: i64,
+        retry: (i64, i64, i64),
+    }
+    let mut expired = Vec::new();
+    {
+        let mut statement = connection.prepare_cached(
+            "SELECT id, lease_holder, lease_token, attempt, attempt_max,
+                    backoff_base_us, backoff_max_us, jitter_percent
+             FROM job WHERE state = 1 AND lease_expires_at_us <= ?1
+             ORDER BY lease_expires_at_us, id LIMIT ?2",
+        )?;
+        let mut rows = statement.query(params![now.as_micros(), sql_count(limit)])?;
+        while let Some(row) = rows.next()? {
+            expired.push(Expired {
+                id: id_from_blob(row.get_ref(0)?.as_blob()?)?,
+                holder: row.get(1)?,
+                token: row.get(2)?,
+                attempt: row.get(3)?,
+                attempt_max: row.get(4)?,
+                retry: (row.get(5)?, row.get(6)?, row.get(7)?),
+            });
+        }
+    }
+    let mut outcomes = Vec::with_capacity(expired.len());
+    for job in expired {
+        let message = format!("lease expired (holder {}, token {})", job.holder, job.token);
+        let state = if job.attempt < job.attempt_max {
+            let retry = retry_from_columns(job.retry.0, job.retry.1, job.retry.2)?;
+            let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+            let run_at = now.add(retry.backoff(attempt));
+            let mut statement = connection.prepare_cached(
+                "UPDATE job SET state = 2, run_at_us = ?2, last_error = ?3,
+                                lease_holder = NULL, lease_expires_at_us = NULL
+                 WHERE id = ?1",
+            )?;
+            statement.execute(params![job.id.as_bytes(), run_at.as_micros(), message])?;
+            JobState::Retrying
+        } else {
+            let mut statement = connection.prepare_cached(
+                "UPDATE job SET state = 4, finished_at_us = ?2, last_error = ?3,
+                                lease_holder = NULL, lease_expires_at_us = NULL
+                 WHERE id = ?1",
+            )?;
+            statement.execute(params![job.id.as_bytes(), now.as_micros(), message])?;
+            JobState::Dead
+        };
+        outcomes.push(RescueOutcome {
+            id: job.id,
+            holder: names.node(&job.holder)?,
+            token: LeaseToken(u64::try_from(job.token).unwrap_or(0)),
+            state,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Deletes up to `limit` finished jobs that finished before `finished_before`, oldest first.
+pub(crate) fn purge_finished(
+    connection: &Connection,
+    finished_before: Timestamp,
+    limit: usize,
+) -> Result<u64, Failure> {
+    let mut statement = connection.prepare_cached(
+        "DELETE FROM job WHERE id IN (
+             SELECT id FROM job WHERE state IN (3, 4, 5) AND finished_at_us < ?1
+             ORDER BY finished_at_us, id LIMIT ?2)",
+    )?;
+    let deleted = statement.execute(params![finished_before.as_micros(), sql_count(limit)])?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+}

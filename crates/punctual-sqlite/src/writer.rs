@@ -1,0 +1,309 @@
+//! Group commit: the one thread that writes, and the batches it commits.
+//!
+//! Owns the write connection and the command channel's receiving end. The writer blocks for one
+//! command, drains whatever else is already queued (up to the batch cap), runs the lot inside
+//! one `BEGIN IMMEDIATE` transaction, each command inside its own savepoint, commits once, and
+//! only then answers every caller. One commit is one fsync of the WAL, so a thousand
+//! concurrent completions cost one fsync between them instead of a thousand; and no caller
+//! hears "stored" before its write is on disk.
+//!
+//! A command that fails (a refusal such as `LeaseLost`, or an SQL error) is rolled back to its
+//! savepoint alone; the others in the batch still commit. If SQLite rolls back the whole
+//! transaction (it does on some I/O errors and on a full disk), or the commit fails, every
+//! command of the batch that had succeeded is answered `Unavailable` instead: nothing was
+//! stored.
+//!
+//! Must not run reads for callers (the read pool does, beside it, thanks to WAL), and must not
+//! panic on an SQL error. If it panics anyway, every reply sender it holds is dropped on the
+//! way out, so callers get `Unavailable` instead of waiting forever.
+
+use punctual_core::{
+    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaseToken, NewJob, RescueOutcome, StoreError,
+    Timestamp,
+};
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Failure, from_sql};
+use crate::rows::Names;
+use crate::transitions;
+
+/// Where a command's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write a caller asked for, with the channel for its answer.
+pub(crate) enum Command {
+    Insert {
+        jobs: Vec<NewJob>,
+        now: Timestamp,
+        reply: Reply<Vec<JobId>>,
+    },
+    Claim {
+        request: ClaimRequest,
+        now: Timestamp,
+        reply: Reply<Vec<Job>>,
+    },
+    ExtendLease {
+        id: JobId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+        reply: Reply<()>,
+    },
+    Complete {
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+        reply: Reply<()>,
+    },
+    Fail {
+        id: JobId,
+        token: LeaseToken,
+        /// Already truncated to `limits::ERROR_BYTES_MAX`.
+        error: String,
+        outcome: FailOutcome,
+        now: Timestamp,
+        reply: Reply<JobState>,
+    },
+    Release {
+        id: JobId,
+        token: LeaseToken,
+        reply: Reply<()>,
+    },
+    Cancel {
+        id: JobId,
+        now: Timestamp,
+        reply: Reply<Job>,
+    },
+    Reschedule {
+        id: JobId,
+        run_at: Timestamp,
+        now: Timestamp,
+        reply: Reply<Job>,
+    },
+    RescueExpired {
+        now: Timestamp,
+        limit: usize,
+        reply: Reply<Vec<RescueOutcome>>,
+    },
+    PurgeFinished {
+        finished_before: Timestamp,
+        limit: usize,
+        reply: Reply<u64>,
+    },
+}
+
+/// Sends a command's answer once the batch's fate is known: given `None` when the batch
+/// committed, or the reason it did not.
+type SendAnswer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// A command that ran, holding its answer until the batch's fate is known.
+struct Settled(SendAnswer);
+
+impl Settled {
+    fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Settled {
+        Settled(Box::new(move |batch_failure: Option<&str>| {
+            let result = match (batch_failure, result) {
+                // A success inside a batch that did not commit stored nothing.
+                (Some(reason), Ok(_)) => Err(StoreError::Unavailable(reason.to_owned())),
+                // A refusal changed nothing, so it stands whatever became of the batch.
+                (_, result) => result,
+            };
+            // The caller may have stopped waiting (its future was dropped); nothing to do.
+            let _ = reply.send(result);
+        }))
+    }
+
+    fn send(self, batch_failure: Option<&str>) {
+        (self.0)(batch_failure)
+    }
+}
+
+/// The writer's state: its connection and its decoded-name cache.
+struct Writer {
+    connection: Connection,
+    names: Names,
+}
+
+/// The writer thread's body: commit batches until every sender is gone and the queue is empty.
+pub(crate) fn run(connection: Connection, mut commands: mpsc::Receiver<Command>, batch_max: usize) {
+    let batch_max = batch_max.max(1);
+    let mut writer = Writer {
+        connection,
+        names: Names::default(),
+    };
+    let mut batch = Vec::with_capacity(batch_max);
+    let mut settled = Vec::with_capacity(batch_max);
+    // `blocking_recv` returns `None` only once the store is dropped and the queue drained, so
+    // every command accepted before the drop is still run and answered.
+    while let Some(first) = commands.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        writer.commit_batch(&mut batch, &mut settled);
+    }
+}
+
+impl Writer {
+    /// Runs `batch` in one transaction and answers every command in it; leaves both vectors
+    /// empty for reuse.
+    fn commit_batch(&mut self, batch: &mut Vec<Command>, settled: &mut Vec<Settled>) {
+        if let Err(error) = self.execute("BEGIN IMMEDIATE") {
+            let reason = format!("could not begin a write transaction: {}", from_sql(error));
+            for command in batch.drain(..) {
+                command.refuse(&reason);
+            }
+            return;
+        }
+        let mut lost: Option<String> = None;
+        for command in batch.drain(..) {
+            if let Some(reason) = &lost {
+                command.refuse(reason);
+                continue;
+            }
+            settled.push(command.run(self));
+            if self.connection.is_autocommit() {
+                // SQLite rolled the whole transaction back (an I/O error, a full disk): the
+                // commands before this one are undone too.
+                lost = Some(
+                    "the write transaction was rolled back by SQLite (I/O error or full disk)"
+                        .to_owned(),
+                );
+            }
+        }
+        if lost.is_none()
+            && let Err(error) = self.execute("COMMIT")
+        {
+            lost = Some(format!("commit failed: {}", from_sql(error)));
+            // Best effort: if the commit failed half way, end the transaction so the next batch
+            // can begin one. If this fails too, the next BEGIN reports it.
+            let _ = self.execute("ROLLBACK");
+        }
+        for done in settled.drain(..) {
+            done.send(lost.as_deref());
+        }
+    }
+
+    fn execute(&self, sql: &'static str) -> Result<(), rusqlite::Error> {
+        self.connection.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// Runs one command's transition inside its own savepoint: on failure only its own writes
+    /// are undone.
+    fn settle<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        transition: impl FnOnce(&Connection, &mut Names) -> Result<T, Failure>,
+    ) -> Settled {
+        let result = match self.execute("SAVEPOINT command") {
+            Err(error) => Err(from_sql(error)),
+            Ok(()) => {
+                let result = transition(&self.connection, &mut self.names);
+                let ended = match &result {
+                    Ok(_) => self.execute("RELEASE command"),
+                    Err(_) => self
+                        .execute("ROLLBACK TO command")
+                        .and_then(|()| self.execute("RELEASE command")),
+                };
+                match (result, ended) {
+                    (Ok(_), Err(error)) => Err(from_sql(error)),
+                    (result, _) => result.map_err(StoreError::from),
+                }
+            }
+        };
+        Settled::new(reply, result)
+    }
+}
+
+fn refuse<T>(reply: Reply<T>, reason: &str) {
+    // The caller may have stopped waiting; nothing to do then.
+    let _ = reply.send(Err(StoreError::Unavailable(reason.to_owned())));
+}
+
+impl Command {
+    fn run(self, writer: &mut Writer) -> Settled {
+        match self {
+            Command::Insert { jobs, now, reply } => writer.settle(reply, |connection, _| {
+                transitions::insert(connection, jobs, now)
+            }),
+            Command::Claim {
+                request,
+                now,
+                reply,
+            } => writer.settle(reply, |connection, names| {
+                transitions::claim(connection, names, &request, now)
+            }),
+            Command::ExtendLease {
+                id,
+                token,
+                expires_at,
+                reply,
+            } => writer.settle(reply, |connection, _| {
+                transitions::extend_lease(connection, id, token, expires_at)
+            }),
+            Command::Complete {
+                id,
+                token,
+                now,
+                reply,
+            } => writer.settle(reply, |connection, _| {
+                transitions::complete(connection, id, token, now)
+            }),
+            Command::Fail {
+                id,
+                token,
+                error,
+                outcome,
+                now,
+                reply,
+            } => writer.settle(reply, |connection, _| {
+                transitions::fail(connection, id, token, &error, outcome, now)
+            }),
+            Command::Release { id, token, reply } => writer.settle(reply, |connection, _| {
+                transitions::release(connection, id, token)
+            }),
+            Command::Cancel { id, now, reply } => writer.settle(reply, |connection, names| {
+                transitions::cancel(connection, names, id, now)
+            }),
+            Command::Reschedule {
+                id,
+                run_at,
+                now,
+                reply,
+            } => writer.settle(reply, |connection, names| {
+                transitions::reschedule(connection, names, id, run_at, now)
+            }),
+            Command::RescueExpired { now, limit, reply } => writer
+                .settle(reply, |connection, names| {
+                    transitions::rescue_expired(connection, names, now, limit)
+                }),
+            Command::PurgeFinished {
+                finished_before,
+                limit,
+                reply,
+            } => writer.settle(reply, |connection, _| {
+                transitions::purge_finished(connection, finished_before, limit)
+            }),
+        }
+    }
+
+    /// Answers the command `Unavailable` without running it.
+    fn refuse(self, reason: &str) {
+        match self {
+            Command::Insert { reply, .. } => refuse(reply, reason),
+            Command::Claim { reply, .. } => refuse(reply, reason),
+            Command::ExtendLease { reply, .. } => refuse(reply, reason),
+            Command::Complete { reply, .. } => refuse(reply, reason),
+            Command::Fail { reply, .. } => refuse(reply, reason),
+            Command::Release { reply, .. } => refuse(reply, reason),
+            Command::Cancel { reply, .. } => refuse(reply, reason),
+            Command::Reschedule { reply, .. } => refuse(reply, reason),
+            Command::RescueExpired { reply, .. } => refuse(reply, reason),
+            Command::PurgeFinished { reply, .. } => refuse(reply, reason),
+        }
+    }
+}

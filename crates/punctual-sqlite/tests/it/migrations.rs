@@ -1,0 +1,88 @@
+//! The schema is applied once, reopening changes nothing, and a newer schema is refused.
+
+use punctual_core::{Store, StoreError};
+use punctual_sqlite::{SCHEMA_VERSION, SqliteStore};
+use punctual_testkit::fixtures::NOW;
+
+use crate::{job, open};
+
+fn user_version(path: &std::path::Path) -> u32 {
+    let connection = rusqlite::Connection::open(path).expect("open with rusqlite");
+    connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version")
+}
+
+/// The names of the schema's tables and indexes, sorted.
+fn schema_objects(path: &std::path::Path) -> Vec<String> {
+    let connection = rusqlite::Connection::open(path).expect("open with rusqlite");
+    let mut statement = connection
+        .prepare("SELECT type || ' ' || name FROM sqlite_schema ORDER BY name")
+        .expect("prepare");
+    statement
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_gets_the_schema_once_and_reopening_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("punctual.db");
+    let store = open(&path);
+    let id = store.insert(vec![job(NOW)], NOW).await.expect("insert")[0];
+    drop(store);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let objects = schema_objects(&path);
+    assert_eq!(
+        objects,
+        [
+            "table job",
+            "index job_finished_by_time",
+            "index job_pending_by_priority",
+            "index job_pending_by_queue",
+            "index job_running_by_lease_expiry",
+        ]
+    );
+
+    for _ in 0..2 {
+        let store = open(&path);
+        assert!(store.get(id).await.expect("get").is_some());
+        drop(store);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        assert_eq!(schema_objects(&path), objects);
+    }
+}
+
+#[test]
+fn a_file_from_a_newer_version_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("punctual.db");
+    drop(open(&path));
+    let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    connection
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("set user_version");
+    drop(connection);
+
+    match SqliteStore::open(&path) {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains("newer"), "unclear message: {message}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Refusing it changed nothing.
+    assert_eq!(user_version(&path), SCHEMA_VERSION + 1);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("punctual.db");
+    std::fs::write(&path, vec![0x5a; 8_192]).expect("write garbage");
+    match SqliteStore::open(&path) {
+        Err(StoreError::Corrupt(_)) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
