@@ -152,8 +152,34 @@ impl JobId {
         JobId(uuid::Uuid::new_v7(timestamp))
     }
 
-    pub fn from_bytes(bytes: [u8; 16]) -> JobId {
+    pub const fn from_bytes(bytes: [u8; 16]) -> JobId {
         JobId(uuid::Uuid::from_bytes(bytes))
+    }
+
+    /// The id of the occurrence that follows `self`, stored at `now`: time-ordered like any id,
+    /// and derived from `self` so that every store computes the same one (the model test
+    /// compares stores) and a repeated insert of it is a duplicate, never a second occurrence.
+    pub fn successor(&self, now: Timestamp) -> JobId {
+        let millis = u64::try_from(now.as_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
+        let mut bits = self.as_u128();
+        // SplitMix64's finaliser over both halves: a cheap, well-spread deterministic hash.
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let high = mix((bits >> 64) as u64 ^ 0x9E37_79B9_7F4A_7C15);
+        let low = mix(bits as u64 ^ high);
+        bits = (u128::from(high) << 64) | u128::from(low);
+        let random = bits & ((1u128 << 74) - 1);
+        // Layout of a UUIDv7: 48 bits of milliseconds, version 7, 12 random bits, variant 10,
+        // 62 random bits.
+        let value = (u128::from(millis) << 80)
+            | (0x7u128 << 76)
+            | ((random >> 62) << 64)
+            | (0b10u128 << 62)
+            | (random & ((1u128 << 62) - 1));
+        JobId(uuid::Uuid::from_u128(value))
     }
 
     pub fn as_bytes(&self) -> &[u8; 16] {
@@ -439,7 +465,7 @@ impl Job {
         let schedule = self.schedule.as_ref()?;
         let run_at = schedule.next_after(self.run_at.max(now))?;
         Some(NewJob {
-            id: JobId::generate(now),
+            id: self.id.successor(now),
             queue: self.queue.clone(),
             kind: self.kind.clone(),
             payload: self.payload.clone(),
@@ -568,6 +594,20 @@ mod tests {
         assert!(first < second);
         assert_eq!(first.to_string().parse::<JobId>(), Ok(first));
         assert!("nope".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn a_successor_id_is_deterministic_time_ordered_and_a_valid_v7() {
+        let id = JobId::generate(NOW);
+        let later = NOW.add(Duration::from_secs(1));
+        let next = id.successor(later);
+        assert_eq!(next, id.successor(later));
+        assert_ne!(next, id);
+        assert!(next > id);
+        let uuid = uuid::Uuid::from_bytes(*next.as_bytes());
+        assert_eq!(uuid.get_version_num(), 7);
+        assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(next.successor(later), next);
     }
 
     #[test]

@@ -33,12 +33,17 @@ impl Timestamp {
     }
 
     /// This instant plus `duration`, saturating at the ends of the range.
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "saturating, and named so that `Timestamp - Timestamp` stays meaningless"
+    )]
     pub fn add(self, duration: Duration) -> Timestamp {
         let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(micros))
     }
 
     /// This instant minus `duration`, saturating at the ends of the range.
+    #[allow(clippy::should_implement_trait, reason = "saturating, like `add`")]
     pub fn sub(self, duration: Duration) -> Timestamp {
         let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_sub(micros))
