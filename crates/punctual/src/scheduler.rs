@@ -50,6 +50,9 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub fn emit(&self, event: Event) {
+        if let Event::StoreError { operation, error } = &event {
+            tracing::warn!(operation, error, "store call failed; retrying");
+        }
         if let Some(observer) = &self.observer {
             observer(&event);
         }

@@ -1,0 +1,597 @@
+//! The Scheduler's behaviour end to end: on time, retries, heartbeats, rescue, stop, recurrence.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use punctual::{
+    Config, EngineError, Event, FailOutcome, JobContext, JobId, JobOptions, JobState, NodeId,
+    RetryPolicy, Schedule, Scheduler, SchedulerBuilder, Store, Timestamp,
+};
+use punctual_core::{ClaimRequest, Clock, Kind, NewJob, Payload};
+use punctual_testkit::{MemoryStore, TokioClock};
+
+const START: Timestamp = Timestamp::from_millis(1_764_400_000_000);
+
+/// Everything the engine reported, in order.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+impl Recorder {
+    fn events(&self) -> Vec<Event> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+
+    fn started(&self) -> Vec<(JobId, u32, Timestamp, Timestamp)> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Started {
+                    id,
+                    attempt,
+                    run_at,
+                    started_at,
+                    ..
+                } => Some((id, attempt, run_at, started_at)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct Harness {
+    store: Arc<MemoryStore>,
+    clock: Arc<TokioClock>,
+    recorder: Recorder,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(TokioClock::new(START)),
+            recorder: Recorder::default(),
+        }
+    }
+
+    fn builder(&self, config: Config) -> SchedulerBuilder {
+        let recorder = self.recorder.clone();
+        Scheduler::builder(self.store.clone() as Arc<dyn Store>)
+            .clock(self.clock.clone())
+            .config(config)
+            .observer(move |event| recorder.0.lock().expect("not poisoned").push(event.clone()))
+    }
+
+    async fn state(&self, id: JobId) -> JobState {
+        self.store
+            .get(id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .state
+    }
+
+    /// Advances virtual time in small steps until `done` holds, at most `limit`.
+    async fn wait_until(&self, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !done().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not reached within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn config() -> Config {
+    Config {
+        node: NodeId::new("test-node").expect("valid"),
+        ..Config::default()
+    }
+}
+
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(4), 0).expect("valid")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_starts_at_its_run_at_not_before() {
+    let harness = Harness::new();
+    let scheduler = harness
+        .builder(config())
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let run_at = START.add(Duration::from_millis(2_000));
+    let id = scheduler
+        .schedule("noop", &(), run_at, JobOptions::default())
+        .await
+        .expect("schedule");
+
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
+    let started = harness.recorder.started();
+    assert_eq!(started.len(), 1);
+    let (_, attempt, due, started_at) = started[0];
+    assert_eq!((attempt, due), (1, run_at));
+    assert!(
+        started_at >= run_at,
+        "started early: {started_at} < {run_at}"
+    );
+    assert!(
+        started_at.duration_since(run_at) <= Duration::from_millis(2),
+        "late: {started_at} vs {run_at}"
+    );
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sooner_job_wakes_a_sleeping_dispatcher() {
+    let harness = Harness::new();
+    // With a one-minute poll, only the wake-up can make the job run on time.
+    let config = Config {
+        poll_max: Duration::from_secs(60),
+        ..config()
+    };
+    let scheduler = harness
+        .builder(config)
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    scheduler
+        .schedule_in(
+            "noop",
+            &(),
+            Duration::from_secs(3600),
+            JobOptions::default(),
+        )
+        .await
+        .expect("schedule");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let run_at = harness.clock.now().add(Duration::from_millis(20));
+    let id = scheduler
+        .schedule("noop", &(), run_at, JobOptions::default())
+        .await
+        .expect("schedule");
+
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
+    let (_, _, _, started_at) = harness.recorder.started()[0];
+    assert!(started_at.duration_since(run_at) <= Duration::from_millis(2));
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_job_is_retried_with_backoff_then_dead_with_its_error() {
+    let harness = Harness::new();
+    let scheduler = harness
+        .builder(config())
+        .handler("flaky", |job: JobContext| async move {
+            Err(format!("boom on attempt {}", job.attempt).into())
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let options = JobOptions::default().attempt_max(3).retry(quick_retry());
+    let id = scheduler
+        .schedule("flaky", &(), START, options)
+        .await
+        .expect("schedule");
+
+    harness
+        .wait_until(Duration::from_secs(30), async || {
+            harness.state(id).await == JobState::Dead
+        })
+        .await;
+    let job = harness.store.get(id).await.expect("get").expect("exists");
+    assert_eq!(job.attempt, 3);
+    assert_eq!(job.last_error.as_deref(), Some("boom on attempt 3"));
+    let outcomes: Vec<FailOutcome> = harness
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Failed { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 3);
+    assert!(matches!(outcomes[0], FailOutcome::Retry { .. }));
+    assert!(matches!(outcomes[1], FailOutcome::Retry { .. }));
+    assert_eq!(outcomes[2], FailOutcome::Dead);
+    // Backoff: 1 s after the first failure, 2 s after the second (no jitter in this policy).
+    let starts: Vec<Timestamp> = harness
+        .recorder
+        .started()
+        .into_iter()
+        .map(|(_, _, _, at)| at)
+        .collect();
+    let gaps: Vec<u128> = starts
+        .windows(2)
+        .map(|pair| pair[1].duration_since(pair[0]).as_millis())
+        .collect();
+    assert!((1_000..1_010).contains(&gaps[0]), "gaps {gaps:?}");
+    assert!((2_000..2_010).contains(&gaps[1]), "gaps {gaps:?}");
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_is_a_failed_attempt() {
+    let harness = Harness::new();
+    let scheduler = harness
+        .builder(config())
+        .handler("panics", |_job: JobContext| async { panic!("handler bug") })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let options = JobOptions::default().attempt_max(1);
+    let id = scheduler
+        .schedule("panics", &(), START, options)
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            harness.state(id).await == JobState::Dead
+        })
+        .await;
+    let job = harness.store.get(id).await.expect("get").expect("exists");
+    assert_eq!(
+        job.last_error.as_deref(),
+        Some("handler panicked: handler bug")
+    );
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_long_job_leased() {
+    let harness = Harness::new();
+    let config = Config {
+        lease: Duration::from_secs(1),
+        heartbeat: Duration::from_millis(300),
+        rescue_interval: Duration::from_millis(100),
+        ..config()
+    };
+    let scheduler = harness
+        .builder(config)
+        .handler("long", |_job: JobContext| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(())
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let id = scheduler
+        .schedule("long", &(), START, JobOptions::default())
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(20), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
+    let job = harness.store.get(id).await.expect("get").expect("exists");
+    assert_eq!(job.attempt, 1, "the job ran once, under one lease");
+    assert!(
+        !harness
+            .recorder
+            .events()
+            .iter()
+            .any(|event| matches!(event, Event::Rescued(_)))
+    );
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_holders_job_is_rescued_soon_after_its_lease_expires() {
+    let harness = Harness::new();
+    let now = harness.clock.now();
+    let job = NewJob::new(
+        Kind::new("noop").expect("valid"),
+        Payload::null(),
+        now,
+        JobOptions::default(),
+        now,
+    )
+    .expect("valid");
+    let id = job.id;
+    harness.store.insert(vec![job], now).await.expect("insert");
+    // Another node claims the job with a 2 s lease and dies.
+    let request = ClaimRequest {
+        holder: NodeId::new("crashed-node").expect("valid"),
+        queues: None,
+        limit: 10,
+        due_by: now,
+        lease: Duration::from_secs(2),
+    };
+    assert_eq!(
+        harness
+            .store
+            .claim(request, now)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+
+    let config = Config {
+        rescue_interval: Duration::from_millis(500),
+        ..config()
+    };
+    let scheduler = harness
+        .builder(config)
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    harness
+        .wait_until(Duration::from_secs(10), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
+    let job = harness.store.get(id).await.expect("get").expect("exists");
+    assert_eq!(job.attempt, 2, "the crashed attempt counts");
+    let (_, _, _, started_at) = harness.recorder.started()[0];
+    // Lease expiry at +2 s; rescue every 0.5 s; retry after the policy's first backoff (1 s).
+    let expiry = now.add(Duration::from_secs(2));
+    assert!(
+        started_at.duration_since(expiry) <= Duration::from_millis(1_600),
+        "rescued late: {started_at}"
+    );
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_hands_back_unstarted_jobs_and_lets_running_ones_finish() {
+    let harness = Harness::new();
+    let config = Config {
+        claim_ahead: Duration::from_secs(5),
+        grace: Duration::from_secs(10),
+        ..config()
+    };
+    let finished = Arc::new(AtomicUsize::new(0));
+    let counter = finished.clone();
+    let scheduler = harness
+        .builder(config)
+        .handler("slow", move |_job: JobContext| {
+            let counter = counter.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let running = scheduler
+        .schedule("slow", &(), START, JobOptions::default())
+        .await
+        .expect("schedule");
+    // Claimed ahead (within the 5 s window) but not yet due when stop comes.
+    let waiting = scheduler
+        .schedule(
+            "slow",
+            &(),
+            START.add(Duration::from_secs(4)),
+            JobOptions::default(),
+        )
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(2), async || {
+            harness.state(waiting).await == JobState::Running
+        })
+        .await;
+
+    let report = scheduler.stop().await;
+    assert!(report.finished_in_grace);
+    assert_eq!(report.released, 1);
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+    assert_eq!(harness.state(running).await, JobState::Succeeded);
+    let handed_back = harness
+        .store
+        .get(waiting)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (handed_back.state, handed_back.attempt),
+        (JobState::Scheduled, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_past_grace_signals_cancellation_to_handlers() {
+    let harness = Harness::new();
+    let config = Config {
+        grace: Duration::from_secs(1),
+        ..config()
+    };
+    let scheduler = harness
+        .builder(config)
+        .handler("stubborn", |job: JobContext| async move {
+            job.cancellation.cancelled().await;
+            Err("cancelled by shutdown".into())
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let id = scheduler
+        .schedule("stubborn", &(), START, JobOptions::default())
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(2), async || {
+            !harness.recorder.started().is_empty()
+        })
+        .await;
+    let report = scheduler.stop().await;
+    assert!(!report.finished_in_grace);
+    assert_eq!(report.abandoned, 0);
+    assert_eq!(harness.state(id).await, JobState::Retrying);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_running_job_signals_its_handler() {
+    let harness = Harness::new();
+    let config = Config {
+        heartbeat: Duration::from_millis(200),
+        ..config()
+    };
+    let scheduler = harness
+        .builder(config)
+        .handler("waits", |job: JobContext| async move {
+            job.cancellation.cancelled().await;
+            Ok(())
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let id = scheduler
+        .schedule("waits", &(), START, JobOptions::default())
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(2), async || {
+            !harness.recorder.started().is_empty()
+        })
+        .await;
+    scheduler.cancel(id).await.expect("cancel");
+    harness
+        .wait_until(Duration::from_secs(2), async || {
+            harness
+                .recorder
+                .events()
+                .iter()
+                .any(|event| matches!(event, Event::LeaseLost { .. }))
+        })
+        .await;
+    assert_eq!(harness.state(id).await, JobState::Cancelled);
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_occurrence_of_a_recurring_job_runs_once() {
+    let harness = Harness::new();
+    let scheduler = harness
+        .builder(config())
+        .handler("tick", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let schedule = Schedule::interval(Duration::from_secs(1)).expect("valid");
+    scheduler
+        .schedule_recurring("tick", &(), schedule, JobOptions::default())
+        .await
+        .expect("schedule");
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let started = harness.recorder.started();
+    let due: Vec<Timestamp> = started.iter().map(|(_, _, run_at, _)| *run_at).collect();
+    let expected: Vec<Timestamp> = (1..=5)
+        .map(|second| START.add(Duration::from_secs(second)))
+        .collect();
+    assert_eq!(due, expected, "one run per occurrence, each at its time");
+    let ids: std::collections::HashSet<JobId> = started.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(ids.len(), 5);
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded_per_node() {
+    let harness = Harness::new();
+    let config = Config {
+        concurrency: 2,
+        ..config()
+    };
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (running_in, peak_in) = (running.clone(), peak.clone());
+    let scheduler = harness
+        .builder(config)
+        .handler("busy", move |_job: JobContext| {
+            let (running, peak) = (running_in.clone(), peak_in.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(
+            scheduler
+                .schedule("busy", &(), START, JobOptions::default())
+                .await
+                .expect("schedule"),
+        );
+    }
+    harness
+        .wait_until(Duration::from_secs(20), async || {
+            harness
+                .recorder
+                .events()
+                .iter()
+                .filter(|event| matches!(event, Event::Succeeded { .. }))
+                .count()
+                == 10
+        })
+        .await;
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_refused_and_nothing_is_stored() {
+    let harness = Harness::new();
+    let scheduler = harness
+        .builder(config())
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    let far = START.add(Duration::from_secs(200 * 366 * 24 * 3600));
+    assert!(matches!(
+        scheduler
+            .schedule("nobody-handles-this", &(), START, JobOptions::default())
+            .await,
+        Err(EngineError::UnknownKind(_))
+    ));
+    assert!(matches!(
+        scheduler
+            .schedule("", &(), START, JobOptions::default())
+            .await,
+        Err(EngineError::Invalid(_))
+    ));
+    assert!(matches!(
+        scheduler
+            .schedule("noop", &(), far, JobOptions::default())
+            .await,
+        Err(EngineError::Invalid(_))
+    ));
+    let zero = JobOptions::default().attempt_max(0);
+    assert!(matches!(
+        scheduler.schedule("noop", &(), START, zero).await,
+        Err(EngineError::Invalid(_))
+    ));
+    let big = "x".repeat(300 * 1024);
+    assert!(matches!(
+        scheduler
+            .schedule("noop", &big, START, JobOptions::default())
+            .await,
+        Err(EngineError::Invalid(_))
+    ));
+    assert!(harness.store.counts().await.expect("counts").is_empty());
+}
