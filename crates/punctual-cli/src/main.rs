@@ -1,0 +1,63 @@
+//! The `punctual` binary: the demo, the benchmark, and commands to schedule and inspect jobs.
+//!
+//! The only place errors become exit codes (`anyhow` at this edge, typed errors below it).
+
+mod bench;
+mod demo;
+mod jobs;
+mod store_arg;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "punctual",
+    version,
+    about = "A durable job scheduler: jobs run on time, once, even when machines crash."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the brief's demo on a real SQLite file: three jobs at 2 s, 3.5 s and 5 s.
+    Demo(demo::DemoArgs),
+    /// Measure a workload (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+    /// Schedule a job into a store.
+    Schedule(jobs::ScheduleArgs),
+    /// List, show, count or cancel jobs in a store.
+    Jobs(jobs::JobsArgs),
+    /// A worker process for the crash benchmark (internal).
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Schedule(args) => jobs::schedule(args),
+        Command::Jobs(args) => jobs::run(args),
+        Command::BenchWorker(args) => bench::worker(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default database file when none is given: `punctual.db` in the working directory.
+#[allow(dead_code)] // Used by the job commands.
+fn default_db() -> PathBuf {
+    PathBuf::from("punctual.db")
+}

@@ -1,0 +1,60 @@
+//! End-to-end tests of the `punctual` binary: each test runs the real executable on its own
+//! temporary SQLite file and reads what it prints.
+
+mod bench;
+mod demo;
+mod jobs;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The result of one run of the binary, with its output decoded.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the whole output unless the run succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `punctual` with `args` and waits for it.
+pub fn punctual<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_punctual"))
+        .args(args)
+        .output()
+        .expect("the punctual binary runs");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The path as a command-line argument.
+pub fn arg(path: &Path) -> String {
+    path.to_str().expect("temporary paths are UTF-8").to_owned()
+}
+
+/// Parses JSON lines.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?}: {error}")))
+        .collect()
+}
