@@ -1,0 +1,221 @@
+//! The benchmark's arithmetic: percentiles, lateness summaries, rates, and the classification of
+//! duplicate runs into explained and unexplained.
+//!
+//! Pure functions over plain data, so they are tested without an engine, a store or a clock. This
+//! module must not measure anything itself (no clocks, no I/O).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The nearest-rank percentile `p` (in percent, `0.0 < p <= 100.0`) of `sorted`, which must be in
+/// ascending order. `None` for an empty slice.
+///
+/// Nearest rank: the smallest value such that at least `p` percent of the values are at or below
+/// it, so the result is always one of the samples (never an interpolation).
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let count = sorted.len();
+    // The exact rank is p/100 * count rounded up. Percentages such as 99.9 are not exact in
+    // binary, so the product can land a hair above a whole number (999.0000000000001 for 99.9 %
+    // of 1,000) and round up one rank too far; the epsilon, far below one rank for any count we
+    // hold (at most ten million samples), absorbs that.
+    let exact = p.clamp(0.0, 100.0) / 100.0 * count as f64;
+    let rank = (exact - 1e-6).ceil() as usize;
+    let index = rank.clamp(1, count) - 1;
+    Some(sorted[index])
+}
+
+/// Lateness percentiles in milliseconds, as reported in `lateness_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Lateness {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Lateness {
+    /// The summary of `samples` (milliseconds, any order); `None` when there are none.
+    pub fn of(mut samples: Vec<f64>) -> Option<Lateness> {
+        samples.sort_by(f64::total_cmp);
+        Some(Lateness {
+            p50: percentile(&samples, 50.0)?,
+            p99: percentile(&samples, 99.0)?,
+            p999: percentile(&samples, 99.9)?,
+            max: *samples.last()?,
+        })
+    }
+}
+
+/// `count` per second over `took`; `None` when no time passed (the rate would be infinite).
+pub fn rate(count: u64, took: Duration) -> Option<f64> {
+    let seconds = took.as_secs_f64();
+    (seconds > 0.0).then(|| count as f64 / seconds)
+}
+
+/// One run of a job's handler, as a crash worker logs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// The job's index in this benchmark (its payload).
+    pub index: usize,
+    pub attempt: u32,
+    pub token: u64,
+    /// The worker process that ran it.
+    pub pid: u32,
+}
+
+/// What the runs of a set of jobs add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Distinct jobs that ran at least once.
+    pub jobs_run: u64,
+    /// Runs beyond the first, over all jobs.
+    pub duplicates: u64,
+    /// Duplicates that followed a run by a process that was killed, under a larger lease token:
+    /// the killed holder's lease expired and the job was claimed again, as it should be.
+    pub explained: u64,
+}
+
+/// Counts the runs of each job and classifies every run after a job's first.
+///
+/// A job's runs are taken in lease-token order (tokens grow with each claim of a job). A later
+/// run is explained when the run before it was made by a process in `killed` and its token is
+/// strictly larger: the earlier holder died, its lease expired, and the job was claimed anew. Two
+/// runs under one token, or a second run after a holder that was not killed, are unexplained.
+pub fn classify_runs(runs: &[Run], killed: &HashSet<u32>) -> RunCounts {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by_key(|run| (run.index, run.token, run.attempt, run.pid));
+    let mut counts = RunCounts::default();
+    let mut previous: Option<&Run> = None;
+    for run in &sorted {
+        match previous {
+            Some(earlier) if earlier.index == run.index => {
+                counts.duplicates += 1;
+                if killed.contains(&earlier.pid) && run.token > earlier.token {
+                    counts.explained += 1;
+                }
+            }
+            _ => counts.jobs_run += 1,
+        }
+        previous = Some(run);
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_of_nothing_is_none() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(Lateness::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn percentile_of_one_sample_is_that_sample() {
+        for p in [0.0, 1.0, 50.0, 99.9, 100.0] {
+            assert_eq!(percentile(&[7.5], p), Some(7.5));
+        }
+    }
+
+    #[test]
+    fn percentile_uses_the_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), Some(50.0));
+        assert_eq!(percentile(&values, 99.0), Some(99.0));
+        assert_eq!(percentile(&values, 99.9), Some(100.0));
+        assert_eq!(percentile(&values, 100.0), Some(100.0));
+        assert_eq!(percentile(&values, 0.0), Some(1.0));
+        // Out-of-range percentages are clamped rather than indexing out of bounds.
+        assert_eq!(percentile(&values, 250.0), Some(100.0));
+        assert_eq!(percentile(&values, -3.0), Some(1.0));
+        let four = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&four, 50.0), Some(2.0));
+        assert_eq!(percentile(&four, 50.1), Some(3.0));
+    }
+
+    #[test]
+    fn lateness_sorts_its_samples_and_keeps_negative_ones() {
+        let lateness = Lateness::of(vec![3.0, -0.5, 1.0, 2.0]).expect("four samples");
+        assert_eq!(lateness.p50, 1.0);
+        assert_eq!(lateness.p99, 3.0);
+        assert_eq!(lateness.max, 3.0);
+        let lateness = Lateness::of((0..1000).rev().map(f64::from).collect()).expect("samples");
+        assert_eq!(lateness.p50, 499.0);
+        assert_eq!(lateness.p99, 989.0);
+        assert_eq!(lateness.p999, 998.0);
+        assert_eq!(lateness.max, 999.0);
+    }
+
+    #[test]
+    fn a_rate_over_no_time_is_none() {
+        assert_eq!(rate(10, Duration::ZERO), None);
+        assert_eq!(rate(10, Duration::from_millis(500)), Some(20.0));
+    }
+
+    fn run(index: usize, token: u64, pid: u32) -> Run {
+        Run {
+            index,
+            attempt: u32::try_from(token).unwrap_or(u32::MAX),
+            token,
+            pid,
+        }
+    }
+
+    #[test]
+    fn single_runs_are_not_duplicates() {
+        let counts = classify_runs(&[run(0, 1, 10), run(1, 1, 10)], &HashSet::new());
+        assert_eq!(
+            counts,
+            RunCounts {
+                jobs_run: 2,
+                duplicates: 0,
+                explained: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_rerun_after_a_killed_holder_with_a_larger_token_is_explained() {
+        let killed = HashSet::from([10]);
+        // Logged out of order on purpose: classification orders by token, not by log position.
+        let counts = classify_runs(&[run(0, 2, 11), run(0, 1, 10)], &killed);
+        assert_eq!(counts.jobs_run, 1);
+        assert_eq!(counts.duplicates, 1);
+        assert_eq!(counts.explained, 1);
+        assert_eq!(counts.duplicates - counts.explained, 0);
+    }
+
+    #[test]
+    fn a_rerun_after_a_live_holder_is_unexplained() {
+        let killed = HashSet::from([99]);
+        let counts = classify_runs(&[run(0, 1, 10), run(0, 2, 11)], &killed);
+        assert_eq!(counts.duplicates, 1);
+        assert_eq!(counts.duplicates - counts.explained, 1);
+    }
+
+    #[test]
+    fn two_runs_under_one_token_are_unexplained_even_after_a_kill() {
+        let killed = HashSet::from([10]);
+        let counts = classify_runs(&[run(0, 3, 10), run(0, 3, 11)], &killed);
+        assert_eq!(counts.duplicates, 1);
+        assert_eq!(counts.duplicates - counts.explained, 1);
+    }
+
+    #[test]
+    fn chains_of_reruns_are_judged_pair_by_pair() {
+        let killed = HashSet::from([10, 11]);
+        let runs = [run(4, 1, 10), run(4, 2, 11), run(4, 3, 12), run(4, 4, 13)];
+        let counts = classify_runs(&runs, &killed);
+        assert_eq!(counts.jobs_run, 1);
+        assert_eq!(counts.duplicates, 3);
+        // 10 -> 11 and 11 -> 12 follow killed holders; 12 -> 13 follows a live one.
+        assert_eq!(counts.explained, 2);
+        assert_eq!(counts.duplicates - counts.explained, 1);
+    }
+}
