@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use punctual_core::{FailOutcome, Job, LeaseToken, RetryDecision, StoreError};
+use punctual_core::{FailOutcome, Job, JobState, LeaseToken, RetryDecision, StoreError};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 
@@ -68,7 +68,8 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
 
     // Wait for the job's time, unless the engine stops first: then hand it back untouched.
     let now = inner.clock.now();
-    let stopping = if job.run_at > now {
+    let waited = job.run_at > now;
+    let stopping = if waited {
         let due = tokio::time::sleep_until(inner.instant_at(job.run_at, now));
         tokio::select! {
             biased;
@@ -80,6 +81,15 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
     };
     if stopping {
         release(&inner, &job, token).await;
+        return;
+    }
+    if waited && !still_held(&inner, &job, token).await {
+        // Cancelled (or taken over) while it waited in the claim window: do not run it.
+        inner.emit(Event::LeaseLost {
+            id: job.id,
+            kind: job.kind.clone(),
+            token,
+        });
         return;
     }
 
@@ -199,6 +209,16 @@ async fn release(inner: &Inner, job: &Job, token: LeaseToken) {
             inner.emit(Event::Released { id: job.id });
         }
         Err(error) => report_lost_write(inner, job, token, error),
+    }
+}
+
+/// Whether the job is still running under `token`. A read, so it costs no commit; on a store
+/// error the job runs (its completion is fenced anyway).
+async fn still_held(inner: &Inner, job: &Job, token: LeaseToken) -> bool {
+    match inner.store.get(job.id).await {
+        Ok(Some(stored)) => stored.state == JobState::Running && stored.lease_token == token,
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 

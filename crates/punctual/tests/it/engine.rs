@@ -595,3 +595,40 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     ));
     assert!(harness.store.counts().await.expect("counts").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_while_it_waits_in_the_claim_window_does_not_run() {
+    let harness = Harness::new();
+    let config = Config {
+        claim_ahead: Duration::from_secs(2),
+        ..config()
+    };
+    let scheduler = harness
+        .builder(config)
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let id = scheduler
+        .schedule(
+            "noop",
+            &(),
+            START.add(Duration::from_secs(3)),
+            JobOptions::default(),
+        )
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(3), async || {
+            harness.state(id).await == JobState::Running
+        })
+        .await;
+    scheduler.cancel(id).await.expect("cancel");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        harness.recorder.started().is_empty(),
+        "the cancelled job ran"
+    );
+    assert_eq!(harness.state(id).await, JobState::Cancelled);
+    scheduler.stop().await;
+}
