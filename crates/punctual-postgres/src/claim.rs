@@ -1,0 +1,195 @@
+//! Claiming due jobs: the brief's `getDueJobs`, made safe for many nodes at once.
+//!
+//! Owns the claim statement and its transaction. Must not hand one job to two claimers, nor
+//! claim more rows than asked, nor let a recurring job's occurrence be stored twice.
+//!
+//! # How a claim works (issue 3, item 2)
+//!
+//! One statement picks and takes the jobs:
+//!
+//! ```text
+//! WITH candidates AS MATERIALIZED (
+//!     for each priority level 0..=9 (and each served queue):
+//!         the first `limit` pending rows with run_at_us <= due_by, in (run_at_us, id) order,
+//!         locked FOR UPDATE SKIP LOCKED
+//!     then the first `limit` of those in (priority, run_at_us, id) order
+//! )
+//! UPDATE punctual_jobs ... FROM candidates WHERE id = candidate_id RETURNING ...
+//! ```
+//!
+//! - `FOR UPDATE SKIP LOCKED`: a row another claimer has locked is passed over, not waited for,
+//!   so concurrent claimers take disjoint sets without queueing behind one another. A row that
+//!   another claimer took (and committed) after our snapshot is re-checked against `state IN
+//!   (0, 2)` on its newest version by PostgreSQL and dropped, so a job is never claimed twice.
+//! - `MATERIALIZED`: the candidate set is computed once, so the `UPDATE` joins against a fixed
+//!   set of at most `limit` ids. Without it, PostgreSQL may inline the CTE and re-evaluate the
+//!   `LIMIT` subquery inside the join, which can lock and update more rows than asked.
+//! - One range scan per priority level (`priority = p AND run_at_us <= due_by` on the partial
+//!   index `(priority, run_at_us, id) WHERE state IN (0, 2)`), rather than one scan of the whole
+//!   index in (priority, run_at_us, id) order: that scan would have to walk past every future
+//!   job of a level before reaching the next level, and PostgreSQL 15 cannot skip. The cost is
+//!   up to ten cheap index probes per claim, and when several levels have due jobs at once, up
+//!   to `limit` rows per level are locked for the statement's few milliseconds although only
+//!   `limit` in all are taken; the others stay pending and are skipped by concurrent claimers
+//!   only for that moment.
+//!
+//! The claimed rows come back from `RETURNING` in no defined order, so they are sorted here.
+//! A recurring job claimed for the first time (its new lease token is 1) has its next
+//! occurrence inserted in the same transaction, so a crash between the two cannot lose or
+//! duplicate it; a later claim of the same occurrence (a retry, a hand-back) has a larger token
+//! and stores nothing.
+
+use punctual_core::{ClaimRequest, ClaimedJob, LeaseToken, NewJob, StoreError, Timestamp, limits};
+
+use crate::PgStore;
+use crate::error::pg;
+use crate::insert::insert_rows;
+use crate::rows::{job_columns, jobs_from_rows, micros, sql_count};
+
+/// What a claim does to each candidate. $1 due_by, $2 limit, $3 now, $4 holder, $5 lease (µs).
+macro_rules! take_candidates {
+    () => {
+        concat!(
+            "
+            UPDATE punctual_jobs SET
+                state = 1,
+                attempt = attempt + 1,
+                lease_token = lease_token + 1,
+                lease_holder = $4,
+                lease_expires_at_us = greatest($3, run_at_us) + $5,
+                started_at_us = $3,
+                finished_at_us = NULL
+            FROM candidates
+            WHERE id = candidate_id AND state IN (0, 2)
+            RETURNING ",
+            job_columns!()
+        )
+    };
+}
+
+/// Claims from every queue.
+const CLAIM_ANY_QUEUE: &str = concat!(
+    "
+    WITH candidates AS MATERIALIZED (
+        SELECT due.id AS candidate_id
+        FROM generate_series(0, 9) AS level(priority)
+        CROSS JOIN LATERAL (
+            SELECT id, run_at_us FROM punctual_jobs
+            WHERE state IN (0, 2) AND priority = level.priority AND run_at_us <= $1
+            ORDER BY run_at_us, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) AS due
+        ORDER BY level.priority, due.run_at_us, due.id
+        LIMIT $2
+    )",
+    take_candidates!()
+);
+
+/// Claims from the queues in $6, one range scan per (queue, priority level).
+const CLAIM_IN_QUEUES: &str = concat!(
+    "
+    WITH candidates AS MATERIALIZED (
+        SELECT due.id AS candidate_id
+        FROM unnest($6::text[]) AS served(queue)
+        CROSS JOIN generate_series(0, 9) AS level(priority)
+        CROSS JOIN LATERAL (
+            SELECT id, run_at_us FROM punctual_jobs
+            WHERE state IN (0, 2) AND queue = served.queue AND priority = level.priority
+                AND run_at_us <= $1
+            ORDER BY run_at_us, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) AS due
+        ORDER BY level.priority, due.run_at_us, due.id
+        LIMIT $2
+    )",
+    take_candidates!()
+);
+
+pub(crate) async fn claim(
+    store: &PgStore,
+    request: ClaimRequest,
+    now: Timestamp,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let lease = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let due_by = request.due_by.as_micros();
+    let limit = sql_count(limit);
+    let now_us = now.as_micros();
+    let holder = request.holder.as_str();
+    let queues: Option<Vec<&str>> = request.queues.as_ref().map(|queues| {
+        let mut names: Vec<&str> = queues.iter().map(|queue| queue.as_str()).collect();
+        // Each queue scanned once, however often it was named.
+        names.sort_unstable();
+        names.dedup();
+        names
+    });
+
+    let mut client = store.client().await?;
+    let transaction = client.transaction().await.map_err(pg)?;
+    let rows = match &queues {
+        None => {
+            let statement = transaction
+                .prepare_cached(CLAIM_ANY_QUEUE)
+                .await
+                .map_err(pg)?;
+            transaction
+                .query(&statement, &[&due_by, &limit, &now_us, &holder, &lease])
+                .await
+        }
+        Some(queues) => {
+            let statement = transaction
+                .prepare_cached(CLAIM_IN_QUEUES)
+                .await
+                .map_err(pg)?;
+            transaction
+                .query(
+                    &statement,
+                    &[&due_by, &limit, &now_us, &holder, &lease, queues],
+                )
+                .await
+        }
+    }
+    .map_err(pg)?;
+    if rows.is_empty() {
+        transaction.rollback().await.map_err(pg)?;
+        return Ok(Vec::new());
+    }
+    let mut claimed = jobs_from_rows(&rows)?;
+    assert!(
+        claimed.len() as i64 <= limit,
+        "a claim took {} rows but was asked for {limit}",
+        claimed.len()
+    );
+    claimed.sort_unstable_by_key(|job| (job.priority, job.run_at, job.id));
+
+    // Only the first claim of an occurrence stores the next one.
+    let next: Vec<NewJob> = claimed
+        .iter()
+        .filter(|job| job.lease_token == LeaseToken(1))
+        .filter_map(|job| job.next_occurrence(now))
+        .collect();
+    if !next.is_empty() {
+        insert_rows(&transaction, &next, now).await.map_err(pg)?;
+    }
+    transaction.commit().await.map_err(pg)?;
+    Ok(claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use punctual_core::Priority;
+
+    #[test]
+    fn the_statements_walk_every_priority_level() {
+        // CLAIM_ANY_QUEUE, CLAIM_IN_QUEUES and next_due write the levels as 0..=9 literally.
+        assert_eq!(Priority::HIGHEST.get(), 0);
+        assert_eq!(Priority::LOWEST.get(), 9);
+        assert!(super::CLAIM_ANY_QUEUE.contains("generate_series(0, 9)"));
+        assert!(super::CLAIM_IN_QUEUES.contains("generate_series(0, 9)"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Inserting jobs: the brief's `addJob`, in batches of up to `limits::INSERT_BATCH_MAX`.
+//!
+//! Owns the one `INSERT` statement: the whole batch is sent as one array per column and
+//! expanded by `unnest`, so 10,000 jobs are one statement, one round trip and one commit (and
+//! one notification, see `migrations`). Also used by `claim` to store a recurring job's next
+//! occurrence inside the claim's transaction. Must not change existing rows: a duplicate id
+//! fails the whole batch.
+
+use std::collections::HashSet;
+
+use deadpool_postgres::GenericClient;
+use punctual_core::{JobId, NewJob, StoreError, Timestamp, ValidationError, limits};
+
+use crate::PgStore;
+use crate::error::{is_duplicate_id, pg};
+use crate::rows::{ScheduleColumns, job_id, retry_columns, uuid};
+
+/// A new job's columns; state, attempt and lease token start at 0, lease and times empty.
+const INSERT: &str = "
+    INSERT INTO punctual_jobs (
+        id, queue, kind, priority, run_at_us, attempt_max, schedule_cron, schedule_time_zone,
+        schedule_interval_us, backoff_base_us, backoff_max_us, jitter_percent, payload,
+        state, attempt, lease_token, created_at_us)
+    SELECT batch.*, 0, 0, 0, $14
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int8[], $6::int4[],
+                $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int2[],
+                $13::text[]) AS batch";
+
+/// How often an insert that hit a duplicate id is retried when the duplicate cannot be found
+/// afterwards (it was purged in between). More than twice in a row is not a race but a bug.
+const DUPLICATE_LOOKUPS_MAX: usize = 3;
+
+/// Stores `jobs` as they are at `now`, all or none (the statement is atomic).
+pub(crate) async fn insert(
+    store: &PgStore,
+    jobs: Vec<NewJob>,
+    now: Timestamp,
+) -> Result<Vec<JobId>, StoreError> {
+    if jobs.len() > limits::INSERT_BATCH_MAX {
+        return Err(ValidationError::TooLong {
+            field: "batch",
+            bytes: jobs.len(),
+            limit: limits::INSERT_BATCH_MAX,
+        }
+        .into());
+    }
+    let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+    if jobs.is_empty() {
+        return Ok(ids);
+    }
+    let client = store.client().await?;
+    for _ in 0..DUPLICATE_LOOKUPS_MAX {
+        match insert_rows(&client, &jobs, now).await {
+            Ok(()) => return Ok(ids),
+            Err(error) if is_duplicate_id(&error) => {
+                if let Some(duplicate) = first_duplicate(&client, &ids).await? {
+                    return Err(StoreError::Duplicate(duplicate));
+                }
+            }
+            Err(error) => return Err(pg(error)),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "an insert kept hitting a duplicate id that was gone when looked up".to_owned(),
+    ))
+}
+
+/// Sends the batch as one `INSERT ... SELECT FROM unnest(...)`.
+pub(crate) async fn insert_rows(
+    client: &impl GenericClient,
+    jobs: &[NewJob],
+    now: Timestamp,
+) -> Result<(), tokio_postgres::Error> {
+    let count = jobs.len();
+    let mut ids = Vec::with_capacity(count);
+    let mut queues = Vec::with_capacity(count);
+    let mut kinds = Vec::with_capacity(count);
+    let mut priorities = Vec::with_capacity(count);
+    let mut run_ats = Vec::with_capacity(count);
+    let mut attempt_maxes = Vec::with_capacity(count);
+    let mut crons = Vec::with_capacity(count);
+    let mut zones = Vec::with_capacity(count);
+    let mut intervals = Vec::with_capacity(count);
+    let mut bases = Vec::with_capacity(count);
+    let mut maxes = Vec::with_capacity(count);
+    let mut jitters = Vec::with_capacity(count);
+    let mut payloads = Vec::with_capacity(count);
+    for job in jobs {
+        ids.push(uuid(job.id));
+        queues.push(job.queue.as_str());
+        kinds.push(job.kind.as_str());
+        priorities.push(i16::from(job.priority.get()));
+        run_ats.push(job.run_at.as_micros());
+        // A validated attempt_max is at most limits::ATTEMPT_MAX_LIMIT (1,000).
+        attempt_maxes.push(i32::try_from(job.attempt_max).unwrap_or(i32::MAX));
+        let schedule = ScheduleColumns::of(job.schedule.as_ref());
+        crons.push(schedule.cron);
+        zones.push(schedule.time_zone);
+        intervals.push(schedule.interval_us);
+        let (base, max, jitter) = retry_columns(&job.retry);
+        bases.push(base);
+        maxes.push(max);
+        jitters.push(jitter);
+        payloads.push(job.payload.as_str());
+    }
+    let created_at = now.as_micros();
+    let statement = client.prepare_cached(INSERT).await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &ids,
+                &queues,
+                &kinds,
+                &priorities,
+                &run_ats,
+                &attempt_maxes,
+                &crons,
+                &zones,
+                &intervals,
+                &bases,
+                &maxes,
+                &jitters,
+                &payloads,
+                &created_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The first id of the batch, in batch order, that is already stored or repeats an earlier one
+/// of the batch (what `MemoryStore` reports); `None` if there is none any more.
+async fn first_duplicate(
+    client: &impl GenericClient,
+    ids: &[JobId],
+) -> Result<Option<JobId>, StoreError> {
+    let uuids: Vec<uuid::Uuid> = ids.iter().copied().map(uuid).collect();
+    let rows = client
+        .query(
+            "SELECT id FROM punctual_jobs WHERE id = ANY($1::uuid[])",
+            &[&uuids],
+        )
+        .await
+        .map_err(pg)?;
+    let stored: HashSet<JobId> = rows
+        .iter()
+        .map(|row| row.try_get(0).map(job_id))
+        .collect::<Result<_, _>>()
+        .map_err(pg)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    Ok(ids
+        .iter()
+        .copied()
+        .find(|id| stored.contains(id) || !seen.insert(*id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_insert_names_as_many_columns_as_it_selects() {
+        let columns = INSERT
+            .split("INSERT INTO punctual_jobs (")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .expect("a column list")
+            .split(',')
+            .count();
+        // 13 unnested arrays plus state, attempt, lease_token and created_at.
+        assert_eq!(columns, 13 + 4);
+    }
+}

@@ -1,0 +1,265 @@
+//! The schema, as an ordered list of migrations recorded in the `punctual_migrations` table.
+//!
+//! Owns every `CREATE` statement and the rule for applying them: in one transaction that first
+//! takes a transaction-scoped advisory lock (so nodes starting at once apply each step exactly
+//! once, one after the other), every step whose number is above the highest recorded version
+//! runs and is recorded. A schema from a newer version of this code is refused, never "repaired".
+//! Steps are append-only: a released step is never edited; a change is a new step.
+//!
+//! Must not hold any job logic; the statements that read and write jobs live in `transitions`,
+//! `reads` and `insert`.
+//!
+//! # The schema (version 1)
+//!
+//! One table, `punctual_jobs`, keyed by the job's UUIDv7 id (the `uuid` type: 16 bytes, and
+//! readable in `psql`). Timestamps are microseconds since the Unix epoch in `*_us` `bigint`
+//! columns (the core's `Timestamp`), never `timestamptz`, so every comparison is an integer
+//! comparison against the `now` the caller passed, and the store never reads a clock. Durations
+//! are `*_us` too, so a retry policy and an interval round-trip exactly. The payload is `text`,
+//! not `jsonb`, so it round-trips byte for byte (`jsonb` reorders keys and drops whitespace).
+//! Columns are ordered fixed-width first (8, 4, then 2 bytes) so no alignment padding is stored.
+//!
+//! `state` is a `smallint` code; the partial indexes name states by these numbers. The mapping
+//! is fixed (a new state takes a new number; a number is never reused):
+//!
+//! | state     | code |
+//! | --------- | ---- |
+//! | scheduled | 0    |
+//! | running   | 1    |
+//! | retrying  | 2    |
+//! | succeeded | 3    |
+//! | dead      | 4    |
+//! | cancelled | 5    |
+//!
+//! Pending means `state IN (0, 2)`; final means `state IN (3, 4, 5)`. Every query that should use
+//! a partial index repeats its predicate literally (a parameter would hide it from the planner).
+//!
+//! # Churn: what is updated, what is deleted (issue 3, item 8)
+//!
+//! A job is one row for its whole life. It is inserted once, updated in place at each transition
+//! (claim; then complete, fail, release, rescue or cancel; heartbeats move its lease expiry), and
+//! deleted only by `purge_finished`, once it is final and past retention. Nothing else deletes.
+//! So a job that runs once costs one insert, two updates and one delete: each update leaves one
+//! dead row version, and each delete one more.
+//!
+//! Every update changes `state` or an indexed column, and `state` appears in every partial
+//! index's predicate, so no update is HOT (heap-only): each writes a new entry into the primary
+//! key and into the one partial index the new version belongs to. We accept that: partial
+//! indexes keep the claim index holding only pending jobs, so a claim never walks past the
+//! millions of finished rows that a full index on (state, priority, run_at) would still hold as
+//! dead entries between vacuums; the alternative (a non-partial index) would allow HOT updates
+//! only for heartbeats, which are rare next to transitions. The old entries are cleaned by
+//! PostgreSQL's bottom-up index deletion (the primary key churns versions of unchanged keys,
+//! which is exactly what it targets) and by vacuum.
+//!
+//! The table's `fillfactor` of 80 keeps a fifth of each page free: a row's new version is then
+//! written on the same page as the old one (non-HOT updates also prefer the old page), and
+//! on-page pruning reclaims the old version's space without waiting for vacuum, so the table
+//! does not grow while vacuum catches up. Autovacuum is set per table to run after 1 % of the
+//! rows are dead (the default, 20 %, lets a table of millions of rows carry hundreds of
+//! thousands of dead versions through the claim index), with a higher cost limit so that one
+//! pass finishes quickly instead of sleeping through its budget.
+
+use deadpool_postgres::GenericClient;
+use punctual_core::StoreError;
+
+use crate::error::pg;
+
+/// One step of the schema's history.
+struct Migration {
+    /// What the step does, for error messages and the `punctual_migrations` table.
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every step, oldest first. Step `n` (1-based) takes the schema to version `n`.
+const MIGRATIONS: &[Migration] = &[Migration {
+    name: "create the jobs table, its indexes and the insert notification",
+    sql: "
+        CREATE TABLE punctual_jobs (
+            id                   uuid     NOT NULL,
+            run_at_us            bigint   NOT NULL,
+            lease_token          bigint   NOT NULL,
+            created_at_us        bigint   NOT NULL,
+            backoff_base_us      bigint   NOT NULL,
+            backoff_max_us       bigint   NOT NULL,
+            lease_expires_at_us  bigint,
+            started_at_us        bigint,
+            finished_at_us       bigint,
+            schedule_interval_us bigint,
+            attempt              integer  NOT NULL,
+            attempt_max          integer  NOT NULL,
+            state                smallint NOT NULL CHECK (state BETWEEN 0 AND 5),
+            priority             smallint NOT NULL CHECK (priority BETWEEN 0 AND 9),
+            jitter_percent       smallint NOT NULL,
+            queue                text     NOT NULL,
+            kind                 text     NOT NULL,
+            lease_holder         text,
+            schedule_cron        text,
+            schedule_time_zone   text,
+            last_error           text,
+            payload              text     NOT NULL,
+            CONSTRAINT punctual_jobs_pkey PRIMARY KEY (id)
+        ) WITH (
+            fillfactor = 80,
+            autovacuum_vacuum_scale_factor = 0.01,
+            autovacuum_vacuum_threshold = 1000,
+            autovacuum_vacuum_insert_scale_factor = 0.01,
+            autovacuum_analyze_scale_factor = 0.02,
+            autovacuum_vacuum_cost_limit = 2000,
+            autovacuum_vacuum_cost_delay = 1
+        );
+
+        -- Claims over every queue, and next_due: one range scan per priority level
+        -- (priority = p AND run_at_us <= due_by), already in claim order, so a claim reads only
+        -- the rows it takes however many future jobs wait.
+        CREATE INDEX punctual_jobs_pending
+            ON punctual_jobs (priority, run_at_us, id) WHERE state IN (0, 2);
+
+        -- Claims for some queues: the same scan per (queue, priority), so due jobs of queues the
+        -- claimer does not serve are never read.
+        CREATE INDEX punctual_jobs_pending_by_queue
+            ON punctual_jobs (queue, priority, run_at_us, id) WHERE state IN (0, 2);
+
+        -- rescue_expired and next_lease_expiry: running jobs by lease expiry.
+        CREATE INDEX punctual_jobs_running_by_lease_expiry
+            ON punctual_jobs (lease_expires_at_us, id) WHERE state = 1;
+
+        -- purge_finished: final jobs by finish time.
+        CREATE INDEX punctual_jobs_finished_by_time
+            ON punctual_jobs (finished_at_us, id) WHERE state IN (3, 4, 5);
+
+        -- Wakes listening nodes (`PgStore::listen`) once per inserting statement with the
+        -- earliest run_at it inserted and the schema it went into. A statement-level trigger,
+        -- so a batch of 10,000 jobs sends one notification, and so jobs inserted by any path
+        -- (a user's own transaction, a claim storing a next occurrence) are announced.
+        -- PostgreSQL sends it at commit, and never for a rolled-back insert.
+        CREATE FUNCTION punctual_jobs_notify_inserted() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            earliest bigint;
+        BEGIN
+            SELECT min(run_at_us) INTO earliest FROM inserted;
+            IF earliest IS NOT NULL THEN
+                PERFORM pg_notify('punctual_jobs', earliest::text || ' ' || TG_TABLE_SCHEMA);
+            END IF;
+            RETURN NULL;
+        END
+        $$;
+
+        CREATE TRIGGER punctual_jobs_notify_inserted
+            AFTER INSERT ON punctual_jobs
+            REFERENCING NEW TABLE AS inserted
+            FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_notify_inserted();
+    ",
+}];
+
+/// The schema version this code writes and understands.
+// A handful of steps always fits in an i32.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The notification channel the insert trigger sends on.
+pub(crate) const CHANNEL: &str = "punctual_jobs";
+
+/// Creates the bookkeeping table (and the schema, when one is named), then applies every step
+/// above the recorded version, all in one transaction under an advisory lock keyed by the
+/// schema's name. Returns how many steps it applied (0 for a schema already current).
+///
+/// With `apply` false it changes nothing and only checks that the schema is current.
+pub(crate) async fn run(
+    client: &mut deadpool_postgres::Client,
+    schema: Option<&str>,
+    apply: bool,
+) -> Result<u32, StoreError> {
+    let transaction = client.transaction().await.map_err(pg)?;
+    if apply {
+        // Several nodes may start at once on an empty schema; the lock makes them take turns,
+        // and each later one finds the steps already recorded. Transaction-scoped, so a node
+        // that dies mid-migration releases it with its rolled-back transaction.
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('punctual_migrations'), hashtext($1))",
+                &[&schema.unwrap_or("")],
+            )
+            .await
+            .map_err(pg)?;
+        if let Some(schema) = schema {
+            // The name was checked by `PgOptions` to be a plain identifier; quoted anyway.
+            transaction
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await
+                .map_err(pg)?;
+        }
+        transaction
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS punctual_migrations (
+                     version       integer NOT NULL PRIMARY KEY,
+                     name          text    NOT NULL,
+                     applied_at_us bigint  NOT NULL
+                 )",
+            )
+            .await
+            .map_err(pg)?;
+    }
+    let found = recorded_version(&transaction).await?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the database has punctual schema version {found}, but this punctual knows versions \
+             up to {SCHEMA_VERSION}: it was written by a newer punctual; upgrade punctual to use it"
+        )));
+    }
+    if !apply {
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "the database has punctual schema version {found}, this punctual needs \
+                 {SCHEMA_VERSION}: run `punctual migrate` first"
+            )));
+        }
+        return Ok(0);
+    }
+    let mut applied = 0;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        // `index + 1` is at most SCHEMA_VERSION, which fits in an i32.
+        let version = index as i32 + 1;
+        transaction
+            .batch_execute(migration.sql)
+            .await
+            .map_err(|error| {
+                StoreError::Corrupt(format!(
+                    "schema step {version} ({}) failed: {}",
+                    migration.name,
+                    pg(error)
+                ))
+            })?;
+        transaction
+            .execute(
+                "INSERT INTO punctual_migrations (version, name, applied_at_us)
+                 VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint)",
+                &[&version, &migration.name],
+            )
+            .await
+            .map_err(pg)?;
+        applied += 1;
+    }
+    transaction.commit().await.map_err(pg)?;
+    Ok(applied)
+}
+
+/// The highest version recorded, 0 for a schema never migrated.
+async fn recorded_version(client: &impl GenericClient) -> Result<i32, StoreError> {
+    let exists = client
+        .query_one("SELECT to_regclass('punctual_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(pg)?;
+    if !exists.try_get::<_, bool>(0).map_err(pg)? {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM punctual_migrations",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    row.try_get(0).map_err(pg)
+}

@@ -1,0 +1,173 @@
+//! Reading jobs without changing them: `get`, `list`, `counts`, `next_due`, `next_lease_expiry`.
+//!
+//! Owns the read-only statements. Must not write, lock, or take a transaction: each read is one
+//! statement on a pooled connection, consistent within itself.
+
+use punctual_core::{
+    Cursor, Job, JobFilter, JobId, JobPage, JobState, Queue, StateCount, StoreError, Timestamp,
+    limits,
+};
+use tokio_postgres::types::ToSql;
+
+use crate::PgStore;
+use crate::error::{corrupt, pg};
+use crate::rows::{
+    column, job_columns, jobs_from_rows, sql_count, state_code, state_from_code, uuid,
+};
+
+pub(crate) async fn get(store: &PgStore, id: JobId) -> Result<Option<Job>, StoreError> {
+    let client = store.client().await?;
+    let statement = client
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM punctual_jobs WHERE id = $1"
+        ))
+        .await
+        .map_err(pg)?;
+    let rows = client.query(&statement, &[&uuid(id)]).await.map_err(pg)?;
+    Ok(jobs_from_rows(&rows)?.pop())
+}
+
+/// One page in id order. The statement names only the filters present (at most 16 shapes, each
+/// prepared once per connection), so that `id > $n` is a range condition on the primary key
+/// and a page costs its own rows, not every row before it.
+pub(crate) async fn list(
+    store: &PgStore,
+    filter: JobFilter,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<JobPage, StoreError> {
+    let limit = limit.min(limits::PAGE_SIZE_MAX);
+    if limit == 0 {
+        return Ok(JobPage {
+            jobs: Vec::new(),
+            next: None,
+        });
+    }
+    let after = after.map(|Cursor(id)| uuid(id));
+    let queue = filter.queue.as_ref().map(Queue::as_str);
+    let state = filter.state.map(state_code);
+    let kind = filter.kind.as_ref().map(|kind| kind.as_str());
+    let limit_value = sql_count(limit);
+
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM punctual_jobs WHERE true"
+    ));
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5);
+    if let Some(after) = &after {
+        params.push(after);
+        sql.push_str(&format!(" AND id > ${}", params.len()));
+    }
+    if let Some(queue) = &queue {
+        params.push(queue);
+        sql.push_str(&format!(" AND queue = ${}", params.len()));
+    }
+    if let Some(state) = &state {
+        params.push(state);
+        sql.push_str(&format!(" AND state = ${}", params.len()));
+    }
+    if let Some(kind) = &kind {
+        params.push(kind);
+        sql.push_str(&format!(" AND kind = ${}", params.len()));
+    }
+    params.push(&limit_value);
+    sql.push_str(&format!(" ORDER BY id LIMIT ${}", params.len()));
+
+    let client = store.client().await?;
+    let statement = client.prepare_cached(&sql).await.map_err(pg)?;
+    let rows = client.query(&statement, &params).await.map_err(pg)?;
+    let jobs = jobs_from_rows(&rows)?;
+    let next = (jobs.len() == limit)
+        .then(|| jobs.last().map(|job| Cursor(job.id)))
+        .flatten();
+    Ok(JobPage { jobs, next })
+}
+
+/// Counts per queue and state, sorted here (by queue name's bytes, then `JobState`'s order) so
+/// the order does not depend on the database's collation.
+pub(crate) async fn counts(store: &PgStore) -> Result<Vec<StateCount>, StoreError> {
+    let client = store.client().await?;
+    let statement = client
+        .prepare_cached("SELECT queue, state, count(*) FROM punctual_jobs GROUP BY queue, state")
+        .await
+        .map_err(pg)?;
+    let rows = client.query(&statement, &[]).await.map_err(pg)?;
+    let mut counts = rows
+        .iter()
+        .map(|row| {
+            let queue: &str = column(row, 0)?;
+            let queue =
+                Queue::new(queue).map_err(|error| corrupt(format!("stored queue: {error}")))?;
+            let state: JobState = state_from_code(column(row, 1)?)?;
+            let count: i64 = column(row, 2)?;
+            let count =
+                u64::try_from(count).map_err(|_| corrupt(format!("a negative count: {count}")))?;
+            Ok(StateCount {
+                queue,
+                state,
+                count,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    counts.sort_unstable_by(|a, b| (&a.queue, a.state).cmp(&(&b.queue, b.state)));
+    Ok(counts)
+}
+
+/// The earliest pending `run_at`: the first entry of each priority level's range of the
+/// pending index (one probe per level, or per level and queue), then the least of those.
+pub(crate) async fn next_due(
+    store: &PgStore,
+    queues: Option<&[Queue]>,
+) -> Result<Option<Timestamp>, StoreError> {
+    let client = store.client().await?;
+    let row = match queues {
+        None => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT min(first.run_at_us)
+                     FROM generate_series(0, 9) AS level(priority)
+                     CROSS JOIN LATERAL (
+                         SELECT run_at_us FROM punctual_jobs
+                         WHERE state IN (0, 2) AND priority = level.priority
+                         ORDER BY run_at_us LIMIT 1
+                     ) AS first",
+                )
+                .await
+                .map_err(pg)?;
+            client.query_one(&statement, &[]).await
+        }
+        Some(queues) => {
+            let names: Vec<&str> = queues.iter().map(Queue::as_str).collect();
+            let statement = client
+                .prepare_cached(
+                    "SELECT min(first.run_at_us)
+                     FROM unnest($1::text[]) AS served(queue)
+                     CROSS JOIN generate_series(0, 9) AS level(priority)
+                     CROSS JOIN LATERAL (
+                         SELECT run_at_us FROM punctual_jobs
+                         WHERE state IN (0, 2) AND queue = served.queue
+                             AND priority = level.priority
+                         ORDER BY run_at_us LIMIT 1
+                     ) AS first",
+                )
+                .await
+                .map_err(pg)?;
+            client.query_one(&statement, &[&names]).await
+        }
+    }
+    .map_err(pg)?;
+    Ok(column::<Option<i64>>(&row, 0)?.map(Timestamp::from_micros))
+}
+
+pub(crate) async fn next_lease_expiry(store: &PgStore) -> Result<Option<Timestamp>, StoreError> {
+    let client = store.client().await?;
+    let statement = client
+        .prepare_cached("SELECT min(lease_expires_at_us) FROM punctual_jobs WHERE state = 1")
+        .await
+        .map_err(pg)?;
+    let row = client.query_one(&statement, &[]).await.map_err(pg)?;
+    Ok(column::<Option<i64>>(&row, 0)?.map(Timestamp::from_micros))
+}

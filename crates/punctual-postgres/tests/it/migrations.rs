@@ -1,0 +1,121 @@
+//! Migrations: applied once, safe when nodes start together, and a newer schema is refused.
+
+use punctual_core::StoreError;
+use punctual_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
+
+use crate::{TestSchema, database_url, raw_client};
+
+async fn recorded_versions(schema: &str) -> Vec<i32> {
+    let client = raw_client(Some(schema)).await;
+    client
+        .query(
+            "SELECT version FROM punctual_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("read punctual_migrations")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_applied_once_and_are_idempotent() {
+    let Some(schema) = TestSchema::new().await else {
+        return;
+    };
+    let store = schema.connect().await;
+    assert_eq!(
+        store.migrate().await.expect("migrate"),
+        0,
+        "connect applied them"
+    );
+    let again = schema.connect().await;
+    assert_eq!(again.migrate().await.expect("migrate"), 0);
+    let every_version: Vec<i32> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(recorded_versions(&schema.name).await, every_version);
+
+    // A node told not to migrate accepts a current schema.
+    let options = PgOptions {
+        apply_migrations: false,
+        ..schema.options()
+    };
+    PgStore::connect_with(&database_url(), options)
+        .await
+        .expect("a current schema needs no migration");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_on_an_empty_schema_are_safe() {
+    let Some(schema) = TestSchema::new().await else {
+        return;
+    };
+    let mut nodes = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let options = schema.options();
+        nodes.spawn(async move { PgStore::connect_with(&database_url(), options).await });
+    }
+    while let Some(joined) = nodes.join_next().await {
+        joined
+            .expect("a connecting task panicked")
+            .expect("connect");
+    }
+    let every_version: Vec<i32> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(recorded_versions(&schema.name).await, every_version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_a_newer_punctual_is_refused() {
+    let Some(schema) = TestSchema::new().await else {
+        return;
+    };
+    schema.connect().await;
+    let client = raw_client(Some(&schema.name)).await;
+    client
+        .execute(
+            "INSERT INTO punctual_migrations (version, name, applied_at_us) VALUES ($1, 'from the future', 0)",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .expect("record a newer version");
+    let refused = PgStore::connect_with(&database_url(), schema.options()).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Corrupt(message)) if message.contains("newer")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_must_not_migrate_refuses_an_old_schema() {
+    let Some(schema) = TestSchema::new().await else {
+        return;
+    };
+    let options = PgOptions {
+        apply_migrations: false,
+        ..schema.options()
+    };
+    let refused = PgStore::connect_with(&database_url(), options).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Corrupt(message)) if message.contains("punctual migrate")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_unavailable() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let options = PgOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..PgOptions::default()
+    };
+    let result = PgStore::connect_with("postgres://postgres@127.0.0.1:1/test", options).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    let result = PgStore::connect("not a url").await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+}

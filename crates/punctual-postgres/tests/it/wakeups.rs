@@ -1,0 +1,59 @@
+//! Prompt wake-ups (issue 3, item 4): an insert is announced to listening nodes with its
+//! earliest `run_at`, and only to nodes of the same schema.
+
+use std::time::Duration;
+
+use punctual_core::{JobOptions, Store, Timestamp};
+use punctual_postgres::Wakeups;
+use punctual_testkit::fixtures::{NOW, new_job};
+
+/// Waits for the next hint, failing the test after a generous deadline.
+async fn next_hint(wakeups: &mut Wakeups) -> Timestamp {
+    tokio::time::timeout(Duration::from_secs(10), wakeups.recv())
+        .await
+        .expect("a wake-up within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_wakes_listeners_with_its_earliest_run_at() {
+    let Some((store, _schema)) = crate::fresh_store().await else {
+        return;
+    };
+    let Some((other, _other_schema)) = crate::fresh_store().await else {
+        return;
+    };
+    let mut wakeups = store.listen().await.expect("listen");
+
+    // A batch is announced once, with its earliest run_at.
+    let seconds = |count| Duration::from_secs(count);
+    let batch = [30, 10, 20].map(|offset| {
+        new_job(
+            "wake.job",
+            NOW.add(seconds(offset)),
+            JobOptions::default(),
+            NOW,
+        )
+    });
+    store.insert(batch.to_vec(), NOW).await.expect("insert");
+    assert_eq!(next_hint(&mut wakeups).await, NOW.add(seconds(10)));
+
+    // Another schema's insert, even an earlier one, is not ours.
+    let theirs = new_job("wake.job", NOW.sub(seconds(60)), JobOptions::default(), NOW);
+    other.insert(vec![theirs], NOW).await.expect("insert");
+    let ours = new_job("wake.job", NOW.add(seconds(5)), JobOptions::default(), NOW);
+    store.insert(vec![ours], NOW).await.expect("insert");
+    assert_eq!(next_hint(&mut wakeups).await, NOW.add(seconds(5)));
+
+    // A refused insert (a duplicate id) stores nothing and announces nothing.
+    let duplicate = new_job(
+        "wake.job",
+        NOW.sub(seconds(1)),
+        JobOptions::default().id(batch[0].id),
+        NOW,
+    );
+    assert!(store.insert(vec![duplicate], NOW).await.is_err());
+    let last = new_job("wake.job", NOW.add(seconds(7)), JobOptions::default(), NOW);
+    store.insert(vec![last], NOW).await.expect("insert");
+    assert_eq!(next_hint(&mut wakeups).await, NOW.add(seconds(7)));
+    assert_eq!(wakeups.try_recv(), None);
+}
