@@ -17,8 +17,9 @@
 //! An fsync costs about a quarter of a millisecond, so one fsync per job would cap the store at
 //! a few thousand writes a second. Instead one writer thread owns the only write connection and
 //! takes commands from a bounded channel: it waits for one, drains what else is queued (up to
-//! `SqliteOptions::commit_batch_max`), runs them in one transaction, each in its own savepoint
-//! so one failing command undoes only itself, commits once, and then answers them all. Reads
+//! `SqliteOptions::commit_batch_max`), runs them in one transaction (a failing command undoes
+//! only itself: a multi-write command runs in its own savepoint, a single statement is atomic
+//! by itself), commits once, and then answers them all. Reads
 //! run on a small pool of read-only connections beside it. See `writer` for the details.
 //!
 //! # Errors
@@ -29,6 +30,8 @@
 
 mod error;
 mod migrations;
+#[cfg(test)]
+mod query_plans;
 mod reads;
 mod rows;
 mod store;

@@ -113,6 +113,8 @@ impl SqliteStore {
     }
 
     /// Sends a command to the writer and waits for its answer, which comes after the commit.
+    /// A command once sent runs even if the caller stops waiting: a claim abandoned that way
+    /// still takes its jobs, and their leases expire into the rescuer's hands.
     async fn write<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let stopped = || StoreError::Unavailable("the store's writer has stopped".to_owned());
         let commands = self.commands.as_ref().ok_or_else(stopped)?;
@@ -160,6 +162,9 @@ impl std::fmt::Debug for SqliteStore {
 ///   and a job acknowledged as stored must survive both. Group commit is what pays for it.
 /// - `busy_timeout`: another process holding the lock (a second store on the same file) makes
 ///   the writer wait a little before reporting `Unavailable`, rather than failing at once.
+/// - `temp_store=MEMORY`: each command runs in a savepoint, whose undo journal (the "statement
+///   journal") would otherwise be a temporary file written on every command; profiles showed a
+///   fifth of the writer's time in those writes.
 /// - `journal_size_limit`: after a checkpoint the WAL file shrinks back to this size.
 fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     let connection = Connection::open(path).map_err(from_sql)?;
@@ -177,6 +182,9 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
         .pragma_update(None, "synchronous", "FULL")
         .map_err(from_sql)?;
     connection
+        .pragma_update(None, "temp_store", "MEMORY")
+        .map_err(from_sql)?;
+    connection
         .pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(from_sql)?;
     // 32 MiB of page cache (negative means KiB): the hot ends of the indexes stay in memory
@@ -184,6 +192,8 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     connection
         .pragma_update(None, "cache_size", -32 * 1024)
         .map_err(from_sql)?;
+    // `rarray()`, with which a claim updates its batch in one statement.
+    rusqlite::vtab::array::load_module(&connection).map_err(from_sql)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
 }

@@ -3,8 +3,11 @@
 //!
 //! Owns what each `Store` write does to the `job` table: insert, claim, the fenced lease
 //! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge. Each
-//! function either succeeds or returns a `Failure`, after which the writer rolls the command's
-//! savepoint back, so a function may stop half way without undoing its own writes.
+//! function either succeeds or returns a `Failure`. Insert, claim and rescue make several
+//! writes and may stop half way: the writer runs them in a savepoint and rolls it back. Every
+//! other function makes at most one write statement, which SQLite undoes by itself if it fails,
+//! and the writer runs those without a savepoint: keep them to one write each, or move them to
+//! `Writer::settle` in `writer`.
 //!
 //! Must not begin, commit or roll back transactions (the writer does, once per batch), nor read
 //! the system clock: `now` is always the caller's.
@@ -13,6 +16,10 @@ use punctual_core::{
     ClaimRequest, FailOutcome, Job, JobId, JobState, LeaseToken, NewJob, Priority, Queue,
     RescueOutcome, StoreError, Timestamp, check_run_at, limits,
 };
+use std::rc::Rc;
+
+use rusqlite::types::Value;
+use rusqlite::vtab::array::Array;
 use rusqlite::{Connection, Statement, params};
 
 use crate::error::{Failure, is_primary_key_violation};
@@ -20,6 +27,47 @@ use crate::rows::{
     Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, micros, retry_columns,
     retry_from_columns, state_from_code,
 };
+
+// The statements whose speed matters with many jobs stored, named so that `query_plans` can
+// check that each is an index range scan.
+
+/// Due pending jobs of one priority level, in claim order, from `job_pending_by_priority`.
+pub(crate) const CLAIM_CANDIDATES: &str = "SELECT run_at_us, id FROM job
+     WHERE state IN (0, 2) AND priority = ?1 AND run_at_us <= ?2
+     ORDER BY run_at_us, id LIMIT ?3";
+
+/// The same within one queue, from `job_pending_by_queue`.
+pub(crate) const CLAIM_CANDIDATES_IN_QUEUE: &str = "SELECT run_at_us, id FROM job
+     WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
+     ORDER BY run_at_us, id LIMIT ?4";
+
+/// Takes the chosen jobs (`?1`, an `rarray` of ids) under a lease of `?4` microseconds from
+/// `max(now, run_at)`, returning their new rows. `?5` is `i64::MAX - ?4`: the `min` saturates
+/// the expiry as `Timestamp::add` does, where SQLite would turn an overflowing sum into a float.
+pub(crate) const CLAIM: &str = concat!(
+    "UPDATE job SET state = 1, attempt = attempt + 1, lease_token = lease_token + 1,
+                    lease_holder = ?2, lease_expires_at_us = min(max(?3, run_at_us), ?5) + ?4,
+                    started_at_us = ?3, finished_at_us = NULL
+     WHERE id IN rarray(?1) AND state IN (0, 2)
+     RETURNING ",
+    job_columns!()
+);
+
+/// Running jobs whose lease expired by `?1`, longest expired first.
+pub(crate) const EXPIRED_LEASES: &str = "SELECT id, lease_holder, lease_token, attempt,
+            attempt_max, backoff_base_us, backoff_max_us, jitter_percent
+     FROM job WHERE state = 1 AND lease_expires_at_us <= ?1
+     ORDER BY lease_expires_at_us, id LIMIT ?2";
+
+/// Deletes finished jobs that finished before `?1`, oldest first.
+pub(crate) const PURGE_FINISHED: &str = "DELETE FROM job WHERE id IN (
+         SELECT id FROM job WHERE state IN (3, 4, 5) AND finished_at_us < ?1
+         ORDER BY finished_at_us, id LIMIT ?2)";
+
+/// The write every completion makes (the hottest statement of all).
+pub(crate) const COMPLETE: &str = "UPDATE job SET state = 3, finished_at_us = ?3,
+                    lease_holder = NULL, lease_expires_at_us = NULL
+     WHERE id = ?1 AND state = 1 AND lease_token = ?2";
 
 /// A count as an SQL integer (a `LIMIT` beyond `i64::MAX` is no limit at all).
 fn sql_count(count: usize) -> i64 {
@@ -111,11 +159,7 @@ pub(crate) fn claim(
         }
         match &queues {
             None => {
-                let mut statement = connection.prepare_cached(
-                    "SELECT run_at_us, id FROM job
-                     WHERE state IN (0, 2) AND priority = ?1 AND run_at_us <= ?2
-                     ORDER BY run_at_us, id LIMIT ?3",
-                )?;
+                let mut statement = connection.prepare_cached(CLAIM_CANDIDATES)?;
                 collect_candidates(
                     &mut statement,
                     params![priority, due_by, sql_count(wanted)],
@@ -124,11 +168,7 @@ pub(crate) fn claim(
             }
             Some(queues) => {
                 let level_start = candidates.len();
-                let mut statement = connection.prepare_cached(
-                    "SELECT run_at_us, id FROM job
-                     WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
-                     ORDER BY run_at_us, id LIMIT ?4",
-                )?;
+                let mut statement = connection.prepare_cached(CLAIM_CANDIDATES_IN_QUEUE)?;
                 for queue in queues {
                     collect_candidates(
                         &mut statement,
@@ -144,38 +184,52 @@ pub(crate) fn claim(
         }
     }
 
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // One statement for the whole batch: per-row statements cost a statement journal each,
+    // which profiles showed to be most of a claim's time.
+    let ids: Array = Rc::new(
+        candidates
+            .iter()
+            .map(|(_, id)| Value::Blob(id.to_vec()))
+            .collect(),
+    );
     let lease_us = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
-    let mut update = connection.prepare_cached(concat!(
-        "UPDATE job SET state = 1, attempt = attempt + 1, lease_token = lease_token + 1,
-                        lease_holder = ?2, lease_expires_at_us = max(?3, run_at_us) + ?4,
-                        started_at_us = ?3, finished_at_us = NULL
-         WHERE id = ?1 AND state IN (0, 2)
-         RETURNING ",
-        job_columns!()
-    ))?;
+    let mut update = connection.prepare_cached(CLAIM)?;
     let mut claimed = Vec::with_capacity(candidates.len());
-    for (_, id) in &candidates {
-        let job = one_job(
-            &mut update,
-            params![id, request.holder.as_str(), now.as_micros(), lease_us],
-            names,
-        )?
-        .ok_or_else(|| {
-            // The candidates were read in this same transaction, on the only writing
-            // connection, so each is still pending.
-            Failure::Refused(StoreError::Unavailable(
-                "a claim candidate vanished inside its transaction".to_owned(),
-            ))
-        })?;
-        // The first claim of a recurring job's occurrence stores the next occurrence. Later
-        // claims (retries) must not, or a failing job would multiply.
+    {
+        let mut rows = update.query(params![
+            ids,
+            request.holder.as_str(),
+            now.as_micros(),
+            lease_us,
+            i64::MAX - lease_us,
+        ])?;
+        while let Some(row) = rows.next()? {
+            claimed.push(job_from_row(row, names)?);
+        }
+    }
+    // The candidates were read in this same transaction, on the only writing connection, so
+    // each is still pending and was updated.
+    assert_eq!(
+        claimed.len(),
+        candidates.len(),
+        "every claim candidate is claimed"
+    );
+    // RETURNING gives rows in no promised order; the claim order is (priority, run_at, id).
+    claimed.sort_unstable_by_key(|job| (job.priority, job.run_at, job.id));
+
+    // The first claim of a recurring job's occurrence stores the next occurrence. Later claims
+    // (retries, or a claim after a release) must not, or a failing job would multiply.
+    for job in &claimed {
         if job.schedule.is_some()
             && job.lease_token == LeaseToken(1)
             && let Some(next) = job.next_occurrence(now)
         {
             insert_one(connection, &next, now)?;
         }
-        claimed.push(job);
     }
     Ok(claimed)
 }
@@ -270,9 +324,7 @@ pub(crate) fn complete(
         connection,
         id,
         token,
-        "UPDATE job SET state = 3, finished_at_us = ?3,
-                        lease_holder = NULL, lease_expires_at_us = NULL
-         WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+        COMPLETE,
         params![id.as_bytes(), sql_token(token), now.as_micros()],
     )
 }
@@ -421,12 +473,7 @@ pub(crate) fn rescue_expired(
     }
     let mut expired = Vec::new();
     {
-        let mut statement = connection.prepare_cached(
-            "SELECT id, lease_holder, lease_token, attempt, attempt_max,
-                    backoff_base_us, backoff_max_us, jitter_percent
-             FROM job WHERE state = 1 AND lease_expires_at_us <= ?1
-             ORDER BY lease_expires_at_us, id LIMIT ?2",
-        )?;
+        let mut statement = connection.prepare_cached(EXPIRED_LEASES)?;
         let mut rows = statement.query(params![now.as_micros(), sql_count(limit)])?;
         while let Some(row) = rows.next()? {
             expired.push(Expired {
@@ -478,11 +525,7 @@ pub(crate) fn purge_finished(
     finished_before: Timestamp,
     limit: usize,
 ) -> Result<u64, Failure> {
-    let mut statement = connection.prepare_cached(
-        "DELETE FROM job WHERE id IN (
-             SELECT id FROM job WHERE state IN (3, 4, 5) AND finished_at_us < ?1
-             ORDER BY finished_at_us, id LIMIT ?2)",
-    )?;
+    let mut statement = connection.prepare_cached(PURGE_FINISHED)?;
     let deleted = statement.execute(params![finished_before.as_micros(), sql_count(limit)])?;
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }

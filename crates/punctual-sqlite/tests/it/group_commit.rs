@@ -121,3 +121,30 @@ async fn a_failing_command_does_not_undo_its_batch_neighbours() {
     let counts = store.counts().await.expect("counts");
     assert_eq!(counts[0].count, 1 + PAIRS as u64 / 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_failures_become_unavailable_and_the_store_keeps_answering() {
+    let (_dir, store) = crate::fresh_store();
+    let id = store.insert(vec![job(NOW)], NOW).await.expect("insert")[0];
+
+    // Pull the table from under the store, as a damaged or foreign file would.
+    let connection = rusqlite::Connection::open(store.path()).expect("open with rusqlite");
+    connection
+        .execute_batch("DROP TABLE job")
+        .expect("drop the table");
+
+    for _ in 0..2 {
+        assert!(matches!(
+            store.insert(vec![job(NOW)], NOW).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.cancel(id, NOW).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.get(id).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}

@@ -6,6 +6,7 @@
 //! caller's answer right under concurrency (`group_commit`).
 
 mod crash;
+mod edges;
 mod group_commit;
 mod migrations;
 mod restart;
