@@ -111,6 +111,14 @@ pub struct StateCount {
     pub count: u64,
 }
 
+/// Hints that other processes inserted jobs: each is the earliest `run_at` announced since the
+/// previous one. A hint may be lost (the engine keeps a bounded poll); it never replaces a claim.
+#[async_trait]
+pub trait InsertHints: Send + 'static {
+    /// Waits for the next hint. Cancel-safe: a hint not yet returned is kept.
+    async fn next(&mut self) -> Timestamp;
+}
+
 /// The filing cabinet. Used as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -206,4 +214,11 @@ pub trait Store: Send + Sync + 'static {
         finished_before: Timestamp,
         limit: usize,
     ) -> Result<u64, StoreError>;
+
+    /// Hints of jobs inserted by other processes, for a store that several processes share
+    /// (PostgreSQL's LISTEN/NOTIFY). `None` (the default) when the store has no such channel:
+    /// an embedded store's writers are in-process and wake the engine directly.
+    async fn listen(&self) -> Result<Option<Box<dyn InsertHints>>, StoreError> {
+        Ok(None)
+    }
 }

@@ -71,6 +71,33 @@ pub(crate) async fn purge(inner: Arc<Inner>) {
     }
 }
 
+/// Forwards the store's insert hints (jobs scheduled by other processes) to the dispatcher, so
+/// it need not wait for its bounded poll.
+pub(crate) async fn forward_insert_hints(inner: Arc<Inner>) {
+    let listening = tokio::select! {
+        listening = inner.store.listen() => listening,
+        () = inner.stop_claiming.cancelled() => return,
+    };
+    let mut hints = match listening {
+        Ok(Some(hints)) => hints,
+        Ok(None) => return,
+        Err(error) => {
+            // Without hints the dispatcher still sees every job within `Config::poll_max`.
+            inner.emit(Event::StoreError {
+                operation: "listen",
+                error: error.to_string(),
+            });
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            run_at = hints.next() => inner.wake_for(run_at),
+            () = inner.stop_claiming.cancelled() => return,
+        }
+    }
+}
+
 /// Waits `interval`; false once the engine is stopping.
 async fn tick(inner: &Inner, interval: Duration) -> bool {
     tokio::select! {

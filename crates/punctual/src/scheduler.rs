@@ -192,6 +192,7 @@ impl Scheduler {
             runtime.spawn(dispatch::run(self.inner.clone())),
             runtime.spawn(maintenance::rescue(self.inner.clone())),
             runtime.spawn(maintenance::purge(self.inner.clone())),
+            runtime.spawn(maintenance::forward_insert_hints(self.inner.clone())),
         ];
         self.tasks
             .lock()
@@ -328,6 +329,12 @@ impl Scheduler {
             .await?;
         self.inner.wake_for(run_at);
         Ok(job)
+    }
+
+    /// Tells the dispatcher that a job due at `run_at` was stored by some other path (another
+    /// process, a transaction of the application's own); it wakes if that is sooner than planned.
+    pub fn notify_due(&self, run_at: Timestamp) {
+        self.inner.wake_for(run_at);
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<Job>, EngineError> {

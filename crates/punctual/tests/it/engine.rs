@@ -632,3 +632,184 @@ async fn a_job_cancelled_while_it_waits_in_the_claim_window_does_not_run() {
     assert_eq!(harness.state(id).await, JobState::Cancelled);
     scheduler.stop().await;
 }
+
+/// A MemoryStore that also announces inserts made behind the engine's back, like PostgreSQL's
+/// LISTEN/NOTIFY does for other processes' inserts.
+struct AnnouncingStore {
+    inner: Arc<MemoryStore>,
+    hints: Mutex<Option<tokio::sync::mpsc::Receiver<Timestamp>>>,
+}
+
+struct ChannelHints(tokio::sync::mpsc::Receiver<Timestamp>);
+
+#[async_trait::async_trait]
+impl punctual_core::InsertHints for ChannelHints {
+    async fn next(&mut self) -> Timestamp {
+        match self.0.recv().await {
+            Some(run_at) => run_at,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for AnnouncingStore {
+    async fn insert(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Timestamp,
+    ) -> Result<Vec<JobId>, punctual::StoreError> {
+        self.inner.insert(jobs, now).await
+    }
+    async fn claim(
+        &self,
+        request: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<punctual::Job>, punctual::StoreError> {
+        self.inner.claim(request, now).await
+    }
+    async fn extend_lease(
+        &self,
+        id: JobId,
+        token: punctual::LeaseToken,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), punctual::StoreError> {
+        self.inner.extend_lease(id, token, expires_at, now).await
+    }
+    async fn complete(
+        &self,
+        id: JobId,
+        token: punctual::LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), punctual::StoreError> {
+        self.inner.complete(id, token, now).await
+    }
+    async fn fail(
+        &self,
+        id: JobId,
+        token: punctual::LeaseToken,
+        error: &str,
+        outcome: FailOutcome,
+        now: Timestamp,
+    ) -> Result<JobState, punctual::StoreError> {
+        self.inner.fail(id, token, error, outcome, now).await
+    }
+    async fn release(
+        &self,
+        id: JobId,
+        token: punctual::LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), punctual::StoreError> {
+        self.inner.release(id, token, now).await
+    }
+    async fn cancel(
+        &self,
+        id: JobId,
+        now: Timestamp,
+    ) -> Result<punctual::Job, punctual::StoreError> {
+        self.inner.cancel(id, now).await
+    }
+    async fn reschedule(
+        &self,
+        id: JobId,
+        run_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<punctual::Job, punctual::StoreError> {
+        self.inner.reschedule(id, run_at, now).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<punctual::Job>, punctual::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(
+        &self,
+        filter: punctual::JobFilter,
+        after: Option<punctual_core::Cursor>,
+        limit: usize,
+    ) -> Result<punctual_core::JobPage, punctual::StoreError> {
+        self.inner.list(filter, after, limit).await
+    }
+    async fn counts(&self) -> Result<Vec<punctual_core::StateCount>, punctual::StoreError> {
+        self.inner.counts().await
+    }
+    async fn next_due(
+        &self,
+        queues: Option<&[punctual::Queue]>,
+    ) -> Result<Option<Timestamp>, punctual::StoreError> {
+        self.inner.next_due(queues).await
+    }
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, punctual::StoreError> {
+        self.inner.next_lease_expiry().await
+    }
+    async fn rescue_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<punctual_core::RescueOutcome>, punctual::StoreError> {
+        self.inner.rescue_expired(now, limit).await
+    }
+    async fn purge_finished(
+        &self,
+        finished_before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, punctual::StoreError> {
+        self.inner.purge_finished(finished_before, limit).await
+    }
+    async fn listen(
+        &self,
+    ) -> Result<Option<Box<dyn punctual_core::InsertHints>>, punctual::StoreError> {
+        let receiver = self.hints.lock().expect("not poisoned").take();
+        Ok(receiver.map(|receiver| {
+            Box::new(ChannelHints(receiver)) as Box<dyn punctual_core::InsertHints>
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_insert_hint_from_the_store_wakes_the_dispatcher() {
+    let harness = Harness::new();
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let store = Arc::new(AnnouncingStore {
+        inner: harness.store.clone(),
+        hints: Mutex::new(Some(receiver)),
+    });
+    let recorder = harness.recorder.clone();
+    // With a one-minute poll, only the hint can make the job run on time.
+    let config = Config {
+        poll_max: Duration::from_secs(60),
+        ..config()
+    };
+    let scheduler = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .clock(harness.clock.clone())
+        .config(config)
+        .observer(move |event| recorder.0.lock().expect("not poisoned").push(event.clone()))
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Another process inserts a job due in 20 ms and announces it.
+    let now = harness.clock.now();
+    let run_at = now.add(Duration::from_millis(20));
+    let job = NewJob::new(
+        Kind::new("noop").expect("valid"),
+        Payload::null(),
+        run_at,
+        JobOptions::default(),
+        now,
+    )
+    .expect("valid");
+    let id = job.id;
+    harness.store.insert(vec![job], now).await.expect("insert");
+    sender.send(run_at).await.expect("listening");
+
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
+    let (_, _, _, started_at) = harness.recorder.started()[0];
+    assert!(started_at.duration_since(run_at) <= Duration::from_millis(2));
+    scheduler.stop().await;
+}
