@@ -14,16 +14,20 @@
 //!         locked FOR UPDATE SKIP LOCKED
 //!     then the first `limit` of those in (priority, run_at_us, id) order
 //! )
-//! UPDATE punctual_jobs ... FROM candidates WHERE id = candidate_id RETURNING ...
+//! UPDATE punctual_jobs ... WHERE id = ANY(ARRAY(SELECT candidate_id FROM candidates)) RETURNING ...
 //! ```
 //!
 //! - `FOR UPDATE SKIP LOCKED`: a row another claimer has locked is passed over, not waited for,
 //!   so concurrent claimers take disjoint sets without queueing behind one another. A row that
 //!   another claimer took (and committed) after our snapshot is re-checked against `state IN
 //!   (0, 2)` on its newest version by PostgreSQL and dropped, so a job is never claimed twice.
-//! - `MATERIALIZED`: the candidate set is computed once, so the `UPDATE` joins against a fixed
-//!   set of at most `limit` ids. Without it, PostgreSQL may inline the CTE and re-evaluate the
-//!   `LIMIT` subquery inside the join, which can lock and update more rows than asked.
+//! - `MATERIALIZED`: the candidate set is computed once, so the `UPDATE` takes a fixed set of at
+//!   most `limit` ids. Without it, PostgreSQL may inline the CTE and re-evaluate the `LIMIT`
+//!   subquery inside the update, which can lock and update more rows than asked.
+//! - `id = ANY(ARRAY(...))` rather than a join: the ids are gathered once and each is looked
+//!   up in the primary key. With a join, the planner (which cannot know how many candidates a
+//!   generic plan's `LIMIT $2` yields) chose a hash join over a scan of the whole table: 80 ms
+//!   per claim at 500,000 rows instead of a few.
 //! - One range scan per priority level (`priority = p AND run_at_us <= due_by` on the partial
 //!   index `(priority, run_at_us, id) WHERE state IN (0, 2)`), rather than one scan of the whole
 //!   index in (priority, run_at_us, id) order: that scan would have to walk past every future
@@ -59,8 +63,7 @@ macro_rules! take_candidates {
                 lease_expires_at_us = greatest($3, run_at_us) + $5,
                 started_at_us = $3,
                 finished_at_us = NULL
-            FROM candidates
-            WHERE id = candidate_id AND state IN (0, 2)
+            WHERE id = ANY(ARRAY(SELECT candidate_id FROM candidates))
             RETURNING ",
             job_columns!()
         )

@@ -3,7 +3,8 @@
 //!
 //! What it owns: a connection pool (deadpool over tokio-postgres, no TLS), the versioned schema
 //! (`migrations`, applied at connect under an advisory lock so nodes starting together are safe),
-//! every statement that reads or writes jobs (`insert`, `claim`, `transitions`, `reads`), the
+//! every statement that reads or writes jobs (`insert`, `claim`, `transitions`, `completer`,
+//! `reads`), the
 //! database's clock (`clock`: one clock for the cluster) and insert notifications (`wakeups`:
 //! LISTEN/NOTIFY so a node learns at once of a job due sooner than it waits for).
 //!
@@ -30,6 +31,7 @@ use tokio_postgres::NoTls;
 
 mod claim;
 mod clock;
+mod completer;
 mod error;
 mod insert;
 mod migrations;
@@ -42,6 +44,7 @@ pub use clock::DatabaseClock;
 pub use migrations::SCHEMA_VERSION;
 pub use wakeups::Wakeups;
 
+use crate::completer::Completer;
 use crate::error::{pg, pool};
 
 /// How `PgStore::connect_with` sets up its pool and schema.
@@ -120,6 +123,8 @@ pub struct PgStore {
 struct Settings {
     config: tokio_postgres::Config,
     schema: Option<String>,
+    /// Shared by all clones; its flusher tasks end when the last clone is dropped.
+    completer: Completer,
 }
 
 impl PgStore {
@@ -181,10 +186,11 @@ impl PgStore {
                 StoreError::Unavailable(format!("building the connection pool: {error}"))
             })?;
         let store = PgStore {
-            pool,
+            pool: pool.clone(),
             settings: Arc::new(Settings {
                 config,
                 schema: options.schema.clone(),
+                completer: Completer::start(pool.clone()),
             }),
         };
         let mut client = store.client().await?;
@@ -270,7 +276,7 @@ impl Store for PgStore {
         token: LeaseToken,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        transitions::complete(self, id, token, now).await
+        self.settings.completer.complete(id, token, now).await
     }
 
     async fn fail(

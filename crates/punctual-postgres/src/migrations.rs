@@ -99,7 +99,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
             schedule_time_zone   text,
             last_error           text,
             payload              text     NOT NULL,
-            CONSTRAINT punctual_jobs_pkey PRIMARY KEY (id)
+            CONSTRAINT punctual_jobs_pkey PRIMARY KEY (id),
+            -- A lease is present exactly when the job is running: fenced writes rely on it.
+            CONSTRAINT punctual_jobs_lease_iff_running CHECK (
+                (state = 1) = (lease_holder IS NOT NULL)
+                AND (state = 1) = (lease_expires_at_us IS NOT NULL))
         ) WITH (
             fillfactor = 80,
             autovacuum_vacuum_scale_factor = 0.01,

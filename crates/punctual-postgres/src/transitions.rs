@@ -1,10 +1,18 @@
 //! Every write after a claim: the brief's `updateJobStatus` and `removeJob`.
 //!
-//! Owns the fenced writes of a lease holder (`extend_lease`, `complete`, `fail`, `release`), the
-//! user's `cancel` and `reschedule`, and the maintenance passes `rescue_expired` and
-//! `purge_finished`. Must not change a job whose lease token is not the caller's: a fenced write
-//! is one `UPDATE ... WHERE id = $1 AND state = 1 AND lease_token = $2`, so the check and the
-//! change are one atomic step, and a refused write changes nothing.
+//! Owns the fenced writes of a lease holder (`extend_lease`, `fail`, `release`; `complete` is
+//! the same kind of `UPDATE` for many jobs at once, in `completer`), the user's `cancel` and
+//! `reschedule`, and the maintenance passes `rescue_expired` and `purge_finished`. Must not
+//! change a job whose lease token is not the caller's: a fenced write is one
+//! `UPDATE ... WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL`, so the
+//! check and the change are one atomic step, and a refused write changes nothing.
+//!
+//! Statements that pick jobs by id say "running" as `lease_expires_at_us IS NOT NULL` (the
+//! schema's check constraint makes that the same as `state = 1`), not `state = 1`: with
+//! `state = 1` in the query, the planner may scan the partial index of running jobs (whose
+//! predicate is `state = 1`) instead of looking the id up in the primary key, and with
+//! statistics that still say few jobs run it did: 0.1 ms became 1.3 ms per write at 100,000
+//! running jobs, and a batch of 1,000 completions took 10 s instead of 8 ms.
 //!
 //! Each write is a single statement in autocommit where possible (one round trip, one commit).
 //! Only when it matched no row does a second statement look up why (`NotFound`, `LeaseLost`,
@@ -28,8 +36,9 @@ use crate::rows::{
 /// their look-up (a race with another writer). Each retry needs a new concurrent change.
 const RACE_RETRIES_MAX: usize = 8;
 
-/// Runs a fenced update (parameters `$1` id and `$2` token first); `NotFound` or `LeaseLost`
-/// when it matched no row.
+/// Runs a fenced update (parameters `$1` id and `$2` token first, matched with
+/// `id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL`); `NotFound` or
+/// `LeaseLost` when it matched no row.
 async fn fenced(
     store: &PgStore,
     sql: &str,
@@ -83,29 +92,10 @@ pub(crate) async fn extend_lease(
     fenced(
         store,
         "UPDATE punctual_jobs SET lease_expires_at_us = $3
-         WHERE id = $1 AND state = 1 AND lease_token = $2",
+         WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL",
         id,
         token,
         &[&expires_at],
-    )
-    .await
-}
-
-pub(crate) async fn complete(
-    store: &PgStore,
-    id: JobId,
-    token: LeaseToken,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let now = now.as_micros();
-    fenced(
-        store,
-        "UPDATE punctual_jobs
-         SET state = 3, finished_at_us = $3, lease_holder = NULL, lease_expires_at_us = NULL
-         WHERE id = $1 AND state = 1 AND lease_token = $2",
-        id,
-        token,
-        &[&now],
     )
     .await
 }
@@ -127,7 +117,7 @@ pub(crate) async fn fail(
                 "UPDATE punctual_jobs
                  SET state = 2, run_at_us = $3, last_error = $4,
                      lease_holder = NULL, lease_expires_at_us = NULL
-                 WHERE id = $1 AND state = 1 AND lease_token = $2",
+                 WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL",
                 id,
                 token,
                 &[&at, &error],
@@ -142,7 +132,7 @@ pub(crate) async fn fail(
                 "UPDATE punctual_jobs
                  SET state = 4, finished_at_us = $3, last_error = $4,
                      lease_holder = NULL, lease_expires_at_us = NULL
-                 WHERE id = $1 AND state = 1 AND lease_token = $2",
+                 WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL",
                 id,
                 token,
                 &[&now, &error],
@@ -166,7 +156,7 @@ pub(crate) async fn release(
         "UPDATE punctual_jobs
          SET attempt = attempt - 1, state = CASE WHEN attempt = 1 THEN 0 ELSE 2 END,
              lease_holder = NULL, lease_expires_at_us = NULL
-         WHERE id = $1 AND state = 1 AND lease_token = $2",
+         WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL",
         id,
         token,
         &[],
@@ -390,7 +380,7 @@ pub(crate) async fn purge_finished(
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED
              )
-             DELETE FROM punctual_jobs USING doomed WHERE id = doomed_id",
+             DELETE FROM punctual_jobs WHERE id = ANY(ARRAY(SELECT doomed_id FROM doomed))",
         )
         .await
         .map_err(pg)?;
