@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
-    LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, Job, JobFilter, JobId, JobPage,
+    JobState, LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
     ValidationError,
 };
 use tokio_postgres::NoTls;
@@ -351,6 +351,11 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<u64, StoreError> {
         transitions::purge_finished(self, finished_before, limit).await
+    }
+
+    /// The insert notifications of every node sharing this database (see `Wakeups`).
+    async fn listen(&self) -> Result<Option<Box<dyn InsertHints>>, StoreError> {
+        Ok(Some(Box::new(PgStore::listen(self).await?)))
     }
 }
 

@@ -15,7 +15,8 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use punctual_core::{StoreError, Timestamp};
+use async_trait::async_trait;
+use punctual_core::{InsertHints, StoreError, Timestamp};
 use tokio::sync::Notify;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket};
@@ -85,6 +86,13 @@ impl Wakeups {
     /// The pending hint, if any, without waiting.
     pub fn try_recv(&mut self) -> Option<Timestamp> {
         self.slot.take()
+    }
+}
+
+#[async_trait]
+impl InsertHints for Wakeups {
+    async fn next(&mut self) -> Timestamp {
+        self.recv().await
     }
 }
 

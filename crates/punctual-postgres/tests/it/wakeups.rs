@@ -57,3 +57,24 @@ async fn an_insert_wakes_listeners_with_its_earliest_run_at() {
     assert_eq!(next_hint(&mut wakeups).await, NOW.add(seconds(7)));
     assert_eq!(wakeups.try_recv(), None);
 }
+
+/// The engine sees the same hints through `Store::listen`, on an `Arc<dyn Store>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_trait_hands_the_engine_the_same_hints() {
+    let Some((store, _schema)) = crate::fresh_store().await else {
+        return;
+    };
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let mut hints = store
+        .listen()
+        .await
+        .expect("listen")
+        .expect("a PostgreSQL store announces inserts");
+    let run_at = NOW.add(Duration::from_secs(42));
+    let job = new_job("wake.job", run_at, JobOptions::default(), NOW);
+    store.insert(vec![job], NOW).await.expect("insert");
+    let hint = tokio::time::timeout(Duration::from_secs(10), hints.next())
+        .await
+        .expect("a hint within 10 s");
+    assert_eq!(hint, run_at);
+}
