@@ -13,7 +13,8 @@
 //! committed (durability is unchanged: each batch is a committed transaction), and must not
 //! change the fencing: each completion is still matched on its lease token and a present lease
 //! and refused alone (`LeaseLost`, `NotFound`) when it does not match, without affecting the
-//! others in its batch.
+//! others in its batch. A caller that stops waiting (its future dropped) may still have its
+//! completion applied, as with any statement already sent to the server.
 
 use std::collections::HashSet;
 use std::sync::Arc;
