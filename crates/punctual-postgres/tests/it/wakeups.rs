@@ -78,3 +78,49 @@ async fn the_store_trait_hands_the_engine_the_same_hints() {
         .expect("a hint within 10 s");
     assert_eq!(hint, run_at);
 }
+
+/// When the server drops the LISTEN connection (a restart, an operator's
+/// `pg_terminate_backend`), the listener reconnects by itself, says so with a "look now" hint,
+/// and announces inserts again; the pool replaces its dropped connections too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_and_the_pool_reconnect_after_the_server_drops_them() {
+    let Some(schema) = crate::TestSchema::new().await else {
+        return;
+    };
+    // An application name of its own, so this test terminates only its own connections.
+    let base = crate::database_url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}application_name={}", schema.name);
+    let store = punctual_postgres::PgStore::connect_with(&url, schema.options())
+        .await
+        .expect("connect");
+    let mut wakeups = store.listen().await.expect("listen");
+    let admin = crate::raw_client(None).await;
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = $1) AS terminated",
+            &[&schema.name],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(terminated >= 2, "the pool's and the listener's connections");
+
+    assert_eq!(next_hint(&mut wakeups).await, Timestamp::UNIX_EPOCH);
+    // The pool may hand out one connection that has not noticed yet; it fails as Unavailable
+    // and is then dropped.
+    let mut attempts = 0;
+    let run_at = NOW.add(Duration::from_secs(3));
+    let job = new_job("wake.job", run_at, JobOptions::default(), NOW);
+    loop {
+        attempts += 1;
+        match store.insert(vec![job.clone()], NOW).await {
+            Ok(_) => break,
+            Err(punctual_core::StoreError::Unavailable(_)) if attempts < 5 => {}
+            Err(error) => panic!("insert after the server dropped the connections: {error}"),
+        }
+    }
+    assert_eq!(next_hint(&mut wakeups).await, run_at);
+}
