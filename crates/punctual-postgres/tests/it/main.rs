@@ -8,6 +8,7 @@
 //! When it is unreachable, each test prints `SKIPPED` and passes, unless `CI=true`, where a
 //! missing PostgreSQL fails the run.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,6 +79,13 @@ async fn reachable() -> bool {
                      PUNCTUAL_TEST_DATABASE_URL."
                 );
             }
+            // Straight to the process's stderr: the test harness captures `eprintln!` of tests
+            // that pass, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED: PostgreSQL not reachable at {url} ({error}); every punctual-postgres \
+                 test passes without running. Set PUNCTUAL_TEST_DATABASE_URL or start PostgreSQL.\n"
+            );
             false
         })
         .await
