@@ -21,7 +21,7 @@ pub use retry::{RetryDecision, RetryPolicy};
 pub use schedule::Schedule;
 pub use state::JobState;
 pub use store::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, RescueOutcome,
-    StateCount, Store, StoreError,
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, LeaderTerm,
+    RescueOutcome, StateCount, Store, StoreError,
 };
 pub use time::{Clock, SystemClock, Timestamp};

@@ -6,6 +6,14 @@
 //! `reschedule`, each a legal transition of `JobState`; `removeJob` is `cancel` (for a job that
 //! has not finished) and `purge_finished` (for finished jobs past their retention).
 //!
+//! Leader duties. Work one node should do at a time (`rescue_expired`, `purge_finished`) is done
+//! by a leader elected through the store: `lead` grants a node leadership for a while under a
+//! `LeaderTerm`, and those two methods are fenced by that term: a node that lost leadership (its
+//! lease ran out, another node took over) is refused with `NotLeader` and changes nothing. The
+//! check and the work are one atomic step, so a deposed leader's late writes never land after
+//! its successor's term began. Several nodes sharing one store therefore need no protocol of
+//! their own; a lone node simply always wins.
+//!
 //! Every method takes `now` from the caller's `Clock`; no store reads the system clock. Every
 //! write is durable when the method returns. The conformance suite in `punctual-testkit` is the
 //! executable definition of this contract.
@@ -13,6 +21,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use std::fmt;
 
 use crate::job::{Job, JobId, Kind, LeaseToken, NewJob, NodeId, Queue, ValidationError};
 use crate::state::JobState;
@@ -34,6 +44,10 @@ pub enum StoreError {
         state: JobState,
         operation: &'static str,
     },
+    /// The caller's leader term is not the store's current, unexpired one: another node leads
+    /// now, or the lease of this term ran out. Nothing was changed.
+    #[error("not the leader: term {term} is no longer current")]
+    NotLeader { term: LeaderTerm },
     #[error("a job with id {0} already exists")]
     Duplicate(JobId),
     #[error("invalid request: {0}")]
@@ -81,6 +95,18 @@ pub struct RescueOutcome {
     pub token: LeaseToken,
     /// `Retrying` (it has attempts left) or `Dead`.
     pub state: JobState,
+}
+
+/// One tenure of leadership, numbered: each grant of leadership to a node after it was free or
+/// expired takes a term larger than every earlier one, and a renewal keeps it. Leader duties
+/// carry it, so the store can refuse those of a deposed leader (`StoreError::NotLeader`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderTerm(pub u64);
+
+impl fmt::Display for LeaderTerm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 /// Filters for `list`; each present filter must match.
@@ -200,19 +226,48 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest lease expiry among running jobs, so a rescuer can sleep until then.
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError>;
 
-    /// Ends up to `limit` leases that expired at or before `now`: each job is retried (its
-    /// policy's backoff without jitter) or, with no attempts left, dead.
+    /// Makes `node` the leader until `now + lease` (the lease clamped into `limits::LEASE_MIN
+    /// ..= limits::LEASE_MAX`, as a claim's is) and returns its term:
+    /// - renewal: `node` holds leadership under `term`, unexpired at `now`: the same term, its
+    ///   expiry moved;
+    /// - election: leadership is free (never taken, resigned) or expired at `now` (its expiry
+    ///   is at or before `now`): a new term, one more than the last;
+    /// - otherwise `None`: another node leads, or `term` is not the one `node` holds.
+    ///
+    /// `term` is the term the caller believes it holds (`None` if it believes it leads not). A
+    /// node that restarts under the same name thus waits for its old term to expire rather than
+    /// share it.
+    async fn lead(
+        &self,
+        node: &NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LeaderTerm>, StoreError>;
+
+    /// Gives leadership up if `node` holds it under `term`, so another node can lead at once
+    /// (a graceful stop). Otherwise it changes nothing, and is still `Ok`. Terms are never
+    /// reused: the next leader's term is larger.
+    async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError>;
+
+    /// A leader duty: ends up to `limit` leases that expired at or before `now`: each job is
+    /// retried (its policy's backoff without jitter) or, with no attempts left, dead. Fenced:
+    /// `NotLeader` (and nothing changed) unless `term` is the current term, unexpired at `now`.
     async fn rescue_expired(
         &self,
+        term: LeaderTerm,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<RescueOutcome>, StoreError>;
 
-    /// Deletes up to `limit` finished jobs whose `finished_at` is before `finished_before`.
+    /// A leader duty: deletes up to `limit` finished jobs whose `finished_at` is before
+    /// `finished_before`. Fenced like `rescue_expired`, judged at `now`.
     async fn purge_finished(
         &self,
+        term: LeaderTerm,
         finished_before: Timestamp,
         limit: usize,
+        now: Timestamp,
     ) -> Result<u64, StoreError>;
 
     /// Hints of jobs inserted by other processes, for a store that several processes share

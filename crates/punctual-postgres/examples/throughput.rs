@@ -176,15 +176,23 @@ async fn purge_and_report(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut purged = 0;
+    // Purging is a leader duty: this process leads for the while, then steps down.
+    let node = punctual_core::NodeId::new("throughput-example")?;
+    let term = store
+        .lead(&node, None, Duration::from_secs(60), SystemClock.now())
+        .await?
+        .ok_or("another node leads this schema")?;
     loop {
+        let now = SystemClock.now();
         let deleted = store
-            .purge_finished(SystemClock.now().add(Duration::from_secs(1)), 10_000)
+            .purge_finished(term, now.add(Duration::from_secs(1)), 10_000, now)
             .await?;
         if deleted == 0 {
             break;
         }
         purged += deleted;
     }
+    store.resign(&node, term).await?;
     println!(
         "purged {purged} finished jobs in {:.2} s",
         started.elapsed().as_secs_f64()

@@ -4,7 +4,7 @@
 //! What it owns: a connection pool (deadpool over tokio-postgres, no TLS), the versioned schema
 //! (`migrations`, applied at connect under an advisory lock so nodes starting together are safe),
 //! every statement that reads or writes jobs (`insert`, `claim`, `transitions`, `completer`,
-//! `reads`), the
+//! `reads`), leadership (`leader`: the elected node's term fences rescue and purge), the
 //! database's clock (`clock`: one clock for the cluster) and insert notifications (`wakeups`:
 //! LISTEN/NOTIFY so a node learns at once of a job due sooner than it waits for).
 //!
@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use punctual_core::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, Job, JobFilter, JobId, JobPage,
-    JobState, LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
-    ValidationError,
+    JobState, LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store,
+    StoreError, Timestamp, ValidationError,
 };
 use tokio_postgres::NoTls;
 
@@ -34,6 +34,7 @@ mod clock;
 mod completer;
 mod error;
 mod insert;
+mod leader;
 mod migrations;
 mod reads;
 mod rows;
@@ -337,20 +338,37 @@ impl Store for PgStore {
         reads::next_lease_expiry(self).await
     }
 
+    async fn lead(
+        &self,
+        node: &NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        leader::lead(self, node, term, lease, now).await
+    }
+
+    async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
+        leader::resign(self, node, term).await
+    }
+
     async fn rescue_expired(
         &self,
+        term: LeaderTerm,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<RescueOutcome>, StoreError> {
-        transitions::rescue_expired(self, now, limit).await
+        transitions::rescue_expired(self, term, now, limit).await
     }
 
     async fn purge_finished(
         &self,
+        term: LeaderTerm,
         finished_before: Timestamp,
         limit: usize,
+        now: Timestamp,
     ) -> Result<u64, StoreError> {
-        transitions::purge_finished(self, finished_before, limit).await
+        transitions::purge_finished(self, term, finished_before, limit, now).await
     }
 
     /// The insert notifications of every node sharing this database (see `Wakeups`).

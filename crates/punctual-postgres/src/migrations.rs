@@ -34,6 +34,12 @@
 //! Pending means `state IN (0, 2)`; final means `state IN (3, 4, 5)`. Every query that should use
 //! a partial index repeats its predicate literally (a parameter would hide it from the planner).
 //!
+//! # Version 2: leadership
+//!
+//! `punctual_leader` holds exactly one row (`id = 1`): the last term granted (0 before the first
+//! election), and while someone leads, the holder and its expiry (see `leader`). A tiny table
+//! updated every few seconds by the leader only; its dead versions are pruned on its one page.
+//!
 //! # Churn: what is updated, what is deleted (issue 3, item 8)
 //!
 //! A job is one row for its whole life. It is inserted once, updated in place at each transition
@@ -73,9 +79,10 @@ struct Migration {
 }
 
 /// Every step, oldest first. Step `n` (1-based) takes the schema to version `n`.
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "create the jobs table, its indexes and the insert notification",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "create the jobs table, its indexes and the insert notification",
+        sql: "
         CREATE TABLE punctual_jobs (
             id                   uuid     NOT NULL,
             run_at_us            bigint   NOT NULL,
@@ -156,7 +163,23 @@ const MIGRATIONS: &[Migration] = &[Migration {
             REFERENCING NEW TABLE AS inserted
             FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_notify_inserted();
     ",
-}];
+    },
+    Migration {
+        name: "create the leader table",
+        sql: "
+        CREATE TABLE punctual_leader (
+            id            smallint NOT NULL CHECK (id = 1),
+            term          bigint   NOT NULL,
+            expires_at_us bigint,
+            holder        text,
+            CONSTRAINT punctual_leader_pkey PRIMARY KEY (id),
+            CONSTRAINT punctual_leader_held_until CHECK (
+                (holder IS NULL) = (expires_at_us IS NULL))
+        );
+        INSERT INTO punctual_leader (id, term) VALUES (1, 0);
+    ",
+    },
+];
 
 /// The schema version this code writes and understands.
 // A handful of steps always fits in an i32.

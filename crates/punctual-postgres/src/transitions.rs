@@ -2,7 +2,8 @@
 //!
 //! Owns the fenced writes of a lease holder (`extend_lease`, `fail`, `release`; `complete` is
 //! the same kind of `UPDATE` for many jobs at once, in `completer`), the user's `cancel` and
-//! `reschedule`, and the maintenance passes `rescue_expired` and `purge_finished`. Must not
+//! `reschedule`, and the leader duties `rescue_expired` and `purge_finished` (each fenced by the
+//! leader's term, checked first in its own transaction: see `leader`). Must not
 //! change a job whose lease token is not the caller's: a fenced write is one
 //! `UPDATE ... WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL`, so the
 //! check and the change are one atomic step, and a refused write changes nothing.
@@ -20,13 +21,14 @@
 
 use deadpool_postgres::GenericClient;
 use punctual_core::{
-    FailOutcome, Job, JobId, JobState, LeaseToken, RescueOutcome, StoreError, Timestamp,
-    check_run_at, truncate_error,
+    FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, RescueOutcome, StoreError,
+    Timestamp, check_run_at, truncate_error,
 };
 use tokio_postgres::types::ToSql;
 
 use crate::PgStore;
 use crate::error::pg;
+use crate::leader::check_leader;
 use crate::rows::{
     Names, column, job_columns, job_id, jobs_from_rows, retry_from_columns, sql_count, state_code,
     state_from_code, uuid,
@@ -252,23 +254,24 @@ pub(crate) async fn reschedule(
     .await
 }
 
-/// Ends up to `limit` leases that expired at or before `now`, oldest expiry first.
+/// Ends up to `limit` leases that expired at or before `now`, oldest expiry first, if `term`
+/// is the current leader's.
 ///
-/// Two statements in one transaction: the expired rows are locked (`SKIP LOCKED`, so two
+/// After the leader check, two statements in the same transaction: the expired rows are locked (`SKIP LOCKED`, so two
 /// rescuers never rescue one job, and a holder's concurrent fenced write either lands first or
 /// waits and then finds its token gone), then each is retried after its policy's backoff
 /// (computed here with the core's `RetryPolicy::backoff`, the one definition of it) or, with no
 /// attempts left, marked dead.
 pub(crate) async fn rescue_expired(
     store: &PgStore,
+    term: LeaderTerm,
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<RescueOutcome>, StoreError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
     let mut client = store.client().await?;
     let transaction = client.transaction().await.map_err(pg)?;
+    // On a refusal the transaction is dropped, which rolls it back.
+    check_leader(&transaction, term, now).await?;
     let select = transaction
         .prepare_cached(
             "SELECT id, lease_holder, lease_token, attempt, attempt_max,
@@ -286,7 +289,7 @@ pub(crate) async fn rescue_expired(
         .await
         .map_err(pg)?;
     if rows.is_empty() {
-        transaction.rollback().await.map_err(pg)?;
+        transaction.commit().await.map_err(pg)?;
         return Ok(Vec::new());
     }
 
@@ -359,19 +362,21 @@ pub(crate) async fn rescue_expired(
     Ok(outcomes)
 }
 
-/// Deletes up to `limit` final jobs that finished before `finished_before`, oldest first.
+/// Deletes up to `limit` final jobs that finished before `finished_before`, oldest first, if
+/// `term` is the current leader's at `now`.
 pub(crate) async fn purge_finished(
     store: &PgStore,
+    term: LeaderTerm,
     finished_before: Timestamp,
     limit: usize,
+    now: Timestamp,
 ) -> Result<u64, StoreError> {
-    if limit == 0 {
-        return Ok(0);
-    }
-    let client = store.client().await?;
+    let mut client = store.client().await?;
+    let transaction = client.transaction().await.map_err(pg)?;
+    check_leader(&transaction, term, now).await?;
     // Locked first, so a job revived by `reschedule` at this moment is either revived (and not
     // deleted: the lock's re-check finds it no longer final) or deleted before it is revived.
-    let statement = client
+    let statement = transaction
         .prepare_cached(
             "WITH doomed AS MATERIALIZED (
                  SELECT id AS doomed_id FROM punctual_jobs
@@ -384,11 +389,13 @@ pub(crate) async fn purge_finished(
         )
         .await
         .map_err(pg)?;
-    client
+    let deleted = transaction
         .execute(
             &statement,
             &[&finished_before.as_micros(), &sql_count(limit)],
         )
         .await
-        .map_err(pg)
+        .map_err(pg)?;
+    transaction.commit().await.map_err(pg)?;
+    Ok(deleted)
 }

@@ -37,6 +37,13 @@
 //! Pending means `state IN (0, 2)`; final means `state IN (3, 4, 5)`. Every query that should use
 //! a partial index repeats its `WHERE` term literally, because SQLite only uses a partial index
 //! when it can see that the query's terms imply the index's.
+//!
+//! # Version 2: leadership
+//!
+//! One more table, `leader`, with exactly one row (`id = 1`): the last term granted (0 before
+//! the first election), and the holder with its expiry while someone leads. It is the same for
+//! one process as for several sharing the file, so the fencing of the leader duties does not
+//! depend on how the file is used.
 
 use punctual_core::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
@@ -51,9 +58,10 @@ struct Migration {
 }
 
 /// Every step, oldest first. The schema version of a file is the number of steps applied to it.
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "create the job table and its indexes",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "create the job table and its indexes",
+        sql: "
         CREATE TABLE job (
             id                   BLOB    NOT NULL PRIMARY KEY,
             queue                TEXT    NOT NULL,
@@ -98,7 +106,21 @@ const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX job_finished_by_time
             ON job (finished_at_us) WHERE state IN (3, 4, 5);
     ",
-}];
+    },
+    Migration {
+        name: "create the leader table",
+        sql: "
+        CREATE TABLE leader (
+            id            INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            term          INTEGER NOT NULL,
+            holder        TEXT,
+            expires_at_us INTEGER,
+            CHECK ((holder IS NULL) = (expires_at_us IS NULL))
+        );
+        INSERT INTO leader (id, term) VALUES (1, 0);
+    ",
+    },
+];
 
 /// The schema version this code writes and understands.
 // A handful of steps always fits in a u32.

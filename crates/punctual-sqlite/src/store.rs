@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use punctual_core::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
-    LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
-    ValidationError, limits, truncate_error,
+    LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store, StoreError,
+    Timestamp, ValidationError, limits, truncate_error,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -345,29 +346,58 @@ impl Store for SqliteStore {
         self.read(reads::next_lease_expiry).await
     }
 
+    async fn lead(
+        &self,
+        node: &NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        let node = node.clone();
+        self.write(|reply| Command::Lead {
+            node,
+            term,
+            lease,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
+        let node = node.clone();
+        self.write(|reply| Command::Resign { node, term, reply })
+            .await
+    }
+
     async fn rescue_expired(
         &self,
+        term: LeaderTerm,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<RescueOutcome>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.write(|reply| Command::RescueExpired { now, limit, reply })
-            .await
+        // Even with a limit of 0 the term is checked: a deposed leader always hears so.
+        self.write(|reply| Command::RescueExpired {
+            term,
+            now,
+            limit,
+            reply,
+        })
+        .await
     }
 
     async fn purge_finished(
         &self,
+        term: LeaderTerm,
         finished_before: Timestamp,
         limit: usize,
+        now: Timestamp,
     ) -> Result<u64, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
         self.write(|reply| Command::PurgeFinished {
+            term,
             finished_before,
             limit,
+            now,
             reply,
         })
         .await

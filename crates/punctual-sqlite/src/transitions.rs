@@ -2,7 +2,8 @@
 //! connection inside the group-commit transaction.
 //!
 //! Owns what each `Store` write does to the `job` table: insert, claim, the fenced lease
-//! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge. Each
+//! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge; and to
+//! the `leader` row: lead and resign, and the check of a term that fences rescue and purge. Each
 //! function either succeeds or returns a `Failure`. Insert, claim and rescue make several
 //! writes and may stop half way: the writer runs them in a savepoint and rolls it back. Every
 //! other function makes at most one write statement, which SQLite undoes by itself if it fails,
@@ -13,10 +14,11 @@
 //! the system clock: `now` is always the caller's.
 
 use punctual_core::{
-    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaseToken, NewJob, Priority, Queue,
-    RescueOutcome, StoreError, Timestamp, check_run_at, limits,
+    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, NewJob, NodeId,
+    Priority, Queue, RescueOutcome, StoreError, Timestamp, check_run_at, limits,
 };
 use std::rc::Rc;
+use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::vtab::array::Array;
@@ -456,13 +458,84 @@ pub(crate) fn reschedule(
     .ok_or_else(|| StoreError::NotFound(id).into())
 }
 
-/// Ends up to `limit` expired leases, the longest-expired first.
+/// A leader term as an SQL integer; one beyond `i64::MAX` was never granted, so it maps to -1,
+/// which matches no row.
+fn sql_term(term: LeaderTerm) -> i64 {
+    i64::try_from(term.0).unwrap_or(-1)
+}
+
+/// Grants `node` leadership until `now + lease`: a renewal keeps its unexpired `term`, an
+/// election of a free or expired leadership takes the next term; `None` when another node holds
+/// it (or `node` holds it under another term). One statement: the condition and the change are
+/// judged on the same row.
+pub(crate) fn lead(
+    connection: &Connection,
+    node: &NodeId,
+    term: Option<LeaderTerm>,
+    lease: Duration,
+    now: Timestamp,
+) -> Result<Option<LeaderTerm>, Failure> {
+    let expires_at = now.add(lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let mut statement = connection.prepare_cached(
+        "UPDATE leader
+         SET term = CASE WHEN holder = ?1 AND term = ?2 AND expires_at_us > ?3
+                         THEN term ELSE term + 1 END,
+             holder = ?1, expires_at_us = ?4
+         WHERE id = 1
+           AND (holder IS NULL OR expires_at_us <= ?3 OR (holder = ?1 AND term = ?2))
+         RETURNING term",
+    )?;
+    let mut rows = statement.query(params![
+        node.as_str(),
+        term.map(sql_term),
+        now.as_micros(),
+        expires_at.as_micros(),
+    ])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let term: i64 = row.get(0)?;
+    let term = u64::try_from(term)
+        .map_err(|_| crate::error::corrupt(format!("the leader row holds term {term}")))?;
+    Ok(Some(LeaderTerm(term)))
+}
+
+/// Frees leadership if `node` holds it under `term`; otherwise changes nothing.
+pub(crate) fn resign(
+    connection: &Connection,
+    node: &NodeId,
+    term: LeaderTerm,
+) -> Result<(), Failure> {
+    let mut statement = connection.prepare_cached(
+        "UPDATE leader SET holder = NULL, expires_at_us = NULL
+         WHERE id = 1 AND holder = ?1 AND term = ?2",
+    )?;
+    statement.execute(params![node.as_str(), sql_term(term)])?;
+    Ok(())
+}
+
+/// `NotLeader` unless `term` is the current term, unexpired at `now`. Run first in a leader
+/// duty's command, inside the writer's transaction: no other write can come between the check
+/// and the duty, since the writer is the only one.
+fn check_leader(connection: &Connection, term: LeaderTerm, now: Timestamp) -> Result<(), Failure> {
+    let mut statement = connection
+        .prepare_cached("SELECT 1 FROM leader WHERE id = 1 AND term = ?1 AND expires_at_us > ?2")?;
+    if statement.exists(params![sql_term(term), now.as_micros()])? {
+        Ok(())
+    } else {
+        Err(StoreError::NotLeader { term }.into())
+    }
+}
+
+/// Ends up to `limit` expired leases, the longest-expired first; fenced by `term`.
 pub(crate) fn rescue_expired(
     connection: &Connection,
     names: &mut Names,
+    term: LeaderTerm,
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<RescueOutcome>, Failure> {
+    check_leader(connection, term, now)?;
     struct Expired {
         id: JobId,
         holder: String,
@@ -519,12 +592,16 @@ pub(crate) fn rescue_expired(
     Ok(outcomes)
 }
 
-/// Deletes up to `limit` finished jobs that finished before `finished_before`, oldest first.
+/// Deletes up to `limit` finished jobs that finished before `finished_before`, oldest first;
+/// fenced by `term` at `now`. One write statement (the check only reads).
 pub(crate) fn purge_finished(
     connection: &Connection,
+    term: LeaderTerm,
     finished_before: Timestamp,
     limit: usize,
+    now: Timestamp,
 ) -> Result<u64, Failure> {
+    check_leader(connection, term, now)?;
     let mut statement = connection.prepare_cached(PURGE_FINISHED)?;
     let deleted = statement.execute(params![finished_before.as_micros(), sql_count(limit)])?;
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))

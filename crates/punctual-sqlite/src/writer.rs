@@ -18,9 +18,11 @@
 //! panic on an SQL error. If it panics anyway, every reply sender it holds is dropped on the
 //! way out, so callers get `Unavailable` instead of waiting forever.
 
+use std::time::Duration;
+
 use punctual_core::{
-    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaseToken, NewJob, RescueOutcome, StoreError,
-    Timestamp,
+    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, NewJob, NodeId,
+    RescueOutcome, StoreError, Timestamp,
 };
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -81,14 +83,29 @@ pub(crate) enum Command {
         now: Timestamp,
         reply: Reply<Job>,
     },
+    Lead {
+        node: NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+        reply: Reply<Option<LeaderTerm>>,
+    },
+    Resign {
+        node: NodeId,
+        term: LeaderTerm,
+        reply: Reply<()>,
+    },
     RescueExpired {
+        term: LeaderTerm,
         now: Timestamp,
         limit: usize,
         reply: Reply<Vec<RescueOutcome>>,
     },
     PurgeFinished {
+        term: LeaderTerm,
         finished_before: Timestamp,
         limit: usize,
+        now: Timestamp,
         reply: Reply<u64>,
     },
 }
@@ -294,16 +311,35 @@ impl Command {
             } => writer.settle_one_statement(reply, |connection, names| {
                 transitions::reschedule(connection, names, id, run_at, now)
             }),
-            Command::RescueExpired { now, limit, reply } => writer
-                .settle(reply, |connection, names| {
-                    transitions::rescue_expired(connection, names, now, limit)
-                }),
-            Command::PurgeFinished {
-                finished_before,
-                limit,
+            Command::Lead {
+                node,
+                term,
+                lease,
+                now,
                 reply,
             } => writer.settle_one_statement(reply, |connection, _| {
-                transitions::purge_finished(connection, finished_before, limit)
+                transitions::lead(connection, &node, term, lease, now)
+            }),
+            Command::Resign { node, term, reply } => writer
+                .settle_one_statement(reply, |connection, _| {
+                    transitions::resign(connection, &node, term)
+                }),
+            Command::RescueExpired {
+                term,
+                now,
+                limit,
+                reply,
+            } => writer.settle(reply, |connection, names| {
+                transitions::rescue_expired(connection, names, term, now, limit)
+            }),
+            Command::PurgeFinished {
+                term,
+                finished_before,
+                limit,
+                now,
+                reply,
+            } => writer.settle_one_statement(reply, |connection, _| {
+                transitions::purge_finished(connection, term, finished_before, limit, now)
             }),
         }
     }
@@ -319,6 +355,8 @@ impl Command {
             Command::Release { reply, .. } => refuse(reply, reason),
             Command::Cancel { reply, .. } => refuse(reply, reason),
             Command::Reschedule { reply, .. } => refuse(reply, reason),
+            Command::Lead { reply, .. } => refuse(reply, reason),
+            Command::Resign { reply, .. } => refuse(reply, reason),
             Command::RescueExpired { reply, .. } => refuse(reply, reason),
             Command::PurgeFinished { reply, .. } => refuse(reply, reason),
         }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use punctual_core::{
-    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Lease,
-    LeaseToken, NewJob, Payload, Priority, Queue, RescueOutcome, RetryPolicy, Schedule, StateCount,
-    Store, StoreError, Timestamp, ValidationError, limits, truncate_error,
+    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, LeaderTerm,
+    Lease, LeaseToken, NewJob, Payload, Priority, Queue, RescueOutcome, RetryPolicy, Schedule,
+    StateCount, Store, StoreError, Timestamp, ValidationError, limits, truncate_error,
 };
 
 use crate::fixtures::{NOW, job_id, kind, new_job, node, queue};
@@ -107,6 +107,51 @@ async fn list_all(store: &dyn Store, filter: JobFilter) -> Vec<Job> {
             None => return all,
         }
     }
+}
+
+/// The node that does the leader duties in tests that are not about leadership.
+const MAINTAINER: &str = "maintainer";
+
+/// Runs `rescue_expired` at `now` as a leader elected just for it: leads, rescues, resigns (so
+/// the next call may lead at any instant, even an earlier one).
+async fn rescue(store: &dyn Store, now: Timestamp, limit: usize) -> Vec<RescueOutcome> {
+    let term = lead_alone(store, now).await;
+    let rescued = store
+        .rescue_expired(term, now, limit)
+        .await
+        .expect("rescue");
+    resign_alone(store, term).await;
+    rescued
+}
+
+/// Runs `purge_finished` as `rescue` does, at `finished_before`.
+async fn purge(store: &dyn Store, finished_before: Timestamp, limit: usize) -> u64 {
+    let term = lead_alone(store, finished_before).await;
+    let purged = store
+        .purge_finished(term, finished_before, limit, finished_before)
+        .await
+        .expect("purge");
+    resign_alone(store, term).await;
+    purged
+}
+
+async fn lead_alone(store: &dyn Store, now: Timestamp) -> LeaderTerm {
+    store
+        .lead(&node(MAINTAINER), None, LEASE, now)
+        .await
+        .expect("lead")
+        .expect("nobody else leads")
+}
+
+async fn resign_alone(store: &dyn Store, term: LeaderTerm) {
+    store.resign(&node(MAINTAINER), term).await.expect("resign");
+}
+
+fn assert_not_leader<T: Debug>(result: Result<T, StoreError>, term: LeaderTerm) {
+    assert!(
+        matches!(&result, Err(StoreError::NotLeader { term: refused }) if *refused == term),
+        "expected NotLeader for term {term}, got {result:?}"
+    );
 }
 
 fn assert_lease_lost<T: Debug>(result: Result<T, StoreError>, id: JobId, token: LeaseToken) {
@@ -484,7 +529,7 @@ pub async fn lease_tokens_never_repeat_for_a_job(store: Arc<dyn Store>) {
 
     // The lease expires and is rescued; claim again when the retry is due.
     let expired = NOW.add(LEASE);
-    store.rescue_expired(expired, 10).await.expect("rescue");
+    rescue(store, expired, 10).await;
     let retry_at = get(store, id).await.run_at;
     let third = claim_one(store, retry_at).await;
     tokens.push(token_of(&third));
@@ -731,14 +776,11 @@ pub async fn extend_lease_moves_the_expiry_and_keeps_the_job_from_rescue(store: 
     );
 
     // Past the old expiry but before the new one: not rescued.
-    let rescued = store
-        .rescue_expired(NOW.add(seconds(60)), 10)
-        .await
-        .expect("rescue");
+    let rescued = rescue(store, NOW.add(seconds(60)), 10).await;
     assert!(rescued.is_empty(), "{rescued:?}");
     assert_eq!(get(store, id).await, job);
 
-    let rescued = store.rescue_expired(extended, 10).await.expect("rescue");
+    let rescued = rescue(store, extended, 10).await;
     assert_eq!(
         rescued.iter().map(|outcome| outcome.id).collect::<Vec<_>>(),
         vec![id]
@@ -762,16 +804,10 @@ pub async fn rescue_ends_expired_leases_only(store: Arc<dyn Store>) {
 
     let expiry = NOW.add(seconds(10));
     let just_before = expiry.sub(Duration::from_micros(1));
-    assert!(
-        store
-            .rescue_expired(just_before, 10)
-            .await
-            .expect("rescue")
-            .is_empty()
-    );
+    assert!(rescue(store, just_before, 10).await.is_empty());
 
     // A lease expiring exactly at `now` has expired.
-    let rescued = store.rescue_expired(expiry, 10).await.expect("rescue");
+    let rescued = rescue(store, expiry, 10).await;
     assert_eq!(
         rescued.iter().map(|outcome| outcome.id).collect::<Vec<_>>(),
         vec![short.id]
@@ -790,7 +826,7 @@ pub async fn rescue_retries_with_backoff_and_records_the_lost_lease(store: Arc<d
     // First lost lease: retried after backoff(1) = 2 s, jitter ignored.
     let claimed = claim_one(store, NOW).await;
     let rescue_at = NOW.add(seconds(40));
-    let rescued = store.rescue_expired(rescue_at, 10).await.expect("rescue");
+    let rescued = rescue(store, rescue_at, 10).await;
     assert_eq!(
         rescued,
         vec![RescueOutcome {
@@ -813,7 +849,7 @@ pub async fn rescue_retries_with_backoff_and_records_the_lost_lease(store: Arc<d
     let claimed = claim_one(store, expected.run_at).await;
     assert_eq!(claimed.attempt, 2);
     let rescue_at = expected.run_at.add(LEASE);
-    store.rescue_expired(rescue_at, 10).await.expect("rescue");
+    rescue(store, rescue_at, 10).await;
     let job = get(store, id).await;
     assert_eq!(job.state, JobState::Retrying);
     assert_eq!(job.run_at, rescue_at.add(seconds(4)));
@@ -836,7 +872,7 @@ pub async fn rescue_marks_dead_when_attempts_are_exhausted(store: Arc<dyn Store>
     for _ in 0..2 {
         claim_one(store, now).await;
         now = now.add(LEASE);
-        let rescued = store.rescue_expired(now, 10).await.expect("rescue");
+        let rescued = rescue(store, now, 10).await;
         assert_eq!(rescued.len(), 1);
         states.push(rescued[0].state);
         now = get(store, id).await.run_at.max(now);
@@ -877,17 +913,11 @@ pub async fn rescue_respects_its_limit_oldest_expiry_first(store: Arc<dyn Store>
         claim(store, ask, NOW).await;
     }
     let later = NOW.add(seconds(3_600));
-    assert!(
-        store
-            .rescue_expired(later, 0)
-            .await
-            .expect("rescue")
-            .is_empty()
-    );
-    let rescued = store.rescue_expired(later, 2).await.expect("rescue");
+    assert!(rescue(store, later, 0).await.is_empty());
+    let rescued = rescue(store, later, 2).await;
     let rescued: Vec<JobId> = rescued.iter().map(|outcome| outcome.id).collect();
     assert_eq!(rescued, vec![job_id(NOW, 3), job_id(NOW, 2)]);
-    let rescued = store.rescue_expired(later, 10).await.expect("rescue");
+    let rescued = rescue(store, later, 10).await;
     let rescued: Vec<JobId> = rescued.iter().map(|outcome| outcome.id).collect();
     assert_eq!(rescued, vec![job_id(NOW, 1)]);
 }
@@ -956,13 +986,7 @@ pub async fn cancel_ends_a_running_job_and_its_holder_loses_the_lease(store: Arc
         None
     );
     let far = NOW.add(seconds(3_600));
-    assert!(
-        store
-            .rescue_expired(far, 10)
-            .await
-            .expect("rescue")
-            .is_empty()
-    );
+    assert!(rescue(store, far, 10).await.is_empty());
 }
 
 pub async fn cancel_of_a_finished_job_is_a_conflict(store: Arc<dyn Store>) {
@@ -1585,27 +1609,188 @@ pub async fn purge_finished_deletes_only_old_finished_jobs_and_respects_its_limi
     let scheduled = job_id(NOW, 6);
 
     // Before +25 s: two finished jobs, taken one per call with a limit of one.
-    assert_eq!(store.purge_finished(at(25), 0).await.expect("purge"), 0);
-    assert_eq!(store.purge_finished(at(25), 1).await.expect("purge"), 1);
-    assert_eq!(store.purge_finished(at(25), 10).await.expect("purge"), 1);
-    assert_eq!(store.purge_finished(at(25), 10).await.expect("purge"), 0);
+    assert_eq!(purge(store, at(25), 0).await, 0);
+    assert_eq!(purge(store, at(25), 1).await, 1);
+    assert_eq!(purge(store, at(25), 10).await, 1);
+    assert_eq!(purge(store, at(25), 10).await, 0);
     assert_eq!(store.get(succeeded.id).await.expect("get"), None);
     assert_eq!(store.get(cancelled.id).await.expect("get"), None);
 
     // `finished_at` must be strictly before the cut-off.
-    assert_eq!(store.purge_finished(at(30), 10).await.expect("purge"), 0);
+    assert_eq!(purge(store, at(30), 10).await, 0);
     let after_dead = at(30).add(Duration::from_micros(1));
-    assert_eq!(
-        store.purge_finished(after_dead, 10).await.expect("purge"),
-        1
-    );
+    assert_eq!(purge(store, after_dead, 10).await, 1);
 
     let far = at(30 * 24 * 3_600);
-    assert_eq!(store.purge_finished(far, 10).await.expect("purge"), 0);
+    assert_eq!(purge(store, far, 10).await, 0);
     let left: BTreeSet<JobId> = ids(&list_all(store, JobFilter::default()).await)
         .into_iter()
         .collect();
     assert_eq!(left, BTreeSet::from([retrying.id, running.id, scheduled]));
+}
+
+/// How long the leadership tests' leaders lead before they must renew.
+const LEADERSHIP: Duration = Duration::from_secs(10);
+
+async fn lead(
+    store: &dyn Store,
+    name: &str,
+    term: Option<LeaderTerm>,
+    now: Timestamp,
+) -> Option<LeaderTerm> {
+    store
+        .lead(&node(name), term, LEADERSHIP, now)
+        .await
+        .expect("lead")
+}
+
+pub async fn the_first_node_to_ask_leads_with_term_one(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert_eq!(lead(store, "node-a", None, NOW).await, Some(LeaderTerm(1)));
+}
+
+pub async fn a_second_node_is_refused_while_the_leaders_lease_is_live(store: Arc<dyn Store>) {
+    let store = &*store;
+    let term = lead(store, "node-a", None, NOW).await.expect("leads");
+    let just_before = NOW.add(LEADERSHIP).sub(Duration::from_micros(1));
+    for now in [NOW, NOW.add(seconds(5)), just_before] {
+        assert_eq!(lead(store, "node-b", None, now).await, None, "at {now}");
+        // Knowing the leader's term does not help another node.
+        assert_eq!(lead(store, "node-b", Some(term), now).await, None);
+    }
+    // Nor does the leader's own name without its term (a restart under the same name): it
+    // waits for the old term to expire rather than share it.
+    assert_eq!(lead(store, "node-a", None, NOW.add(seconds(1))).await, None);
+    // The leader's duties still pass.
+    rescue_as(store, term, just_before).await.expect("rescue");
+}
+
+pub async fn renewal_keeps_the_term_and_moves_the_expiry(store: Arc<dyn Store>) {
+    let store = &*store;
+    let term = lead(store, "node-a", None, NOW).await.expect("leads");
+    let renewed_at = NOW.add(seconds(9));
+    assert_eq!(
+        lead(store, "node-a", Some(term), renewed_at).await,
+        Some(term)
+    );
+    // Past the first expiry, within the renewed one: still the leader, and alone.
+    let after_first_expiry = NOW.add(seconds(15));
+    assert_eq!(lead(store, "node-b", None, after_first_expiry).await, None);
+    rescue_as(store, term, after_first_expiry)
+        .await
+        .expect("rescue");
+    store
+        .purge_finished(term, NOW, 10, after_first_expiry)
+        .await
+        .expect("purge");
+    assert_eq!(
+        lead(store, "node-a", Some(term), after_first_expiry).await,
+        Some(term)
+    );
+}
+
+pub async fn after_expiry_another_node_takes_over_with_a_larger_term(store: Arc<dyn Store>) {
+    let store = &*store;
+    let first = lead(store, "node-a", None, NOW).await.expect("leads");
+    // An expiry at `now` has expired, as a job's lease has.
+    let expiry = NOW.add(LEADERSHIP);
+    let second = lead(store, "node-b", None, expiry)
+        .await
+        .expect("takes over");
+    assert!(second > first, "{second:?} after {first:?}");
+    // The old leader cannot renew its old term; it is refused while the new one is live.
+    assert_eq!(lead(store, "node-a", Some(first), expiry).await, None);
+    assert_eq!(lead(store, "node-a", None, expiry).await, None);
+    // Once that one expires too, even the same node's next election takes a new term.
+    let later = expiry.add(LEADERSHIP);
+    let third = lead(store, "node-b", Some(second), later)
+        .await
+        .expect("leads again");
+    assert!(third > second, "{third:?} after {second:?}");
+}
+
+pub async fn a_deposed_leaders_rescue_and_purge_are_refused_and_change_nothing(
+    store: Arc<dyn Store>,
+) {
+    let store = &*store;
+    // One job whose holder dies (its lease expires), one finished long before the cut-off.
+    let expiring = insert_one(store, job_numbered(1, NOW)).await;
+    let finished = insert_one(store, job_numbered(2, NOW)).await;
+    assert_eq!(claim_one(store, NOW).await.id, expiring);
+    let done = claim_one(store, NOW).await;
+    store
+        .complete(finished, token_of(&done), NOW)
+        .await
+        .expect("complete");
+
+    let deposed = lead(store, "node-a", None, NOW).await.expect("leads");
+    // node-a's lease runs out without a renewal (a paused process); node-b takes over.
+    let now = NOW.add(LEASE).add(LEADERSHIP);
+    let current = lead(store, "node-b", None, now).await.expect("takes over");
+    let before = list_all(store, JobFilter::default()).await;
+    assert_not_leader(rescue_as(store, deposed, now).await, deposed);
+    let far = now.add(seconds(3_600));
+    assert_not_leader(store.purge_finished(deposed, far, 10, now).await, deposed);
+    // A term never granted is no better.
+    let unknown = LeaderTerm(current.0 + 1);
+    assert_not_leader(rescue_as(store, unknown, now).await, unknown);
+    assert_not_leader(store.purge_finished(unknown, far, 10, now).await, unknown);
+    assert_eq!(list_all(store, JobFilter::default()).await, before);
+
+    // The current leader's duties do what the deposed one's could not.
+    let rescued = rescue_as(store, current, now).await.expect("rescue");
+    assert_eq!(
+        rescued.iter().map(|outcome| outcome.id).collect::<Vec<_>>(),
+        vec![expiring]
+    );
+    assert_eq!(
+        store
+            .purge_finished(current, far, 10, now)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(store.get(finished).await.expect("get"), None);
+
+    // A leader whose lease ran out is refused even when nobody took over.
+    let lapsed = now.add(LEADERSHIP);
+    assert_not_leader(rescue_as(store, current, lapsed).await, current);
+    assert_not_leader(
+        store.purge_finished(current, far, 10, lapsed).await,
+        current,
+    );
+}
+
+pub async fn resign_lets_another_node_lead_at_once(store: Arc<dyn Store>) {
+    let store = &*store;
+    let term = lead(store, "node-a", None, NOW).await.expect("leads");
+    let now = NOW.add(seconds(1));
+    assert_eq!(lead(store, "node-b", None, now).await, None);
+    // Only the holder of the term can resign it; anyone else's resignation changes nothing.
+    store.resign(&node("node-b"), term).await.expect("resign");
+    store
+        .resign(&node("node-a"), LeaderTerm(term.0 + 1))
+        .await
+        .expect("resign");
+    assert_eq!(lead(store, "node-b", None, now).await, None);
+
+    store.resign(&node("node-a"), term).await.expect("resign");
+    let next = lead(store, "node-b", None, now)
+        .await
+        .expect("leads at once");
+    assert!(next > term, "{next:?} after {term:?}");
+    assert_not_leader(rescue_as(store, term, now).await, term);
+    // Resigning twice is harmless.
+    store.resign(&node("node-a"), term).await.expect("resign");
+    assert_eq!(lead(store, "node-b", Some(next), now).await, Some(next));
+}
+
+async fn rescue_as(
+    store: &dyn Store,
+    term: LeaderTerm,
+    now: Timestamp,
+) -> Result<Vec<RescueOutcome>, StoreError> {
+    store.rescue_expired(term, now, 10).await
 }
 
 pub async fn unknown_ids_give_not_found(store: Arc<dyn Store>) {

@@ -96,6 +96,12 @@ macro_rules! store_conformance_suite {
             list_caps_the_page_size,
             counts_by_queue_and_state,
             purge_finished_deletes_only_old_finished_jobs_and_respects_its_limit,
+            the_first_node_to_ask_leads_with_term_one,
+            a_second_node_is_refused_while_the_leaders_lease_is_live,
+            renewal_keeps_the_term_and_moves_the_expiry,
+            after_expiry_another_node_takes_over_with_a_larger_term,
+            a_deposed_leaders_rescue_and_purge_are_refused_and_change_nothing,
+            resign_lets_another_node_lead_at_once,
             unknown_ids_give_not_found,
             large_payload_round_trips,
         );

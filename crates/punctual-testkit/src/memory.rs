@@ -16,15 +16,18 @@
 //!   conformance suite holds every backend to this.
 //! - `rescue_expired` takes the earliest expiry first (the suite holds backends to this too), and
 //!   `purge_finished` the earliest `finished_at` first (the suite checks only how many).
+//! - Leadership is one record beside the jobs, under the same lock, so a fenced duty's check of
+//!   the term and its work are one atomic step, as they are in one transaction elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState, Lease,
-    LeaseToken, NewJob, Priority, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
-    ValidationError, check_run_at, limits, truncate_error,
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
+    LeaderTerm, Lease, LeaseToken, NewJob, NodeId, Priority, Queue, RescueOutcome, StateCount,
+    Store, StoreError, Timestamp, ValidationError, check_run_at, limits, truncate_error,
 };
 
 /// The smallest and largest possible ids, to bound index ranges.
@@ -54,6 +57,34 @@ struct Jobs {
     running: BTreeSet<(Timestamp, JobId)>,
     /// Finished jobs by when they finished.
     finished: BTreeSet<(Timestamp, JobId)>,
+    leader: Leadership,
+}
+
+/// Who leads, under which term, until when. `term` is the last term granted (0: never); it is
+/// kept when the holder resigns, so terms never repeat.
+#[derive(Default)]
+struct Leadership {
+    term: u64,
+    holder: Option<(NodeId, Timestamp)>,
+}
+
+impl Leadership {
+    /// The holder and its expiry, if leadership is held and unexpired at `now`.
+    fn held_at(&self, now: Timestamp) -> Option<&NodeId> {
+        self.holder
+            .as_ref()
+            .filter(|(_, expires_at)| now < *expires_at)
+            .map(|(node, _)| node)
+    }
+
+    /// `NotLeader` unless `term` is current and unexpired at `now`.
+    fn fence(&self, term: LeaderTerm, now: Timestamp) -> Result<(), StoreError> {
+        if self.term == term.0 && self.held_at(now).is_some() {
+            Ok(())
+        } else {
+            Err(StoreError::NotLeader { term })
+        }
+    }
 }
 
 impl MemoryStore {
@@ -463,12 +494,47 @@ impl Store for MemoryStore {
             .map(|(expires_at, _)| *expires_at))
     }
 
+    async fn lead(
+        &self,
+        node: &NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        let expires_at = now.add(lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+        let mut stored = self.lock();
+        let leader = &mut stored.leader;
+        match leader.held_at(now) {
+            Some(holder) if holder == node && term == Some(LeaderTerm(leader.term)) => {}
+            Some(_) => return Ok(None),
+            None => leader.term += 1,
+        }
+        leader.holder = Some((node.clone(), expires_at));
+        Ok(Some(LeaderTerm(leader.term)))
+    }
+
+    async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
+        let mut stored = self.lock();
+        let leader = &mut stored.leader;
+        let holds = leader.term == term.0
+            && leader
+                .holder
+                .as_ref()
+                .is_some_and(|(holder, _)| holder == node);
+        if holds {
+            leader.holder = None;
+        }
+        Ok(())
+    }
+
     async fn rescue_expired(
         &self,
+        term: LeaderTerm,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<RescueOutcome>, StoreError> {
         let mut stored = self.lock();
+        stored.leader.fence(term, now)?;
         let expired: Vec<JobId> = stored
             .running
             .range(..=(now, id_last()))
@@ -504,10 +570,13 @@ impl Store for MemoryStore {
 
     async fn purge_finished(
         &self,
+        term: LeaderTerm,
         finished_before: Timestamp,
         limit: usize,
+        now: Timestamp,
     ) -> Result<u64, StoreError> {
         let mut stored = self.lock();
+        stored.leader.fence(term, now)?;
         let old: Vec<JobId> = stored
             .finished
             .range(..(finished_before, id_first()))

@@ -6,14 +6,17 @@
 //! schedules: `Job::next_occurrence` draws a random id, which two stores cannot agree on. And it
 //! asks only questions whose answer the contract fixes: rescues and purges take every eligible
 //! job (which of several ties a smaller limit takes is the backend's choice).
+//!
+//! Two nodes contend for leadership too: they lead, renew, resign, and run the leader duties
+//! with the latest term granted (current or not), or now and then a made-up one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use punctual_core::{
-    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, LeaseToken,
-    NewJob, Payload, Priority, Queue, RescueOutcome, RetryPolicy, StateCount, Store, StoreError,
-    Timestamp, limits,
+    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, LeaderTerm,
+    LeaseToken, NewJob, NodeId, Payload, Priority, Queue, RescueOutcome, RetryPolicy, StateCount,
+    Store, StoreError, Timestamp, limits,
 };
 
 use crate::MemoryStore;
@@ -37,6 +40,8 @@ pub async fn matches_memory_model(store: Arc<dyn Store>, seed: u64) {
         now: NOW,
         inserted: 0,
         leases: Vec::new(),
+        terms: [None, None],
+        latest_term: None,
     };
     for step in 0..STEPS {
         let operation = run.next_operation();
@@ -91,8 +96,18 @@ enum Operation {
     Counts,
     NextDue(Option<Vec<Queue>>),
     NextLeaseExpiry,
-    RescueExpired,
+    Lead {
+        node: NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+    },
+    Resign {
+        node: NodeId,
+        term: LeaderTerm,
+    },
+    RescueExpired(LeaderTerm),
     PurgeFinished {
+        term: LeaderTerm,
         finished_before: Timestamp,
     },
     /// Not a store call: time passes.
@@ -112,6 +127,7 @@ enum Outcome {
     Instant(Option<Timestamp>),
     Rescued(Vec<RescueOutcome>),
     Purged(u64),
+    Term(Option<LeaderTerm>),
     /// The error's `Debug` text: its variant and every field.
     Error(String),
 }
@@ -166,16 +182,26 @@ async fn apply(store: &dyn Store, operation: &Operation, now: Timestamp) -> Outc
             .await
             .map(Outcome::Instant),
         Operation::NextLeaseExpiry => store.next_lease_expiry().await.map(Outcome::Instant),
-        Operation::RescueExpired => store
-            .rescue_expired(now, TAKE_ALL)
+        Operation::Lead { node, term, lease } => store
+            .lead(node, *term, *lease, now)
             .await
-            .map(|mut rescued| {
-                // The order among leases expiring at the same instant is the backend's choice.
-                rescued.sort_by_key(|outcome| outcome.id);
-                Outcome::Rescued(rescued)
-            }),
-        Operation::PurgeFinished { finished_before } => store
-            .purge_finished(*finished_before, TAKE_ALL)
+            .map(Outcome::Term),
+        Operation::Resign { node, term } => store.resign(node, *term).await.map(|()| Outcome::Done),
+        Operation::RescueExpired(term) => {
+            store
+                .rescue_expired(*term, now, TAKE_ALL)
+                .await
+                .map(|mut rescued| {
+                    // The order among leases expiring at the same instant is the backend's choice.
+                    rescued.sort_by_key(|outcome| outcome.id);
+                    Outcome::Rescued(rescued)
+                })
+        }
+        Operation::PurgeFinished {
+            term,
+            finished_before,
+        } => store
+            .purge_finished(*term, *finished_before, TAKE_ALL, now)
             .await
             .map(Outcome::Purged),
         Operation::Advance(_) => Ok(Outcome::Done),
@@ -207,18 +233,25 @@ struct Run {
     inserted: u64,
     /// Every (job, token) ever claimed, current or stale: fenced calls pick from these.
     leases: Vec<(JobId, LeaseToken)>,
+    /// The last term granted to each of the two nodes (`NODES`), current or not.
+    terms: [Option<LeaderTerm>; 2],
+    /// The last term granted to either node: the leader duties run with it.
+    latest_term: Option<LeaderTerm>,
 }
+
+/// The nodes that contend for leadership.
+const NODES: [&str; 2] = ["node-a", "node-b"];
 
 impl Run {
     fn next_operation(&mut self) -> Operation {
         match self.random.below(100) {
-            0..15 => Operation::Insert(self.new_jobs()),
-            15..35 => Operation::Claim(self.claim_request()),
-            35..45 => {
+            0..14 => Operation::Insert(self.new_jobs()),
+            14..33 => Operation::Claim(self.claim_request()),
+            33..43 => {
                 let (id, token) = self.lease();
                 Operation::Complete { id, token }
             }
-            45..55 => {
+            43..52 => {
                 let (id, token) = self.lease();
                 let outcome = if self.random.chance(30) {
                     FailOutcome::Dead
@@ -229,11 +262,11 @@ impl Run {
                 };
                 Operation::Fail { id, token, outcome }
             }
-            55..60 => {
+            52..57 => {
                 let (id, token) = self.lease();
                 Operation::Release { id, token }
             }
-            60..65 => {
+            57..61 => {
                 let (id, token) = self.lease();
                 let expires_at = self.offset(1_000, 30_000);
                 Operation::ExtendLease {
@@ -242,8 +275,8 @@ impl Run {
                     expires_at,
                 }
             }
-            65..70 => Operation::Cancel(self.id()),
-            70..76 => {
+            61..66 => Operation::Cancel(self.id()),
+            66..71 => {
                 let id = self.id();
                 let run_at = if self.random.chance(5) {
                     self.now
@@ -254,12 +287,21 @@ impl Run {
                 };
                 Operation::Reschedule { id, run_at }
             }
-            76..86 => Operation::Advance(Duration::from_millis(self.random.below(15_000))),
-            86..91 => Operation::RescueExpired,
-            91..93 => Operation::PurgeFinished {
+            71..81 => Operation::Advance(Duration::from_millis(self.random.below(15_000))),
+            81..86 => self.lead(),
+            86 => {
+                let (index, term) = self.node_term();
+                Operation::Resign {
+                    node: node(NODES[index]),
+                    term: term.unwrap_or(LeaderTerm(0)),
+                }
+            }
+            87..92 => Operation::RescueExpired(self.duty_term()),
+            92..94 => Operation::PurgeFinished {
+                term: self.duty_term(),
                 finished_before: self.offset(-30_000, 0),
             },
-            93..95 => Operation::Get(self.id()),
+            94 => Operation::Get(self.id()),
             95..97 => self.list(),
             97 => Operation::Counts,
             98 => Operation::NextDue(self.queues()),
@@ -267,10 +309,18 @@ impl Run {
         }
     }
 
-    /// Moves time, and learns the leases a claim granted.
+    /// Moves time, and learns the leases a claim granted and the terms an election did.
     fn observe(&mut self, operation: &Operation, outcome: &Outcome) {
         if let Operation::Advance(by) = operation {
             self.now = self.now.add(*by);
+        }
+        if let (Operation::Lead { node, .. }, Outcome::Term(Some(term))) = (operation, outcome) {
+            let index = NODES
+                .iter()
+                .position(|name| *name == node.as_str())
+                .expect("one of NODES leads");
+            self.terms[index] = Some(*term);
+            self.latest_term = Some(*term);
         }
         if let Outcome::Jobs(claimed) = outcome {
             for job in claimed {
@@ -332,6 +382,37 @@ impl Run {
             limit: usize::try_from(self.random.below(5)).expect("below 5"),
             due_by: self.offset(0, 5_000),
             lease,
+        }
+    }
+
+    /// One of the nodes asks to lead, mostly with the last term it was granted (a renewal, or a
+    /// stale term), sometimes with none; the lease is now and then below the minimum.
+    fn lead(&mut self) -> Operation {
+        let (index, term) = self.node_term();
+        let term = if self.random.chance(20) { None } else { term };
+        let lease = if self.random.chance(10) {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(1_000 + self.random.below(29_000))
+        };
+        Operation::Lead {
+            node: node(NODES[index]),
+            term,
+            lease,
+        }
+    }
+
+    /// A random node and the last term it was granted.
+    fn node_term(&mut self) -> (usize, Option<LeaderTerm>) {
+        let index = self.random.below(2) as usize;
+        (index, self.terms[index])
+    }
+
+    /// The term a leader duty runs with: the latest granted, or now and then a made-up one.
+    fn duty_term(&mut self) -> LeaderTerm {
+        match self.latest_term {
+            Some(term) if !self.random.chance(10) => term,
+            _ => LeaderTerm(self.random.below(4)),
         }
     }
 

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use punctual_core::{NodeId, Queue, limits};
 
+/// The default `Config::leader_lease`: short enough that a dead leader's duties resume within
+/// seconds, long enough that a busy database's slow renewal does not depose a live one.
+const LEADER_LEASE: Duration = Duration::from_secs(10);
+
 /// How a `Scheduler` runs. Build with `Config::default()` and adjust fields.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -24,11 +28,17 @@ pub struct Config {
     /// Longest sleep of the dispatcher when it knows of nothing due (catches jobs inserted by
     /// other processes; a local `schedule` wakes it at once).
     pub poll_max: Duration,
-    /// How often expired leases are looked for.
+    /// How long this node's leadership lasts without a renewal. Leader duties (rescue, purge)
+    /// run on one node at a time, elected through the store; when the leader dies, another node
+    /// takes over within about `leader_lease + leader_renew`.
+    pub leader_lease: Duration,
+    /// How often this node asks to lead, or renews its leadership (well under `leader_lease`).
+    pub leader_renew: Duration,
+    /// How often the leader looks for expired leases.
     pub rescue_interval: Duration,
     /// How long finished jobs are kept before they are purged.
     pub retention: Duration,
-    /// How often the purge runs.
+    /// How often the leader purges.
     pub purge_interval: Duration,
     /// On `stop`, how long running handlers may take to finish before they are told to cancel.
     pub grace: Duration,
@@ -45,6 +55,8 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             poll_max: Duration::from_secs(1),
+            leader_lease: LEADER_LEASE,
+            leader_renew: LEADER_LEASE / 3,
             rescue_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
@@ -66,6 +78,12 @@ impl Config {
         self.poll_max = self
             .poll_max
             .clamp(Duration::from_millis(10), Duration::from_secs(60));
+        self.leader_lease = self
+            .leader_lease
+            .clamp(limits::LEASE_MIN, limits::LEASE_MAX);
+        self.leader_renew = self
+            .leader_renew
+            .clamp(Duration::from_millis(10), self.leader_lease / 2);
         self.rescue_interval = self
             .rescue_interval
             .clamp(Duration::from_millis(10), Duration::from_secs(60));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use punctual_core::{FailOutcome, JobId, Kind, LeaseToken, RescueOutcome, Timestamp};
+use punctual_core::{FailOutcome, JobId, Kind, LeaderTerm, LeaseToken, RescueOutcome, Timestamp};
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -43,6 +43,12 @@ pub enum Event {
     },
     /// A claimed job was handed back before it started (graceful stop).
     Released { id: JobId },
+    /// This node was elected leader under `term`: it now does the leader duties (rescue, purge)
+    /// until it reports `LeaderLost`.
+    LeaderElected { term: LeaderTerm },
+    /// This node no longer leads under `term`: another node took over, its leadership lapsed
+    /// (the store refused a duty, or a renewal), or it resigned on `stop`.
+    LeaderLost { term: LeaderTerm },
     /// An expired lease was ended by this node's rescuer.
     Rescued(RescueOutcome),
     /// Finished jobs past their retention were deleted.

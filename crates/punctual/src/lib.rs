@@ -3,8 +3,9 @@
 //! A `Scheduler` owns a store (`Arc<dyn Store>`), a clock and a table of handlers. Once started,
 //! its dispatcher sleeps until the next job is due (no fixed polling tick), claims due jobs a
 //! little ahead of their `run_at` under a lease, and starts each handler at its `run_at`.
-//! Heartbeats keep long jobs' leases alive; a rescuer ends leases whose holder died; a purger
-//! removes finished jobs past their retention. `stop` is graceful.
+//! Heartbeats keep long jobs' leases alive. One node at a time, elected through the store, does
+//! the leader duties: its rescuer ends leases whose holder died, its purger removes finished jobs
+//! past their retention (a lone node simply always leads). `stop` is graceful.
 //!
 //! The engine holds no SQL and no HTTP: it talks to storage only through the `Store` trait.
 //!
@@ -44,7 +45,7 @@ pub use handler::{BoxError, Handler, JobContext};
 pub use scheduler::{Scheduler, SchedulerBuilder, StopReport};
 
 pub use punctual_core::{
-    Clock, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind, LeaseToken, NewJob,
-    NodeId, Payload, Priority, Queue, RetryPolicy, Schedule, Store, StoreError, SystemClock,
-    Timestamp, ValidationError,
+    Clock, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind, LeaderTerm, LeaseToken,
+    NewJob, NodeId, Payload, Priority, Queue, RetryPolicy, Schedule, Store, StoreError,
+    SystemClock, Timestamp, ValidationError,
 };

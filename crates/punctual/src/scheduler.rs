@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::error::EngineError;
 use crate::event::Event;
 use crate::handler::Handler;
+use crate::maintenance::Leadership;
 use crate::{dispatch, maintenance};
 
 type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -46,6 +47,9 @@ pub(crate) struct Inner {
     /// Every job task, so `stop` can wait for them.
     pub jobs: TaskTracker,
     pub released: AtomicU64,
+    /// Whether, and under which term, this node leads. Locked only for a moment, never across
+    /// an `.await`.
+    leadership: Mutex<Leadership>,
 }
 
 impl Inner {
@@ -64,6 +68,27 @@ impl Inner {
         if claim_at < self.sleeping_until_us.load(Ordering::Acquire) {
             self.wake.notify_one();
         }
+    }
+
+    /// The term this node leads under, if it leads.
+    pub fn leader_term(&self) -> Option<punctual_core::LeaderTerm> {
+        self.leadership().term()
+    }
+
+    /// Changes what this node believes about its leadership with `change`, and reports the
+    /// events the change makes (after the lock is released).
+    pub fn update_leadership(&self, change: impl FnOnce(&mut Leadership) -> Vec<Event>) {
+        let events = change(&mut self.leadership());
+        for event in events {
+            self.emit(event);
+        }
+    }
+
+    fn leadership(&self) -> std::sync::MutexGuard<'_, Leadership> {
+        // Nothing panics while holding it: `Leadership`'s methods are plain assignments.
+        self.leadership
+            .lock()
+            .expect("no panic while holding the leadership lock")
     }
 
     /// The tokio instant at which the clock will read `at`, given that it reads `now`.
@@ -141,6 +166,7 @@ impl SchedulerBuilder {
                 stop_handlers: CancellationToken::new(),
                 jobs: TaskTracker::new(),
                 released: AtomicU64::new(0),
+                leadership: Mutex::new(Leadership::default()),
                 config,
             }),
             started: Arc::new(AtomicBool::new(false)),
@@ -182,7 +208,8 @@ impl Scheduler {
         }
     }
 
-    /// Starts the dispatcher, the rescuer and the purger on the current tokio runtime.
+    /// Starts the dispatcher, the leadership loop, the rescuer and the purger on the current
+    /// tokio runtime.
     pub fn start(&self) -> Result<(), EngineError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         if self.started.swap(true, Ordering::SeqCst) {
@@ -190,6 +217,7 @@ impl Scheduler {
         }
         let tasks = vec![
             runtime.spawn(dispatch::run(self.inner.clone())),
+            runtime.spawn(maintenance::lead(self.inner.clone())),
             runtime.spawn(maintenance::rescue(self.inner.clone())),
             runtime.spawn(maintenance::purge(self.inner.clone())),
             runtime.spawn(maintenance::forward_insert_hints(self.inner.clone())),
@@ -201,9 +229,10 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Stops gracefully: claims nothing more, hands back claimed jobs that have not started,
-    /// lets running handlers finish within `Config::grace`, then signals their cancellation and
-    /// waits a little more. Safe to call more than once.
+    /// Stops gracefully: claims nothing more, gives up leadership (so another node takes the
+    /// leader duties over at once), hands back claimed jobs that have not started, lets running
+    /// handlers finish within `Config::grace`, then signals their cancellation and waits a
+    /// little more. Safe to call more than once.
     pub async fn stop(&self) -> StopReport {
         let inner = &self.inner;
         inner.stop_claiming.cancel();

@@ -43,6 +43,7 @@ async fn a_new_file_gets_the_schema_once_and_reopening_changes_nothing() {
             "index job_pending_by_priority",
             "index job_pending_by_queue",
             "index job_running_by_lease_expiry",
+            "table leader",
         ]
     );
 

@@ -47,7 +47,8 @@ mod model {
     use async_trait::async_trait;
     use punctual_core::{
         ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
-        LeaseToken, NewJob, Queue, RescueOutcome, StateCount, Store, StoreError, Timestamp,
+        LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store,
+        StoreError, Timestamp,
     };
     use punctual_testkit::MemoryStore;
 
@@ -150,19 +151,36 @@ mod model {
         async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
             self.0.next_lease_expiry().await
         }
+        async fn lead(
+            &self,
+            node: &NodeId,
+            term: Option<LeaderTerm>,
+            lease: std::time::Duration,
+            now: Timestamp,
+        ) -> Result<Option<LeaderTerm>, StoreError> {
+            self.0.lead(node, term, lease, now).await
+        }
+        async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
+            self.0.resign(node, term).await
+        }
         async fn rescue_expired(
             &self,
+            term: LeaderTerm,
             now: Timestamp,
             limit: usize,
         ) -> Result<Vec<RescueOutcome>, StoreError> {
-            self.0.rescue_expired(now, limit).await
+            self.0.rescue_expired(term, now, limit).await
         }
         async fn purge_finished(
             &self,
+            term: LeaderTerm,
             finished_before: Timestamp,
             limit: usize,
+            now: Timestamp,
         ) -> Result<u64, StoreError> {
-            self.0.purge_finished(finished_before, limit).await
+            self.0
+                .purge_finished(term, finished_before, limit, now)
+                .await
         }
     }
 

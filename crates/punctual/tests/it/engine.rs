@@ -1,12 +1,13 @@
 //! The Scheduler's behaviour end to end: on time, retries, heartbeats, rescue, stop, recurrence.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use punctual::{
-    Config, EngineError, Event, FailOutcome, JobContext, JobId, JobOptions, JobState, NodeId,
-    RetryPolicy, Schedule, Scheduler, SchedulerBuilder, Store, Timestamp,
+    Config, EngineError, Event, FailOutcome, JobContext, JobId, JobOptions, JobState, LeaderTerm,
+    NodeId, Queue, RetryPolicy, Schedule, Scheduler, SchedulerBuilder, Store, StoreError,
+    Timestamp,
 };
 use punctual_core::{ClaimRequest, Clock, Kind, NewJob, Payload};
 use punctual_testkit::{MemoryStore, TokioClock};
@@ -20,6 +21,36 @@ struct Recorder(Arc<Mutex<Vec<Event>>>);
 impl Recorder {
     fn events(&self) -> Vec<Event> {
         self.0.lock().expect("not poisoned").clone()
+    }
+
+    fn elected(&self) -> Vec<LeaderTerm> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::LeaderElected { term } => Some(term),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lost(&self) -> Vec<LeaderTerm> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::LeaderLost { term } => Some(term),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rescued(&self) -> Vec<JobId> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Rescued(outcome) => Some(outcome.id),
+                _ => None,
+            })
+            .collect()
     }
 
     fn started(&self) -> Vec<(JobId, u32, Timestamp, Timestamp)> {
@@ -633,11 +664,32 @@ async fn a_job_cancelled_while_it_waits_in_the_claim_window_does_not_run() {
     scheduler.stop().await;
 }
 
-/// A MemoryStore that also announces inserts made behind the engine's back, like PostgreSQL's
-/// LISTEN/NOTIFY does for other processes' inserts.
-struct AnnouncingStore {
+/// A MemoryStore as a node sees a store that several processes share: it announces inserts
+/// made behind the engine's back, like PostgreSQL's LISTEN/NOTIFY does for other processes'
+/// inserts, and the node's link to it can be cut: while cut, every call fails `Unavailable`, as
+/// for a node cut off from the database.
+struct RemoteStore {
     inner: Arc<MemoryStore>,
     hints: Mutex<Option<tokio::sync::mpsc::Receiver<Timestamp>>>,
+    cut: AtomicBool,
+}
+
+impl RemoteStore {
+    fn new(inner: Arc<MemoryStore>) -> RemoteStore {
+        RemoteStore {
+            inner,
+            hints: Mutex::new(None),
+            cut: AtomicBool::new(false),
+        }
+    }
+
+    /// The store, unless the link is cut.
+    fn link(&self) -> Result<&MemoryStore, StoreError> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the link is cut".to_owned()));
+        }
+        Ok(&self.inner)
+    }
 }
 
 struct ChannelHints(tokio::sync::mpsc::Receiver<Timestamp>);
@@ -653,20 +705,16 @@ impl punctual_core::InsertHints for ChannelHints {
 }
 
 #[async_trait::async_trait]
-impl Store for AnnouncingStore {
-    async fn insert(
-        &self,
-        jobs: Vec<NewJob>,
-        now: Timestamp,
-    ) -> Result<Vec<JobId>, punctual::StoreError> {
-        self.inner.insert(jobs, now).await
+impl Store for RemoteStore {
+    async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
+        self.link()?.insert(jobs, now).await
     }
     async fn claim(
         &self,
         request: ClaimRequest,
         now: Timestamp,
-    ) -> Result<Vec<punctual::Job>, punctual::StoreError> {
-        self.inner.claim(request, now).await
+    ) -> Result<Vec<punctual::Job>, StoreError> {
+        self.link()?.claim(request, now).await
     }
     async fn extend_lease(
         &self,
@@ -674,16 +722,16 @@ impl Store for AnnouncingStore {
         token: punctual::LeaseToken,
         expires_at: Timestamp,
         now: Timestamp,
-    ) -> Result<(), punctual::StoreError> {
-        self.inner.extend_lease(id, token, expires_at, now).await
+    ) -> Result<(), StoreError> {
+        self.link()?.extend_lease(id, token, expires_at, now).await
     }
     async fn complete(
         &self,
         id: JobId,
         token: punctual::LeaseToken,
         now: Timestamp,
-    ) -> Result<(), punctual::StoreError> {
-        self.inner.complete(id, token, now).await
+    ) -> Result<(), StoreError> {
+        self.link()?.complete(id, token, now).await
     }
     async fn fail(
         &self,
@@ -692,72 +740,83 @@ impl Store for AnnouncingStore {
         error: &str,
         outcome: FailOutcome,
         now: Timestamp,
-    ) -> Result<JobState, punctual::StoreError> {
-        self.inner.fail(id, token, error, outcome, now).await
+    ) -> Result<JobState, StoreError> {
+        self.link()?.fail(id, token, error, outcome, now).await
     }
     async fn release(
         &self,
         id: JobId,
         token: punctual::LeaseToken,
         now: Timestamp,
-    ) -> Result<(), punctual::StoreError> {
-        self.inner.release(id, token, now).await
+    ) -> Result<(), StoreError> {
+        self.link()?.release(id, token, now).await
     }
-    async fn cancel(
-        &self,
-        id: JobId,
-        now: Timestamp,
-    ) -> Result<punctual::Job, punctual::StoreError> {
-        self.inner.cancel(id, now).await
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<punctual::Job, StoreError> {
+        self.link()?.cancel(id, now).await
     }
     async fn reschedule(
         &self,
         id: JobId,
         run_at: Timestamp,
         now: Timestamp,
-    ) -> Result<punctual::Job, punctual::StoreError> {
-        self.inner.reschedule(id, run_at, now).await
+    ) -> Result<punctual::Job, StoreError> {
+        self.link()?.reschedule(id, run_at, now).await
     }
-    async fn get(&self, id: JobId) -> Result<Option<punctual::Job>, punctual::StoreError> {
-        self.inner.get(id).await
+    async fn get(&self, id: JobId) -> Result<Option<punctual::Job>, StoreError> {
+        self.link()?.get(id).await
     }
     async fn list(
         &self,
         filter: punctual::JobFilter,
         after: Option<punctual_core::Cursor>,
         limit: usize,
-    ) -> Result<punctual_core::JobPage, punctual::StoreError> {
-        self.inner.list(filter, after, limit).await
+    ) -> Result<punctual_core::JobPage, StoreError> {
+        self.link()?.list(filter, after, limit).await
     }
-    async fn counts(&self) -> Result<Vec<punctual_core::StateCount>, punctual::StoreError> {
-        self.inner.counts().await
+    async fn counts(&self) -> Result<Vec<punctual_core::StateCount>, StoreError> {
+        self.link()?.counts().await
     }
     async fn next_due(
         &self,
         queues: Option<&[punctual::Queue]>,
-    ) -> Result<Option<Timestamp>, punctual::StoreError> {
-        self.inner.next_due(queues).await
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.link()?.next_due(queues).await
     }
-    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, punctual::StoreError> {
-        self.inner.next_lease_expiry().await
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.link()?.next_lease_expiry().await
+    }
+    async fn lead(
+        &self,
+        node: &NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        self.link()?.lead(node, term, lease, now).await
+    }
+    async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
+        self.link()?.resign(node, term).await
     }
     async fn rescue_expired(
         &self,
+        term: LeaderTerm,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<punctual_core::RescueOutcome>, punctual::StoreError> {
-        self.inner.rescue_expired(now, limit).await
+    ) -> Result<Vec<punctual_core::RescueOutcome>, StoreError> {
+        self.link()?.rescue_expired(term, now, limit).await
     }
     async fn purge_finished(
         &self,
+        term: LeaderTerm,
         finished_before: Timestamp,
         limit: usize,
-    ) -> Result<u64, punctual::StoreError> {
-        self.inner.purge_finished(finished_before, limit).await
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.link()?
+            .purge_finished(term, finished_before, limit, now)
+            .await
     }
-    async fn listen(
-        &self,
-    ) -> Result<Option<Box<dyn punctual_core::InsertHints>>, punctual::StoreError> {
+    async fn listen(&self) -> Result<Option<Box<dyn punctual_core::InsertHints>>, StoreError> {
         let receiver = self.hints.lock().expect("not poisoned").take();
         Ok(receiver.map(|receiver| {
             Box::new(ChannelHints(receiver)) as Box<dyn punctual_core::InsertHints>
@@ -769,10 +828,8 @@ impl Store for AnnouncingStore {
 async fn an_insert_hint_from_the_store_wakes_the_dispatcher() {
     let harness = Harness::new();
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
-    let store = Arc::new(AnnouncingStore {
-        inner: harness.store.clone(),
-        hints: Mutex::new(Some(receiver)),
-    });
+    let store = Arc::new(RemoteStore::new(harness.store.clone()));
+    *store.hints.lock().expect("not poisoned") = Some(receiver);
     let recorder = harness.recorder.clone();
     // With a one-minute poll, only the hint can make the job run on time.
     let config = Config {
@@ -812,4 +869,185 @@ async fn an_insert_hint_from_the_store_wakes_the_dispatcher() {
     let (_, _, _, started_at) = harness.recorder.started()[0];
     assert!(started_at.duration_since(run_at) <= Duration::from_millis(2));
     scheduler.stop().await;
+}
+
+// Leadership: several nodes on one store, one of them doing the leader duties.
+
+/// One node of a cluster on `store`, started: its scheduler and what it reported. It serves the
+/// default queue only, and rescues every half second while it leads.
+fn start_node(harness: &Harness, store: Arc<dyn Store>, name: &str) -> (Scheduler, Recorder) {
+    let recorder = Recorder::default();
+    let events = recorder.clone();
+    let config = Config {
+        node: NodeId::new(name).expect("valid"),
+        queues: Some(vec![Queue::default()]),
+        rescue_interval: Duration::from_millis(500),
+        ..config()
+    };
+    let scheduler = Scheduler::builder(store)
+        .clock(harness.clock.clone())
+        .config(config)
+        .observer(move |event| events.0.lock().expect("not poisoned").push(event.clone()))
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    (scheduler, recorder)
+}
+
+/// Jobs a node claimed with a 2 s lease before it crashed, in a queue the test nodes do not
+/// serve (so after their rescue they wait, and nothing but the rescue touches them).
+async fn crashed_jobs(harness: &Harness, count: usize) -> Vec<JobId> {
+    let now = harness.clock.now();
+    let queue = Queue::new("elsewhere").expect("valid");
+    let jobs: Vec<NewJob> = (0..count)
+        .map(|_| {
+            NewJob::new(
+                Kind::new("noop").expect("valid"),
+                Payload::null(),
+                now,
+                JobOptions::default().queue(queue.clone()),
+                now,
+            )
+            .expect("valid")
+        })
+        .collect();
+    let ids = harness.store.insert(jobs, now).await.expect("insert");
+    let request = ClaimRequest {
+        holder: NodeId::new("crashed-node").expect("valid"),
+        queues: Some(vec![queue]),
+        limit: count,
+        due_by: now,
+        lease: Duration::from_secs(2),
+    };
+    let claimed = harness.store.claim(request, now).await.expect("claim");
+    assert_eq!(claimed.len(), count);
+    ids
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_leader_rescues() {
+    let harness = Harness::new();
+    let crashed = crashed_jobs(&harness, 3).await;
+    let (a, a_events) = start_node(&harness, harness.store.clone(), "node-a");
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            a_events.elected() == [LeaderTerm(1)]
+        })
+        .await;
+    let (b, b_events) = start_node(&harness, harness.store.clone(), "node-b");
+
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            a_events.rescued().len() == crashed.len()
+        })
+        .await;
+    // Well past several renewals and rescue passes.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut rescued = a_events.rescued();
+    rescued.sort();
+    let mut expected = crashed.clone();
+    expected.sort();
+    assert_eq!(rescued, expected, "each job rescued once, by the leader");
+    assert!(b_events.rescued().is_empty());
+    assert!(b_events.elected().is_empty());
+    assert!(a_events.lost().is_empty(), "the leader kept its term");
+    for id in crashed {
+        assert_eq!(harness.state(id).await, JobState::Retrying);
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_leader_hands_over_at_once() {
+    let harness = Harness::new();
+    let (a, a_events) = start_node(&harness, harness.store.clone(), "node-a");
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            a_events.elected() == [LeaderTerm(1)]
+        })
+        .await;
+    let (b, b_events) = start_node(&harness, harness.store.clone(), "node-b");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(b_events.elected().is_empty());
+
+    let stopped = tokio::time::Instant::now();
+    a.stop().await;
+    assert_eq!(a_events.lost(), [LeaderTerm(1)], "resigned on stop");
+    harness
+        .wait_until(Duration::from_secs(10), async || {
+            b_events.elected() == [LeaderTerm(2)]
+        })
+        .await;
+    // By its next renewal, not after A's leadership would have expired.
+    let renew = b.config().leader_renew;
+    assert!(
+        stopped.elapsed() <= renew + Duration::from_millis(20),
+        "took over after {:?}",
+        stopped.elapsed()
+    );
+
+    // The new leader does the duties.
+    let crashed = crashed_jobs(&harness, 1).await;
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            b_events.rescued() == crashed
+        })
+        .await;
+    assert!(a_events.rescued().is_empty());
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_cut_off_from_the_store_is_replaced_and_then_refused() {
+    let harness = Harness::new();
+    let link = Arc::new(RemoteStore::new(harness.store.clone()));
+    let (a, a_events) = start_node(&harness, link.clone(), "node-a");
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            a_events.elected() == [LeaderTerm(1)]
+        })
+        .await;
+    let (b, b_events) = start_node(&harness, harness.store.clone(), "node-b");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Node A is cut off: its renewals fail, and it cannot tell whether it still leads.
+    link.cut.store(true, Ordering::SeqCst);
+    let cut = tokio::time::Instant::now();
+    let crashed = crashed_jobs(&harness, 1).await;
+    harness
+        .wait_until(Duration::from_secs(30), async || {
+            b_events.elected() == [LeaderTerm(2)]
+        })
+        .await;
+    let config = b.config();
+    let (lease, renew) = (config.leader_lease, config.leader_renew);
+    // Not before A's last renewal expired, and within a renewal after that.
+    assert!(
+        cut.elapsed() > lease - renew && cut.elapsed() <= lease + renew,
+        "took over {:?} after the cut",
+        cut.elapsed()
+    );
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            b_events.rescued() == crashed
+        })
+        .await;
+    assert!(a_events.lost().is_empty(), "A cannot know yet");
+
+    // A's link comes back: the store refuses it, and it stops leading; B leads on.
+    link.cut.store(false, Ordering::SeqCst);
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            a_events.lost() == [LeaderTerm(1)]
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(a_events.elected(), [LeaderTerm(1)]);
+    assert!(a_events.rescued().is_empty());
+    assert_eq!(b_events.elected(), [LeaderTerm(2)]);
+    assert!(b_events.lost().is_empty());
+    a.stop().await;
+    b.stop().await;
 }
