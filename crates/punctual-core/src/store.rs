@@ -171,7 +171,10 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
-    /// Marks the attempt held under `token` succeeded.
+    /// Marks the attempt held under `token` succeeded. Idempotent for the holder that completed:
+    /// completing a job that already succeeded under this same `token` is `Ok` and changes
+    /// nothing (a retried call whose first answer was lost, or a handler that completed inside
+    /// its own transaction before the engine's call). Any other token is `LeaseLost`.
     async fn complete(
         &self,
         id: JobId,

@@ -13,10 +13,10 @@
 //! committed (durability is unchanged: each batch is a committed transaction), and must not
 //! change the fencing: each completion is still matched on its lease token and a present lease
 //! and refused alone (`LeaseLost`, `NotFound`) when it does not match, without affecting the
-//! others in its batch. A caller that stops waiting (its future dropped) may still have its
+//! others in its batch; one that finds its job already succeeded under its own token is `Ok`. A caller that stops waiting (its future dropped) may still have its
 //! completion applied, as with any statement already sent to the server.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
 use crate::error::{pg, pool as pool_error};
-use crate::rows::{column, job_id, uuid};
+use crate::rows::{SUCCEEDED, column, job_id, uuid};
 
 /// Completions waiting for a flusher; a caller past this waits for room (backpressure).
 const QUEUE_MAX: usize = 10_000;
@@ -126,8 +126,9 @@ async fn flush_forever(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Completion
 }
 
 /// Completes a batch and answers each caller. A job named twice in the batch is completed in
-/// arrival order: the later call waits for a second round (and finds its lease gone, as it
-/// would had the calls been made one after the other).
+/// arrival order: the later call waits for a second round (and finds the job succeeded, which
+/// is `Ok` under the same token and `LeaseLost` under another, as it would had the calls been
+/// made one after the other).
 async fn flush(pool: &Pool, mut batch: Vec<Completion>) {
     while !batch.is_empty() {
         let mut seen = HashSet::with_capacity(batch.len());
@@ -183,8 +184,9 @@ async fn complete_round(pool: &Pool, round: &[Completion]) -> Result<HashSet<Job
     }
 }
 
-/// Answers `Ok` for every completed id; for the rest, `LeaseLost` if the job exists and
-/// `NotFound` if not.
+/// Answers `Ok` for every completed id; for the rest, `Ok` if the job already succeeded under
+/// the caller's token (`Store::complete` is idempotent for the holder that completed), else
+/// `LeaseLost` if the job exists and `NotFound` if not.
 async fn answer(pool: &Pool, round: Vec<Completion>, updated: &HashSet<JobId>) {
     let missed: Vec<uuid::Uuid> = round
         .iter()
@@ -192,20 +194,23 @@ async fn answer(pool: &Pool, round: Vec<Completion>, updated: &HashSet<JobId>) {
         .map(|completion| uuid(completion.id))
         .collect();
     let existing = if missed.is_empty() {
-        Ok(HashSet::new())
+        Ok(HashMap::new())
     } else {
-        existing_ids(pool, &missed).await
+        existing_jobs(pool, &missed).await
     };
     for completion in round {
         let result = if updated.contains(&completion.id) {
             Ok(())
         } else {
             match &existing {
-                Ok(existing) if existing.contains(&completion.id) => Err(StoreError::LeaseLost {
-                    id: completion.id,
-                    token: completion.token,
-                }),
-                Ok(_) => Err(StoreError::NotFound(completion.id)),
+                Ok(existing) => match existing.get(&completion.id) {
+                    Some(&stored) if completed_under(stored, completion.token) => Ok(()),
+                    Some(_) => Err(StoreError::LeaseLost {
+                        id: completion.id,
+                        token: completion.token,
+                    }),
+                    None => Err(StoreError::NotFound(completion.id)),
+                },
                 Err(error) => Err(replicate(error)),
             }
         };
@@ -214,16 +219,27 @@ async fn answer(pool: &Pool, round: Vec<Completion>, updated: &HashSet<JobId>) {
     }
 }
 
-async fn existing_ids(pool: &Pool, ids: &[uuid::Uuid]) -> Result<HashSet<JobId>, StoreError> {
+/// Whether a job's stored `(state, lease_token)` says it succeeded under `token`.
+pub(crate) fn completed_under((state, stored): (i16, i64), token: LeaseToken) -> bool {
+    state == SUCCEEDED && i64::try_from(token.0).is_ok_and(|token| token == stored)
+}
+
+/// The state and lease token of each of `ids` that exists.
+async fn existing_jobs(
+    pool: &Pool,
+    ids: &[uuid::Uuid],
+) -> Result<HashMap<JobId, (i16, i64)>, StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
     let rows = client
         .query(
-            "SELECT id FROM punctual_jobs WHERE id = ANY($1::uuid[])",
+            "SELECT id, state, lease_token FROM punctual_jobs WHERE id = ANY($1::uuid[])",
             &[&ids],
         )
         .await
         .map_err(pg)?;
-    rows.iter().map(|row| column(row, 0).map(job_id)).collect()
+    rows.iter()
+        .map(|row| Ok((job_id(column(row, 0)?), (column(row, 1)?, column(row, 2)?))))
+        .collect()
 }
 
 /// The same error for another caller of the batch (`StoreError` is not `Clone`; a batch fails

@@ -316,19 +316,35 @@ pub(crate) fn extend_lease(
     )
 }
 
+/// Marks the attempt under `token` succeeded; `Ok` without a change if it already succeeded
+/// under that same token (see `Store::complete`).
 pub(crate) fn complete(
     connection: &Connection,
     id: JobId,
     token: LeaseToken,
     now: Timestamp,
 ) -> Result<(), Failure> {
-    fenced(
-        connection,
-        id,
-        token,
-        COMPLETE,
-        params![id.as_bytes(), sql_token(token), now.as_micros()],
-    )
+    let changed = connection.prepare_cached(COMPLETE)?.execute(params![
+        id.as_bytes(),
+        sql_token(token),
+        now.as_micros()
+    ])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let mut statement =
+        connection.prepare_cached("SELECT state, lease_token FROM job WHERE id = ?1")?;
+    let mut rows = statement.query(params![id.as_bytes()])?;
+    let Some(row) = rows.next()? else {
+        return Err(StoreError::NotFound(id).into());
+    };
+    let state = state_from_code(row.get(0)?)?;
+    let stored: i64 = row.get(1)?;
+    if state == JobState::Succeeded && stored == sql_token(token) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost { id, token }.into())
+    }
 }
 
 /// Records a failed attempt; `error` was already cut to `limits::ERROR_BYTES_MAX` by the caller

@@ -589,11 +589,17 @@ pub async fn stale_token_is_refused_and_changes_nothing(store: Arc<dyn Store>) {
         );
     }
 
-    // A job no longer running refuses even its last token: no double completion.
+    // A job no longer running refuses even its last token (only a repeated completion under
+    // the token that completed it is accepted, see `complete_is_idempotent_for_its_holder`).
     store.complete(id, current, later).await.expect("complete");
     let finished = get(store, id).await;
-    assert_lease_lost(store.complete(id, current, later).await, id, current);
     assert_lease_lost(store.release(id, current, later).await, id, current);
+    assert_lease_lost(
+        store.fail(id, current, "x", FailOutcome::Dead, later).await,
+        id,
+        current,
+    );
+    assert_lease_lost(store.complete(id, stale, later).await, id, stale);
     assert_eq!(get(store, id).await, finished);
 
     // A job never claimed holds no lease at all.
@@ -632,6 +638,70 @@ pub async fn complete_marks_the_job_succeeded(store: Arc<dyn Store>) {
         store.next_lease_expiry().await.expect("next_lease_expiry"),
         None
     );
+}
+
+pub async fn complete_is_idempotent_for_its_holder(store: Arc<dyn Store>) {
+    let store = &*store;
+    let options = JobOptions::default().retry(retry_without_jitter());
+    let id = insert_one(store, new_job("conformance.job", NOW, options, NOW)).await;
+    // A first claim whose lease expires and is rescued, then the claim that completes.
+    let stale = token_of(&claim_one(store, NOW).await);
+    rescue(store, NOW.add(LEASE), 10).await;
+    let retry_at = get(store, id).await.run_at;
+    let token = token_of(&claim_one(store, retry_at).await);
+    let done = retry_at.add(seconds(1));
+    store.complete(id, token, done).await.expect("complete");
+    let succeeded = get(store, id).await;
+    assert_eq!(succeeded.state, JobState::Succeeded);
+
+    // Completing again under the same token: Ok, and nothing changes (finished_at stays).
+    let again = done.add(seconds(5));
+    store
+        .complete(id, token, again)
+        .await
+        .expect("complete again");
+    store.complete(id, token, again).await.expect("and again");
+    assert_eq!(get(store, id).await, succeeded);
+
+    // Any other token, and any other write under the same token, is refused.
+    for other in [stale, LeaseToken(token.0 + 1), LeaseToken(0)] {
+        assert_lease_lost(store.complete(id, other, again).await, id, other);
+    }
+    assert_lease_lost(
+        store.fail(id, token, "x", FailOutcome::Dead, again).await,
+        id,
+        token,
+    );
+    assert_lease_lost(store.release(id, token, again).await, id, token);
+    assert_lease_lost(
+        store.extend_lease(id, token, again.add(LEASE), again).await,
+        id,
+        token,
+    );
+    assert_eq!(get(store, id).await, succeeded);
+
+    // A job that ended otherwise under a token did not succeed: completing it is refused.
+    let dead = insert_one(store, job(NOW)).await;
+    let dead_token = token_of(&claim_one(store, NOW).await);
+    store
+        .fail(dead, dead_token, "fatal", FailOutcome::Dead, NOW)
+        .await
+        .expect("fail");
+    assert_lease_lost(
+        store.complete(dead, dead_token, NOW).await,
+        dead,
+        dead_token,
+    );
+    let cancelled = insert_one(store, job(NOW)).await;
+    let cancelled_token = token_of(&claim_one(store, NOW).await);
+    store.cancel(cancelled, NOW).await.expect("cancel");
+    assert_lease_lost(
+        store.complete(cancelled, cancelled_token, NOW).await,
+        cancelled,
+        cancelled_token,
+    );
+    assert_eq!(get(store, dead).await.state, JobState::Dead);
+    assert_eq!(get(store, cancelled).await.state, JobState::Cancelled);
 }
 
 pub async fn fail_with_retry_sets_retrying_run_at_and_error(store: Arc<dyn Store>) {

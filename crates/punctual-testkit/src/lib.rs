@@ -72,6 +72,7 @@ macro_rules! store_conformance_suite {
             lease_tokens_never_repeat_for_a_job,
             stale_token_is_refused_and_changes_nothing,
             complete_marks_the_job_succeeded,
+            complete_is_idempotent_for_its_holder,
             fail_with_retry_sets_retrying_run_at_and_error,
             fail_dead_keeps_the_error,
             release_hands_back_without_counting_the_attempt,

@@ -319,6 +319,13 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut stored = self.lock();
+        let completed = stored
+            .by_id
+            .get(&id)
+            .is_some_and(|job| job.state == JobState::Succeeded && job.lease_token == token);
+        if completed {
+            return Ok(());
+        }
         let mut job = stored.take_held(id, token)?;
         job.state = JobState::Succeeded;
         job.finished_at = Some(now);

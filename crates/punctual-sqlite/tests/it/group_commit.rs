@@ -61,12 +61,18 @@ async fn concurrent_completions_all_land() {
             count: JOBS as u64,
         }]
     );
-    // The fence still holds once the batch has committed.
+    // The fence still holds once the batch has committed: only the token that completed may
+    // complete again (a no-op).
     let first = &claimed[0];
+    let other = punctual_core::LeaseToken(first.lease_token.0 + 1);
     assert!(matches!(
-        store.complete(first.id, first.lease_token, NOW).await,
+        store.complete(first.id, other, NOW).await,
         Err(StoreError::LeaseLost { .. })
     ));
+    store
+        .complete(first.id, first.lease_token, NOW)
+        .await
+        .expect("a repeated completion by its holder");
     store.integrity_check().expect("a sound file");
 }
 
