@@ -1,10 +1,12 @@
-//! The `punctual` binary: the demo, the benchmark, and commands to schedule and inspect jobs.
+//! The `punctual` binary: the demo, the benchmark, PostgreSQL migrations, and commands to
+//! schedule and inspect jobs.
 //!
 //! The only place errors become exit codes (`anyhow` at this edge, typed errors below it).
 
 mod bench;
 mod demo;
 mod jobs;
+mod migrate;
 mod store_arg;
 
 use std::path::PathBuf;
@@ -29,11 +31,13 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure a workload (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Apply pending schema migrations to a PostgreSQL database (cluster mode).
+    Migrate(migrate::MigrateArgs),
     /// Schedule a job into a store.
     Schedule(jobs::ScheduleArgs),
     /// List, show, count or cancel jobs in a store.
     Jobs(jobs::JobsArgs),
-    /// A worker process for the crash benchmark (internal).
+    /// A worker process for the crash and cluster benchmarks (internal).
     #[command(hide = true)]
     BenchWorker(bench::WorkerArgs),
 }
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Schedule(args) => jobs::schedule(args),
         Command::Jobs(args) => jobs::run(args),
         Command::BenchWorker(args) => bench::worker(args),

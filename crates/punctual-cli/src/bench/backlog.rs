@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use punctual::{Clock, JobOptions, Scheduler, SystemClock};
+use punctual::{JobOptions, Scheduler};
 
 use super::progress::Progress;
 use super::report::Report;
 use super::stats::{Lateness, rate};
 use super::tally::{self, EventCounter, RunTally};
 use super::{KIND, Plan, insert_jobs, spread_at, sqlite_bytes, wait_until};
-use crate::store_arg::{self, OpenedStore, StoreArg};
+use crate::store_arg::{self, StoreArg};
 
 /// Jobs in the trickle besides the one due at the restart.
-const TRICKLE_JOBS: usize = 2_000;
+pub const TRICKLE_JOBS: usize = 2_000;
 /// How far ahead of its insertion the trickle's first spread job is due: room for the restart.
 const TRICKLE_LEAD: Duration = Duration::from_secs(2);
 /// The backlog is due between one and three days ahead.
@@ -35,12 +35,9 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     // Index 0 is due at the restart, 1..=TRICKLE_JOBS are spread, the backlog follows.
     let trickle = 0..TRICKLE_JOBS + 1;
     let backlog = trickle.end..trickle.end + jobs;
-    let OpenedStore {
-        store,
-        path,
-        _temp: temp,
-    } = store_arg::open(&plan.store)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+    let store = opened.store.clone();
+    let clock = opened.clock.clone();
     let mut report = plan.report();
 
     let inserting = progress.bar("backlog", jobs as u64);
@@ -72,16 +69,29 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     .await?;
 
     // The restart: close the store and open it again (a memory store has nothing to reopen and
-    // is kept), then start a fresh engine.
+    // is kept), then start a fresh engine. PostgreSQL's reopening includes a fresh measure of
+    // the database clock, as a node starting up does.
     let restarted = Instant::now();
-    let store = match &path {
-        Some(path) => {
+    let (opened, store, clock) = match &plan.store {
+        StoreArg::Memory => (opened, store, clock),
+        StoreArg::Sqlite(_) | StoreArg::Postgres(_) => {
+            let mut opened = opened;
+            let reopened = match &opened.path {
+                Some(path) => StoreArg::Sqlite(Some(path.clone())),
+                None => plan.store.clone(),
+            };
+            // A temporary SQLite file must outlive its first opening.
+            let temp = opened._temp.take();
             drop(store);
-            store_arg::open(&StoreArg::Sqlite(Some(path.clone())))
-                .context("reopening the store for the restart")?
-                .store
+            opened.close().await;
+            let mut opened = store_arg::open(&reopened, &plan.postgres())
+                .await
+                .context("reopening the store for the restart")?;
+            opened._temp = temp;
+            let store = opened.store.clone();
+            let clock = opened.clock.clone();
+            (opened, store, clock)
         }
-        None => store,
     };
     let tally = Arc::new(RunTally::new(trickle.len()));
     let events = Arc::new(EventCounter::new(trickle.len()));
@@ -117,7 +127,9 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     report.lateness_ms = Lateness::of(tally.outcome(1..trickle.end).lateness_ms);
     report.stale_completions_refused = Some(events.lease_lost());
     report.store_errors = Some(events.store_errors());
-    report.store_bytes_per_job = path
+    // PostgreSQL's figure is filled in from the table's size once the run is over.
+    report.store_bytes_per_job = opened
+        .path
         .as_deref()
         .map(|path| sqlite_bytes(path) as f64 / (jobs + trickle.len()) as f64);
     if !all_done {
@@ -131,6 +143,6 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     super::note_engine_trouble(&mut report, &events, &tally);
     drop(scheduler);
     drop(store);
-    drop(temp);
+    opened.close().await;
     Ok(report)
 }

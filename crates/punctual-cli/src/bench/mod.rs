@@ -1,34 +1,41 @@
 //! `punctual bench`: the workloads of BENCHMARKS.md, run end to end on the real engine and a real
-//! store, and the hidden `bench-worker` process the crash workload kills.
+//! store, and the hidden `bench-worker` process the crash and cluster workloads kill and pause.
 //!
 //! Owns the command line of both, the tokio runtime they run on, the resolution of each
-//! workload's defaults and limits, and the helpers the workloads share (inserting jobs in
-//! batches, waiting with a deadline). A benchmark measures and reports; it asserts no speed. It
-//! fails (after printing its report) only when a guarantee is broken: a job lost, a duplicate
-//! run without a killed holder to explain it, a store that fails its integrity check.
+//! workload's defaults and limits, a PostgreSQL run's own schema (fresh for each run, dropped at
+//! the end unless the run failed, so it can be inspected), and the helpers the workloads share
+//! (inserting jobs in batches, waiting with a deadline, reading outcomes from the store). A
+//! benchmark measures and reports; it asserts no speed. It fails (after printing its report)
+//! only when a guarantee is broken: a job lost, a duplicate run without a killed or paused
+//! holder to explain it, a stale completion accepted, a store that fails its integrity check.
 
 mod backlog;
+mod cluster;
 mod crash;
+mod fleet;
 mod progress;
 mod report;
+mod scratch_schema;
 mod stats;
 mod tally;
 mod throughput;
 mod timeliness;
 mod worker;
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
-use punctual::{Clock, JobOptions, Kind, NewJob, Payload, Store, Timestamp};
-use punctual_core::limits;
+use punctual::{Clock, JobFilter, JobOptions, JobState, Kind, NewJob, Payload, Store, Timestamp};
+use punctual_core::{Cursor, limits};
 
-use crate::store_arg::StoreArg;
+use crate::store_arg::{PostgresSettings, StoreArg};
 use progress::Progress;
 use report::Report;
+use scratch_schema::ScratchSchema;
 
 pub use worker::{WorkerArgs, run as worker};
 
@@ -39,6 +46,8 @@ const KIND: &str = "noop";
 const JOBS_MAX: usize = 10_000_000;
 /// Most kills in one crash run.
 const KILLS_MAX: usize = 1_000;
+/// Most worker processes in one cluster run.
+const NODES_MAX: usize = 64;
 /// Longest spread of due times.
 const SPREAD_MAX: Duration = Duration::from_secs(3_600);
 /// How often waiting loops look at their condition and update the progress bar.
@@ -54,7 +63,7 @@ pub enum Workload {
     Backlog,
     /// A worker process killed --kills times while jobs fall due: nothing lost or run twice.
     Crash,
-    /// --nodes worker processes sharing one PostgreSQL (needs the PostgreSQL store).
+    /// --nodes worker processes sharing one PostgreSQL; --kills alternately kills and pauses.
     Cluster,
 }
 
@@ -75,24 +84,27 @@ pub struct BenchArgs {
     /// Which workload to run.
     #[arg(long, value_enum)]
     workload: Workload,
-    /// The store: memory, sqlite (a fresh temporary file) or sqlite:PATH.
+    /// The store: memory, sqlite (a fresh temporary file), sqlite:PATH, or postgres://... (each
+    /// run in a fresh schema, dropped at the end unless the run failed).
     #[arg(long)]
     store: StoreArg,
-    /// Number of jobs (default: 100,000 throughput; 10,000 timeliness and crash; 1,000,000
-    /// backlog).
+    /// Number of jobs (default: 100,000 throughput; 10,000 timeliness, crash and cluster;
+    /// 1,000,000 backlog).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Seconds over which due times are spread (timeliness, crash, and backlog's trickle;
-    /// default 10).
+    /// Seconds over which due times are spread (timeliness, crash, cluster, and backlog's
+    /// trickle; default 10).
     #[arg(long)]
     spread_s: Option<f64>,
     /// Most handlers running at once (default: 1,000 throughput, 256 otherwise).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Worker processes (cluster only).
+    /// Worker processes sharing the database (cluster only; default 3).
     #[arg(long)]
     nodes: Option<usize>,
-    /// How many times the worker is killed (crash only; default 20).
+    /// Crash: how many times the worker is killed (default 20). Cluster: how many times a
+    /// random node is disrupted, alternately killed (and restarted) and paused past its lease
+    /// (default 0).
     #[arg(long)]
     kills: Option<usize>,
     /// Print the report as one JSON object on the last line of stdout.
@@ -108,23 +120,27 @@ struct Plan {
     jobs: usize,
     spread: Duration,
     concurrency: usize,
+    nodes: usize,
     kills: usize,
+    /// A PostgreSQL run's own schema.
+    schema: Option<String>,
 }
 
 impl Plan {
     fn from_args(args: &BenchArgs) -> anyhow::Result<Plan> {
         let workload = args.workload;
-        if workload == Workload::Cluster {
+        let postgres = matches!(args.store, StoreArg::Postgres(_));
+        if workload == Workload::Cluster && !postgres {
             bail!(
-                "the cluster workload needs the PostgreSQL store, which is not built yet; \
-                 try --workload crash --store sqlite for the single-machine equivalent"
+                "the cluster workload's nodes share one PostgreSQL: use --store postgres://...; \
+                 --workload crash --store sqlite is the single-machine equivalent"
             );
         }
-        if args.nodes.is_some_and(|nodes| nodes != 1) {
+        if args.nodes.is_some() && workload != Workload::Cluster {
             bail!("--nodes applies only to the cluster workload");
         }
-        if args.kills.is_some() && workload != Workload::Crash {
-            bail!("--kills applies only to the crash workload");
+        if args.kills.is_some() && !matches!(workload, Workload::Crash | Workload::Cluster) {
+            bail!("--kills applies only to the crash and cluster workloads");
         }
         if args.spread_s.is_some() && workload == Workload::Throughput {
             bail!("--spread-s does not apply to the throughput workload (its jobs are due now)");
@@ -154,9 +170,19 @@ impl Plan {
         if !(1..=100_000).contains(&concurrency) {
             bail!("--concurrency must be within 1 ..= 100000");
         }
-        let kills = args.kills.unwrap_or(20);
+        let kills = args.kills.unwrap_or(match workload {
+            Workload::Cluster => 0,
+            _ => 20,
+        });
         if kills > KILLS_MAX {
             bail!("--kills must be at most {KILLS_MAX}");
+        }
+        let nodes = args.nodes.unwrap_or(match workload {
+            Workload::Cluster => 3,
+            _ => 1,
+        });
+        if !(1..=NODES_MAX).contains(&nodes) {
+            bail!("--nodes must be within 1 ..= {NODES_MAX}");
         }
         Ok(Plan {
             workload,
@@ -164,7 +190,9 @@ impl Plan {
             jobs,
             spread,
             concurrency,
+            nodes,
             kills,
+            schema: None,
         })
     }
 
@@ -172,13 +200,27 @@ impl Plan {
     fn report(&self) -> Report {
         let mut report = Report::new(self.workload.name(), self.store.name(), self.jobs as u64);
         report.concurrency = Some(self.concurrency as u64);
+        report.nodes = u32::try_from(self.nodes).unwrap_or(u32::MAX);
         report
+    }
+
+    /// How this run opens a PostgreSQL store: in its own schema.
+    fn postgres(&self) -> PostgresSettings {
+        PostgresSettings {
+            schema: self.schema.clone(),
+            ..PostgresSettings::default()
+        }
     }
 }
 
 /// Runs `punctual bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let plan = Plan::from_args(&args)?;
+    let mut plan = Plan::from_args(&args)?;
+    let scratch = match &plan.store {
+        StoreArg::Postgres(url) => Some(ScratchSchema::new(url.clone())),
+        _ => None,
+    };
+    plan.schema = scratch.as_ref().map(|scratch| scratch.name().to_owned());
     let progress = Progress::new(args.json);
     let runtime = runtime()?;
     let started = Instant::now();
@@ -188,13 +230,49 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Workload::Timeliness => timeliness::run(&plan, progress).await,
             Workload::Backlog => backlog::run(&plan, progress).await,
             Workload::Crash => crash::run(&plan, progress).await,
-            Workload::Cluster => Err(anyhow::anyhow!("the cluster workload is not built yet")),
+            Workload::Cluster => cluster::run(&plan, progress).await,
         }
     });
+    let elapsed = started.elapsed();
+    let result = match (result, &scratch) {
+        (Ok(mut report), Some(scratch)) => {
+            // The workload has closed its stores and stopped its nodes by now.
+            match runtime.block_on(scratch.table_health()) {
+                Ok(health) => {
+                    report.dead_tuples = Some(health.dead_tuples);
+                    report.table_bytes = Some(health.table_bytes);
+                    if plan.workload == Workload::Backlog {
+                        // The backlog, the trickle and the job due at the restart.
+                        let stored = plan.jobs + backlog::TRICKLE_JOBS + 1;
+                        report.store_bytes_per_job =
+                            Some(health.table_bytes as f64 / stored as f64);
+                    }
+                }
+                Err(error) => eprintln!("warning: {error:#}"),
+            }
+            Ok(report)
+        }
+        (result, _) => result,
+    };
+    let broken = result.as_ref().map_or(true, |report| {
+        report.broken() || !report.problems.is_empty()
+    });
+    if let Some(scratch) = &scratch {
+        if broken {
+            eprintln!(
+                "the PostgreSQL schema {} is kept for inspection; drop it with \
+                 DROP SCHEMA {} CASCADE",
+                scratch.name(),
+                scratch.name()
+            );
+        } else if let Err(error) = runtime.block_on(scratch.drop_schema()) {
+            eprintln!("warning: {error:#}");
+        }
+    }
     // Tasks still alive (a stopped engine's stragglers) get a bounded time to end.
     runtime.shutdown_timeout(Duration::from_secs(5));
     let mut report = result?;
-    report.elapsed_s = started.elapsed().as_secs_f64();
+    report.elapsed_s = elapsed.as_secs_f64();
     if report.rss_mb_max.is_none() {
         report.rss_mb_max = report::peak_rss_mb("self");
     }
@@ -259,6 +337,46 @@ async fn insert_jobs(
     }
     bar.finish_and_clear();
     Ok(started.elapsed())
+}
+
+/// How many jobs the store holds in a final state.
+async fn count_finished(store: &dyn Store) -> anyhow::Result<u64> {
+    let counts = store.counts().await.context("counting jobs")?;
+    Ok(counts
+        .iter()
+        .filter(|count| count.state.is_final())
+        .map(|count| count.count)
+        .sum())
+}
+
+/// The indexes of the jobs the store holds as succeeded.
+async fn succeeded_indexes(store: &dyn Store, jobs: usize) -> anyhow::Result<HashSet<usize>> {
+    let filter = JobFilter {
+        state: Some(JobState::Succeeded),
+        ..JobFilter::default()
+    };
+    let mut succeeded = HashSet::with_capacity(jobs);
+    let mut after: Option<Cursor> = None;
+    // The store holds `jobs` jobs, so this many pages always reach the end.
+    let pages_max = jobs / limits::PAGE_SIZE_MAX + 2;
+    for _ in 0..pages_max {
+        let page = store
+            .list(filter.clone(), after, limits::PAGE_SIZE_MAX)
+            .await
+            .context("listing succeeded jobs")?;
+        for job in &page.jobs {
+            let index =
+                job.payload.as_str().parse().with_context(|| {
+                    format!("job {} has a payload that is not an index", job.id)
+                })?;
+            succeeded.insert(index);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(succeeded),
+        }
+    }
+    bail!("listing the succeeded jobs took more than {pages_max} pages")
 }
 
 /// `start + spread * (index / count)`: `count` instants spread evenly from `start`.
@@ -354,17 +472,39 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_built_or_does_not_apply() {
+    fn the_cluster_workload_defaults_to_three_nodes_and_no_disruption() {
+        let cluster = plan(&[
+            "--workload",
+            "cluster",
+            "--store",
+            "postgres://localhost/db",
+        ])
+        .expect("valid");
+        assert_eq!((cluster.nodes, cluster.kills, cluster.jobs), (3, 0, 10_000));
+        assert_eq!(cluster.report().nodes, 3);
+        let crash = plan(&["--workload", "crash", "--store", "postgres://h/db"]).expect("valid");
+        assert_eq!((crash.nodes, crash.kills), (1, 20));
+    }
+
+    #[test]
+    fn refuses_what_does_not_apply() {
         let refused = |arguments: &[&str]| plan(arguments).expect_err("refused").to_string();
         assert!(refused(&["--workload", "cluster", "--store", "memory"]).contains("PostgreSQL"));
+        assert!(refused(&["--workload", "cluster", "--store", "sqlite"]).contains("PostgreSQL"));
+        assert!(
+            refused(&["--workload", "crash", "--store", "sqlite", "--nodes", "2"])
+                .contains("--nodes")
+        );
         assert!(
             refused(&[
                 "--workload",
-                "throughput",
+                "cluster",
                 "--store",
-                "postgres://localhost/db"
+                "postgres://h/db",
+                "--nodes",
+                "0"
             ])
-            .contains("PostgreSQL")
+            .contains("--nodes")
         );
         assert!(
             refused(&[

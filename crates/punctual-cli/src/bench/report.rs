@@ -33,9 +33,19 @@ pub struct Report {
     /// `release` or `debug`: figures from a debug build are not comparable.
     pub build: &'static str,
     pub concurrency: Option<u64>,
+    /// Worker processes killed with SIGKILL (crash, cluster).
     pub kills: Option<u64>,
+    /// Worker processes paused with SIGSTOP past their lease, then resumed (cluster).
+    pub pauses: Option<u64>,
+    /// Completions the store accepted from a holder whose job later ran under a larger lease
+    /// token; must be 0 (crash, cluster).
+    pub stale_completions_accepted: Option<u64>,
     /// Bytes of the store's files (database and write-ahead log) per stored job.
     pub store_bytes_per_job: Option<f64>,
+    /// PostgreSQL: dead row versions of the jobs table at the end (`n_dead_tup`).
+    pub dead_tuples: Option<u64>,
+    /// PostgreSQL: the jobs table's total size with its indexes at the end.
+    pub table_bytes: Option<u64>,
     /// The store's own integrity check after the run (crash workload).
     pub integrity_ok: Option<bool>,
     /// Store calls the engine saw fail (and retried).
@@ -69,7 +79,11 @@ impl Report {
             },
             concurrency: None,
             kills: None,
+            pauses: None,
+            stale_completions_accepted: None,
             store_bytes_per_job: None,
+            dead_tuples: None,
+            table_bytes: None,
             integrity_ok: None,
             store_errors: None,
             problems: Vec::new(),
@@ -79,6 +93,15 @@ impl Report {
     /// Duplicates not explained by a killed holder; BENCHMARKS.md requires 0.
     pub fn unexplained_duplicates(&self) -> u64 {
         self.duplicates.saturating_sub(self.duplicates_explained)
+    }
+
+    /// Whether a guarantee is broken: a job lost, an unexplained duplicate, a stale completion
+    /// accepted, a failed integrity check.
+    pub fn broken(&self) -> bool {
+        self.lost > 0
+            || self.unexplained_duplicates() > 0
+            || self.stale_completions_accepted.unwrap_or(0) > 0
+            || self.integrity_ok == Some(false)
     }
 
     /// Records the guarantees every workload must keep as problems when they are broken.
@@ -91,6 +114,11 @@ impl Report {
             self.problems.push(format!(
                 "{} duplicate runs are not explained by a killed holder",
                 self.unexplained_duplicates()
+            ));
+        }
+        if let Some(accepted) = self.stale_completions_accepted.filter(|count| *count > 0) {
+            self.problems.push(format!(
+                "{accepted} completions were accepted from holders whose lease had moved on"
             ));
         }
         if self.integrity_ok == Some(false) {
@@ -135,6 +163,7 @@ impl Report {
             Some(value) => format!("{value:.1}{unit}"),
             None => "-".to_owned(),
         };
+        let count = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
         let mut rows: Vec<(&str, String)> = vec![
             ("workload", self.workload.to_owned()),
             ("store", self.store.to_owned()),
@@ -165,9 +194,14 @@ impl Report {
             ),
             (
                 "stale completions refused",
-                self.stale_completions_refused
-                    .map_or_else(|| "-".to_owned(), |count| count.to_string()),
+                count(self.stale_completions_refused),
             ),
+            (
+                "stale completions accepted",
+                count(self.stale_completions_accepted),
+            ),
+            ("kills", count(self.kills)),
+            ("pauses", count(self.pauses)),
             ("peak RSS", optional(self.rss_mb_max, " MB")),
             (
                 "start to first fire",
@@ -177,6 +211,15 @@ impl Report {
                 "store bytes per job",
                 optional(self.store_bytes_per_job, " B"),
             ),
+            ("dead tuples", count(self.dead_tuples)),
+            (
+                "table bytes",
+                optional(
+                    self.table_bytes
+                        .map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
+                    " MiB",
+                ),
+            ),
             (
                 "integrity check",
                 match self.integrity_ok {
@@ -185,11 +228,7 @@ impl Report {
                     None => "-".to_owned(),
                 },
             ),
-            (
-                "store errors",
-                self.store_errors
-                    .map_or_else(|| "-".to_owned(), |count| count.to_string()),
-            ),
+            ("store errors", count(self.store_errors)),
             ("elapsed", format!("{:.2} s", self.elapsed_s)),
         ]);
         let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
@@ -281,6 +320,10 @@ mod tests {
             "start_to_first_fire_ms",
             "store_bytes_per_job",
             "integrity_ok",
+            "pauses",
+            "stale_completions_accepted",
+            "dead_tuples",
+            "table_bytes",
         ] {
             assert_eq!(fields[name], serde_json::Value::Null, "{name}");
         }
@@ -316,11 +359,14 @@ mod tests {
         report.duplicates_explained = 3;
         report.check_guarantees();
         assert!(report.problems.is_empty());
+        assert!(!report.broken());
         report.lost = 1;
         report.duplicates_explained = 2;
         report.integrity_ok = Some(false);
+        report.stale_completions_accepted = Some(1);
+        assert!(report.broken());
         report.check_guarantees();
-        assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+        assert_eq!(report.problems.len(), 4, "{:?}", report.problems);
         assert!(report.to_table().contains("PROBLEM"));
     }
 

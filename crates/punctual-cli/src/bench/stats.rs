@@ -4,9 +4,10 @@
 //! Pure functions over plain data, so they are tested without an engine, a store or a clock. This
 //! module must not measure anything itself (no clocks, no I/O).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
+use punctual_core::JobId;
 use serde::Serialize;
 
 /// The nearest-rank percentile `p` (in percent, `0.0 < p <= 100.0`) of `sorted`, which must be in
@@ -57,7 +58,7 @@ pub fn rate(count: u64, took: Duration) -> Option<f64> {
     (seconds > 0.0).then(|| count as f64 / seconds)
 }
 
-/// One run of a job's handler, as a crash worker logs it.
+/// One run of a job's handler, as a crash or cluster worker logs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
     /// The job's index in this benchmark (its payload).
@@ -66,6 +67,11 @@ pub struct Run {
     pub token: u64,
     /// The worker process that ran it.
     pub pid: u32,
+    pub id: JobId,
+    /// When the job was due, and when its handler started, on the worker's engine clock (the
+    /// database's in cluster mode), in microseconds since the Unix epoch.
+    pub run_at_us: i64,
+    pub started_us: i64,
 }
 
 /// What the runs of a set of jobs add up to.
@@ -75,18 +81,19 @@ pub struct RunCounts {
     pub jobs_run: u64,
     /// Runs beyond the first, over all jobs.
     pub duplicates: u64,
-    /// Duplicates that followed a run by a process that was killed, under a larger lease token:
-    /// the killed holder's lease expired and the job was claimed again, as it should be.
+    /// Duplicates that followed a run whose holder lost its lease for a reason the workload
+    /// caused (killed, or paused past its lease), under a larger lease token: the job was
+    /// claimed anew after that lease expired, as it should be.
     pub explained: u64,
 }
 
 /// Counts the runs of each job and classifies every run after a job's first.
 ///
 /// A job's runs are taken in lease-token order (tokens grow with each claim of a job). A later
-/// run is explained when the run before it was made by a process in `killed` and its token is
-/// strictly larger: the earlier holder died, its lease expired, and the job was claimed anew. Two
-/// runs under one token, or a second run after a holder that was not killed, are unexplained.
-pub fn classify_runs(runs: &[Run], killed: &HashSet<u32>) -> RunCounts {
+/// run is explained when `lost_holder` says the run before it was made by a holder that lost its
+/// lease (a killed process; a paused one) and its token is strictly larger. Two runs under one
+/// token, or a second run after a holder that kept its lease, are unexplained.
+pub fn classify_runs(runs: &[Run], lost_holder: impl Fn(&Run) -> bool) -> RunCounts {
     let mut sorted = runs.to_vec();
     sorted.sort_by_key(|run| (run.index, run.token, run.attempt, run.pid));
     let mut counts = RunCounts::default();
@@ -95,7 +102,7 @@ pub fn classify_runs(runs: &[Run], killed: &HashSet<u32>) -> RunCounts {
         match previous {
             Some(earlier) if earlier.index == run.index => {
                 counts.duplicates += 1;
-                if killed.contains(&earlier.pid) && run.token > earlier.token {
+                if lost_holder(earlier) && run.token > earlier.token {
                     counts.explained += 1;
                 }
             }
@@ -104,6 +111,46 @@ pub fn classify_runs(runs: &[Run], killed: &HashSet<u32>) -> RunCounts {
         previous = Some(run);
     }
     counts
+}
+
+/// The lateness of each job's first run (the one under its smallest lease token), in
+/// milliseconds: handler start minus `run_at`, both on the worker's engine clock.
+pub fn first_run_lateness_ms(runs: &[Run]) -> Vec<f64> {
+    let mut first: HashMap<usize, &Run> = HashMap::new();
+    for run in runs {
+        let earliest = first.entry(run.index).or_insert(run);
+        if run.token < earliest.token {
+            *earliest = run;
+        }
+    }
+    first
+        .values()
+        .map(|run| run.started_us.saturating_sub(run.run_at_us) as f64 / 1000.0)
+        .collect()
+}
+
+/// Completions the store accepted from a holder whose lease had already moved on: an
+/// acknowledged completion of a run when the same job also ran under a larger token. The store
+/// must refuse every such completion, so this must be 0. A job's runs are told apart by their
+/// attempt, which each claim that runs a handler counts anew.
+pub fn stale_completions_accepted(runs: &[Run], done: &[(JobId, u32)]) -> u64 {
+    let mut runs_by_job: HashMap<JobId, Vec<&Run>> = HashMap::new();
+    for run in runs {
+        runs_by_job.entry(run.id).or_default().push(run);
+    }
+    let mut accepted = 0;
+    for (id, attempt) in done {
+        let Some(job_runs) = runs_by_job.get(id) else {
+            continue;
+        };
+        let Some(completed) = job_runs.iter().find(|run| run.attempt == *attempt) else {
+            continue;
+        };
+        if job_runs.iter().any(|run| run.token > completed.token) {
+            accepted += 1;
+        }
+    }
+    accepted
 }
 
 #[cfg(test)]
@@ -164,12 +211,26 @@ mod tests {
             attempt: u32::try_from(token).unwrap_or(u32::MAX),
             token,
             pid,
+            id: id(index),
+            run_at_us: 0,
+            started_us: 0,
         }
+    }
+
+    fn id(index: usize) -> JobId {
+        format!("0190f3c2-0000-7000-8000-{index:012}")
+            .parse()
+            .expect("a job id")
+    }
+
+    fn killed(pids: &[u32]) -> impl Fn(&Run) -> bool {
+        let pids = pids.to_vec();
+        move |run: &Run| pids.contains(&run.pid)
     }
 
     #[test]
     fn single_runs_are_not_duplicates() {
-        let counts = classify_runs(&[run(0, 1, 10), run(1, 1, 10)], &HashSet::new());
+        let counts = classify_runs(&[run(0, 1, 10), run(1, 1, 10)], killed(&[]));
         assert_eq!(
             counts,
             RunCounts {
@@ -182,9 +243,8 @@ mod tests {
 
     #[test]
     fn a_rerun_after_a_killed_holder_with_a_larger_token_is_explained() {
-        let killed = HashSet::from([10]);
         // Logged out of order on purpose: classification orders by token, not by log position.
-        let counts = classify_runs(&[run(0, 2, 11), run(0, 1, 10)], &killed);
+        let counts = classify_runs(&[run(0, 2, 11), run(0, 1, 10)], killed(&[10]));
         assert_eq!(counts.jobs_run, 1);
         assert_eq!(counts.duplicates, 1);
         assert_eq!(counts.explained, 1);
@@ -193,29 +253,55 @@ mod tests {
 
     #[test]
     fn a_rerun_after_a_live_holder_is_unexplained() {
-        let killed = HashSet::from([99]);
-        let counts = classify_runs(&[run(0, 1, 10), run(0, 2, 11)], &killed);
+        let counts = classify_runs(&[run(0, 1, 10), run(0, 2, 11)], killed(&[99]));
         assert_eq!(counts.duplicates, 1);
         assert_eq!(counts.duplicates - counts.explained, 1);
     }
 
     #[test]
     fn two_runs_under_one_token_are_unexplained_even_after_a_kill() {
-        let killed = HashSet::from([10]);
-        let counts = classify_runs(&[run(0, 3, 10), run(0, 3, 11)], &killed);
+        let counts = classify_runs(&[run(0, 3, 10), run(0, 3, 11)], killed(&[10]));
         assert_eq!(counts.duplicates, 1);
         assert_eq!(counts.duplicates - counts.explained, 1);
     }
 
     #[test]
     fn chains_of_reruns_are_judged_pair_by_pair() {
-        let killed = HashSet::from([10, 11]);
         let runs = [run(4, 1, 10), run(4, 2, 11), run(4, 3, 12), run(4, 4, 13)];
-        let counts = classify_runs(&runs, &killed);
+        let counts = classify_runs(&runs, killed(&[10, 11]));
         assert_eq!(counts.jobs_run, 1);
         assert_eq!(counts.duplicates, 3);
         // 10 -> 11 and 11 -> 12 follow killed holders; 12 -> 13 follows a live one.
         assert_eq!(counts.explained, 2);
         assert_eq!(counts.duplicates - counts.explained, 1);
+    }
+
+    #[test]
+    fn lateness_is_taken_from_each_job_s_first_run() {
+        let mut late = run(0, 1, 10);
+        late.run_at_us = 1_000;
+        late.started_us = 3_500;
+        let mut rerun = run(0, 2, 11);
+        rerun.started_us = 2_000_000;
+        let mut on_time = run(1, 1, 10);
+        on_time.run_at_us = 5_000;
+        on_time.started_us = 5_000;
+        let mut lateness = first_run_lateness_ms(&[rerun, late, on_time]);
+        lateness.sort_by(f64::total_cmp);
+        assert_eq!(lateness, vec![0.0, 2.5]);
+    }
+
+    #[test]
+    fn a_completion_is_stale_when_the_job_ran_again_under_a_larger_token() {
+        let runs = [run(0, 1, 10), run(0, 2, 11), run(1, 1, 10)];
+        // The rerun's completion and a lone run's completion are fine.
+        assert_eq!(
+            stale_completions_accepted(&runs, &[(id(0), 2), (id(1), 1)]),
+            0
+        );
+        // The first holder's completion of job 0, accepted, is not.
+        assert_eq!(stale_completions_accepted(&runs, &[(id(0), 1)]), 1);
+        // A completion of a run nobody logged is not judged.
+        assert_eq!(stale_completions_accepted(&runs, &[(id(7), 1)]), 0);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use punctual::{Clock, JobOptions, Scheduler, SystemClock};
+use punctual::{JobOptions, Scheduler};
 
 use super::progress::Progress;
 use super::report::Report;
@@ -24,9 +24,10 @@ const GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let jobs = plan.jobs;
-    let opened = store_arg::open(&plan.store)?;
+    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
     let store = opened.store.clone();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The database's clock for PostgreSQL, so lateness is judged where `run_at` is.
+    let clock = opened.clock.clone();
     let mut report = plan.report();
 
     let started = Instant::now();
@@ -90,5 +91,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         ));
     }
     super::note_engine_trouble(&mut report, &events, &tally);
+    drop(scheduler);
+    drop(store);
+    opened.close().await;
     Ok(report)
 }

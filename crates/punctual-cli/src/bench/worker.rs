@@ -1,13 +1,21 @@
-//! The crash workload's worker: a separate `punctual bench-worker` process that runs the engine on
-//! a SQLite file and logs every handler run, so its parent can kill it with SIGKILL at any moment
-//! and still know exactly what ran.
+//! The crash and cluster workloads' worker: a separate `punctual bench-worker` process that runs
+//! the engine on a SQLite file or a shared PostgreSQL database and logs every handler run, so
+//! its parent can kill it with SIGKILL or pause it with SIGSTOP at any moment and still know
+//! exactly what ran.
 //!
-//! Owns the worker's command line and the run log's format (one line per run,
-//! `"{job_index} {attempt} {lease_token} {pid}"`, and `"lease_lost {job_id} {lease_token} {pid}"`
-//! when the store refused this worker's write). Each line is one unbuffered `write` to a file
-//! opened with `O_APPEND` before the handler returns, so a killed process loses no line it
-//! wrote, and a run that is not logged did not happen. The worker must not outlive its parent:
-//! it exits when its parent is gone or after `--lifetime-s`.
+//! Owns the worker's command line and the run log's format, one line per record:
+//!
+//! - `run {job_index} {attempt} {lease_token} {pid} {job_id} {run_at_us} {started_us}`, written
+//!   by the handler when it starts (`started_us` is the engine's clock, the database's in
+//!   cluster mode);
+//! - `done {job_id} {attempt} {pid}` once the store acknowledged the completion;
+//! - `lease_lost {job_id} {lease_token} {pid}` when the store refused this worker's write
+//!   (a completion or a heartbeat) because the lease had moved on.
+//!
+//! Each line is one unbuffered `write` to a file opened with `O_APPEND` before the handler
+//! returns, so a killed process loses no line it wrote, and a run that is not logged did not
+//! happen. The worker must not outlive its parent: it exits when its parent is gone or after
+//! `--lifetime-s`. It must not exit for any store error: the engine retries those.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -16,23 +24,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use punctual::{BoxError, Config, Event, JobContext, NodeId, Scheduler};
+use punctual::{BoxError, Clock, Config, Event, JobContext, JobId, NodeId, Scheduler, Timestamp};
+use punctual_core::SystemClock;
 
 use super::KIND;
 use super::stats::Run;
-use crate::store_arg::{self, StoreArg};
+use crate::store_arg::{self, PostgresSettings, StoreArg};
 
 /// How often the worker checks that its parent is still there.
 const PARENT_CHECK: Duration = Duration::from_millis(200);
-/// How often the rescuer looks for expired leases: often, so a killed worker's jobs come back
-/// soon after its leases end.
+/// How often the leader's rescuer looks for expired leases: often, so a killed worker's jobs
+/// come back soon after its leases end.
 const RESCUE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a worker's leadership (rescue and purge duties) lasts unrenewed: short, so that
+/// when the leader is the worker killed or paused, another takes over its duties within about
+/// two seconds rather than the default ten.
+const LEADER_LEASE: Duration = Duration::from_millis(1_500);
+/// Most connections a worker's pool opens: its claims, heartbeats and completions share them.
+const POOL_SIZE: usize = 8;
+/// Longest `--handler-ms`.
+const HANDLER_MAX: Duration = Duration::from_secs(600);
+/// Largest `--clock-skew-ms` either way: a day.
+const SKEW_MAX_MS: i64 = 86_400_000;
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
-    /// The SQLite file holding the jobs.
+    /// The SQLite file holding the jobs (same as --store sqlite:PATH).
+    #[arg(long, conflicts_with = "store")]
+    db: Option<PathBuf>,
+    /// The store holding the jobs: sqlite:PATH or postgres://...
     #[arg(long)]
-    db: PathBuf,
+    store: Option<StoreArg>,
+    /// The PostgreSQL schema holding the jobs [default: the connection's search_path].
+    #[arg(long, value_name = "NAME")]
+    schema: Option<String>,
     /// The run log to append to.
     #[arg(long)]
     log: PathBuf,
@@ -42,9 +67,27 @@ pub struct WorkerArgs {
     /// Lease length; heartbeats renew it every third of it.
     #[arg(long, default_value_t = 1_000)]
     lease_ms: u64,
+    /// How long each handler takes after logging its run (it stops early when told to cancel).
+    #[arg(long, default_value_t = 0)]
+    handler_ms: u64,
     /// Exit after this many seconds even if nobody stops the worker.
     #[arg(long, default_value_t = 600)]
     lifetime_s: u64,
+    /// Test only: add this much to the node's own clock before it is corrected by the
+    /// database's (PostgreSQL only), to show that a node with a wrong clock stays on time.
+    #[arg(long, default_value_t = 0, hide = true, allow_negative_numbers = true)]
+    clock_skew_ms: i64,
+}
+
+/// The system clock moved by a fixed skew: a node whose wall clock is wrong.
+struct SkewedClock {
+    skew_us: i64,
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(SystemClock.now().as_micros().saturating_add(self.skew_us))
+    }
 }
 
 /// Runs `punctual bench-worker` until it is killed, its parent goes away, or its lifetime ends.
@@ -59,6 +102,24 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let parent = std::os::unix::process::parent_id();
     let pid = std::process::id();
+    let store_arg = match (&args.db, &args.store) {
+        (Some(db), _) => StoreArg::Sqlite(Some(db.clone())),
+        (None, Some(StoreArg::Memory | StoreArg::Sqlite(None))) => {
+            bail!("a worker needs a store other processes can share: sqlite:PATH or postgres://")
+        }
+        (None, Some(store)) => store.clone(),
+        (None, None) => bail!("say where the jobs are: --db PATH or --store STORE"),
+    };
+    if args.clock_skew_ms != 0 && !matches!(store_arg, StoreArg::Postgres(_)) {
+        bail!("--clock-skew-ms applies only to a PostgreSQL store");
+    }
+    if args.clock_skew_ms.abs() > SKEW_MAX_MS {
+        bail!("--clock-skew-ms must be within +-{SKEW_MAX_MS}");
+    }
+    let handler_time = Duration::from_millis(args.handler_ms);
+    if handler_time > HANDLER_MAX {
+        bail!("--handler-ms must be at most {}", HANDLER_MAX.as_millis());
+    }
     let log = Arc::new(
         File::options()
             .create(true)
@@ -66,30 +127,54 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
             .open(&args.log)
             .with_context(|| format!("opening the run log {}", args.log.display()))?,
     );
-    let store = store_arg::open(&StoreArg::Sqlite(Some(args.db.clone())))?.store;
+    let settings = PostgresSettings {
+        schema: args.schema.clone(),
+        pool_size: POOL_SIZE,
+        local_clock: Arc::new(SkewedClock {
+            skew_us: args.clock_skew_ms.saturating_mul(1_000),
+        }),
+    };
+    let opened = store_arg::open(&store_arg, &settings).await?;
+    let clock = opened.clock.clone();
     let lease = Duration::from_millis(args.lease_ms);
     let config = Config {
         node: NodeId::new(&format!("bench-worker-{pid}")).context("the worker's node name")?,
         concurrency: args.concurrency,
         lease,
         heartbeat: lease / 3,
+        leader_lease: LEADER_LEASE,
+        leader_renew: LEADER_LEASE / 3,
         rescue_interval: RESCUE_INTERVAL,
         ..Config::default()
     };
     let handler_log = log.clone();
+    let handler_clock = clock.clone();
     let observer_log = log.clone();
-    let scheduler = Scheduler::builder(store)
+    let scheduler = Scheduler::builder(opened.store.clone())
+        .clock(clock)
         .config(config)
         .handler(KIND, move |job: JobContext| {
-            let result = log_run(&handler_log, &job, pid);
-            std::future::ready(result)
+            // The closure body runs when the engine calls the handler: that is the start time.
+            let logged = log_run(&handler_log, &job, handler_clock.now(), pid);
+            async move {
+                logged?;
+                if !handler_time.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(handler_time) => {}
+                        () = job.cancellation.cancelled() => return Err("cancelled".into()),
+                    }
+                }
+                Ok::<(), BoxError>(())
+            }
         })
         .observer(move |event| {
-            if let Event::LeaseLost { id, token, .. } = event {
-                // Best effort: a line that cannot be written only hides a refusal from the report.
-                let _ = (&*observer_log)
-                    .write_all(format!("lease_lost {id} {token} {pid}\n").as_bytes());
-            }
+            let line = match event {
+                Event::Succeeded { id, attempt, .. } => format!("done {id} {attempt} {pid}\n"),
+                Event::LeaseLost { id, token, .. } => format!("lease_lost {id} {token} {pid}\n"),
+                _ => return,
+            };
+            // Best effort: a line that cannot be written only hides an event from the report.
+            let _ = (&*observer_log).write_all(line.as_bytes());
         })
         .build()
         .context("building the worker's scheduler")?;
@@ -102,21 +187,38 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
         tokio::time::sleep(PARENT_CHECK).await;
     }
     scheduler.stop().await;
+    opened.close().await;
     Ok(())
 }
 
-/// Appends the run line for `job`, in one write, before the handler returns.
-fn log_run(log: &File, job: &JobContext, pid: u32) -> Result<(), BoxError> {
+/// Appends the run line for `job`, started at `started`, in one write.
+fn log_run(log: &File, job: &JobContext, started: Timestamp, pid: u32) -> Result<(), BoxError> {
     let index: usize = job.payload.as_str().parse()?;
-    let line = format!("{index} {} {} {pid}\n", job.attempt, job.lease_token);
+    let line = format!(
+        "run {index} {} {} {pid} {} {} {}\n",
+        job.attempt,
+        job.lease_token,
+        job.id,
+        job.run_at.as_micros(),
+        started.as_micros()
+    );
     (&*log).write_all(line.as_bytes())?;
     Ok(())
+}
+
+/// A completion the store acknowledged, as a worker logged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Done {
+    pub id: JobId,
+    pub attempt: u32,
+    pub pid: u32,
 }
 
 /// What one worker's run log says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerLog {
     pub runs: Vec<Run>,
+    pub done: Vec<Done>,
     /// Writes the store refused because the worker's lease had moved on.
     pub lease_lost: u64,
 }
@@ -131,13 +233,16 @@ pub fn parse_log(text: &str) -> anyhow::Result<WorkerLog> {
     for (number, line) in text.lines().enumerate() {
         let fields: Vec<&str> = line.split(' ').collect();
         let well_formed = match fields.as_slice() {
-            ["lease_lost", _id, _token, _pid] => {
+            ["lease_lost", id, token, pid] => {
                 log.lease_lost += 1;
-                true
+                id.parse::<JobId>().is_ok()
+                    && token.parse::<u64>().is_ok()
+                    && pid.parse::<u32>().is_ok()
             }
-            [index, attempt, token, pid] => parse_run(index, attempt, token, pid)
-                .map(|run| log.runs.push(run))
+            ["done", id, attempt, pid] => parse_done(id, attempt, pid)
+                .map(|done| log.done.push(done))
                 .is_some(),
+            ["run", rest @ ..] => parse_run(rest).map(|run| log.runs.push(run)).is_some(),
             _ => false,
         };
         if !well_formed {
@@ -147,11 +252,25 @@ pub fn parse_log(text: &str) -> anyhow::Result<WorkerLog> {
     Ok(log)
 }
 
-fn parse_run(index: &str, attempt: &str, token: &str, pid: &str) -> Option<Run> {
+fn parse_run(fields: &[&str]) -> Option<Run> {
+    let [index, attempt, token, pid, id, run_at, started] = fields else {
+        return None;
+    };
     Some(Run {
         index: index.parse().ok()?,
         attempt: attempt.parse().ok()?,
         token: token.parse().ok()?,
+        pid: pid.parse().ok()?,
+        id: id.parse().ok()?,
+        run_at_us: run_at.parse().ok()?,
+        started_us: started.parse().ok()?,
+    })
+}
+
+fn parse_done(id: &str, attempt: &str, pid: &str) -> Option<Done> {
+    Some(Done {
+        id: id.parse().ok()?,
+        attempt: attempt.parse().ok()?,
         pid: pid.parse().ok()?,
     })
 }
@@ -160,11 +279,17 @@ fn parse_run(index: &str, attempt: &str, token: &str, pid: &str) -> Option<Run> 
 mod tests {
     use super::*;
 
+    const ID: &str = "0190f3c2-0000-7000-8000-000000000000";
+
     #[test]
-    fn reads_runs_and_refusals() {
-        let text = "3 1 1 100\n3 2 2 200\nlease_lost 0190f3c2-0000-7000-8000-000000000000 5 200\n";
-        let log = parse_log(text).expect("well formed");
+    fn reads_runs_completions_and_refusals() {
+        let text = format!(
+            "run 3 1 1 100 {ID} 5000 5100\nrun 3 2 2 200 {ID} 5000 7000\n\
+             lease_lost {ID} 1 100\ndone {ID} 2 200\n"
+        );
+        let log = parse_log(&text).expect("well formed");
         assert_eq!(log.lease_lost, 1);
+        let id: JobId = ID.parse().expect("a job id");
         assert_eq!(
             log.runs,
             vec![
@@ -172,23 +297,50 @@ mod tests {
                     index: 3,
                     attempt: 1,
                     token: 1,
-                    pid: 100
+                    pid: 100,
+                    id,
+                    run_at_us: 5_000,
+                    started_us: 5_100,
                 },
                 Run {
                     index: 3,
                     attempt: 2,
                     token: 2,
-                    pid: 200
+                    pid: 200,
+                    id,
+                    run_at_us: 5_000,
+                    started_us: 7_000,
                 },
             ]
+        );
+        assert_eq!(
+            log.done,
+            vec![Done {
+                id,
+                attempt: 2,
+                pid: 200
+            }]
         );
         assert_eq!(parse_log("").expect("empty"), WorkerLog::default());
     }
 
     #[test]
     fn refuses_torn_and_malformed_lines() {
-        assert!(parse_log("3 1 1 100\n4 1 1").is_err());
-        assert!(parse_log("3 1 x 100\n").is_err());
-        assert!(parse_log("3 1 1\n").is_err());
+        let run = format!("run 3 1 1 100 {ID} 5000 5100\n");
+        assert!(parse_log(&run).is_ok());
+        assert!(parse_log(run.trim_end()).is_err());
+        assert!(parse_log(&run.replace("100", "x")).is_err());
+        assert!(parse_log("3 1 1 100\n").is_err());
+        assert!(parse_log(&format!("done {ID} 1\n")).is_err());
+        assert!(parse_log("lease_lost not-an-id 1 100\n").is_err());
+    }
+
+    #[test]
+    fn a_skewed_clock_is_off_by_its_skew() {
+        let skewed = SkewedClock {
+            skew_us: 60_000_000,
+        };
+        let offset = skewed.now().micros_since(SystemClock.now());
+        assert!((59_000_000..=61_000_000).contains(&offset), "{offset}");
     }
 }

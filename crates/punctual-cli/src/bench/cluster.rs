@@ -1,0 +1,202 @@
+//! The cluster workload: `--nodes` worker processes share one PostgreSQL schema while the jobs
+//! fall due; with `--kills K` the parent disrupts a random node K times, alternately killing it
+//! with SIGKILL (and starting a new node in its place) and pausing it with SIGSTOP for longer
+//! than its lease before resuming it with SIGCONT. A resumed node's late writes (completions,
+//! heartbeats) must be refused, since other nodes rescued and reran its jobs meanwhile.
+//!
+//! Then the parent reads every node's run log and the store: a job that did not succeed, or
+//! never ran, is lost; a run beyond a job's first is a duplicate, explained when the run before
+//! it was made by a killed node, or by a paused node before its pause ended, under a smaller
+//! lease token; an acknowledged completion of a run whose job later ran under a larger token is
+//! a stale completion accepted (there must be none). Every node is killed and reaped on every
+//! path out of here, errors included.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use punctual::{JobOptions, RetryPolicy};
+use punctual_core::limits;
+use rand::Rng as _;
+
+use super::fleet::{Logs, Spawner, Worker, WorkerStore, max_rss};
+use super::progress::Progress;
+use super::report::Report;
+use super::stats::{
+    Lateness, Run, classify_runs, first_run_lateness_ms, rate, stale_completions_accepted,
+};
+use super::{Plan, count_finished, insert_jobs, spread_at, succeeded_indexes};
+use crate::store_arg::{self, StoreArg};
+
+/// How far ahead the first job is due when insertion starts.
+const LEAD: Duration = Duration::from_secs(1);
+/// The nodes' lease: short, so a disrupted node's jobs come back quickly.
+const LEASE: Duration = Duration::from_secs(1);
+/// How long a paused node stays stopped: past its lease (1 s), and, should it be the leader,
+/// past its leadership (the workers' 1.5 s, renewed every 0.5 s) with room for another node to
+/// take over, rescue its jobs and run them again, so that its writes after it resumes are stale.
+const PAUSE: Duration = Duration::from_millis(3_000);
+/// How long after the last job is due (and the last disruption) the run waits for every job.
+const GRACE: Duration = Duration::from_secs(60);
+/// How often the parent counts finished jobs.
+const COUNT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A node paused and resumed: its runs that started before `resumed_us` (database clock) may
+/// be rerun by other nodes.
+struct Pause {
+    pid: u32,
+    resumed_us: i64,
+}
+
+pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
+    let StoreArg::Postgres(url) = &plan.store else {
+        bail!("the cluster workload's nodes share one PostgreSQL: use --store postgres://...");
+    };
+    let schema = plan
+        .schema
+        .clone()
+        .context("a PostgreSQL benchmark runs in its own schema")?;
+    let jobs = plan.jobs;
+    let scratch = tempfile::Builder::new()
+        .prefix("punctual-cluster-")
+        .tempdir()
+        .context("creating a directory for the run logs")?;
+    // The parent's own handle: it inserts the jobs and reads the outcome, on the database clock.
+    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+    let store = opened.store.clone();
+    let clock = opened.clock.clone();
+    let mut report = plan.report();
+
+    // Quick retries: a rescued job is due again soon after its lease ends. Attempts enough that
+    // no job can die of disruptions alone.
+    let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 0)
+        .context("the cluster workload's retry policy")?;
+    let options = JobOptions::default()
+        .retry(retry)
+        .attempt_max(limits::ATTEMPT_MAX_LIMIT);
+    let started = Instant::now();
+    let first_due = clock.now().add(LEAD);
+    let took = insert_jobs(
+        &*store,
+        &*clock,
+        0..jobs,
+        |index, _| spread_at(first_due, plan.spread, index, jobs),
+        &options,
+        &progress.bar("insert", jobs as u64),
+    )
+    .await?;
+    report.enqueue_per_s = rate(jobs as u64, took);
+
+    let spawner = Spawner {
+        exe: std::env::current_exe().context("finding this executable to start nodes")?,
+        store: WorkerStore::Postgres {
+            url: url.clone(),
+            schema,
+        },
+        scratch: scratch.path().to_path_buf(),
+        concurrency: plan.concurrency,
+        lease: LEASE,
+    };
+    let mut nodes: Vec<Worker> = (0..plan.nodes)
+        .map(|number| spawner.spawn(&format!("node-{number}-0")))
+        .collect::<anyhow::Result<_>>()?;
+    let mut logs: Vec<_> = nodes.iter().map(|node| node.log.clone()).collect();
+    let mut killed = HashSet::new();
+    let mut pauses: Vec<Pause> = Vec::new();
+    let mut rss_mb: Option<f64> = None;
+
+    // Disruption `i` happens at a random moment within the `i`-th of K equal slices of the
+    // time the jobs fall due, or at once if a pause made it late.
+    let window = LEAD + plan.spread;
+    let disrupting = progress.bar("disrupt", plan.kills as u64);
+    for number in 0..plan.kills {
+        let slice = window.as_secs_f64() / plan.kills as f64;
+        let at = slice * (number as f64 + rand::rng().random_range(0.0..1.0));
+        let at = started + Duration::from_secs_f64(at);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        for node in &mut nodes {
+            node.check_alive()?;
+            rss_mb = max_rss(rss_mb, node.peak_rss_mb());
+        }
+        let target = rand::rng().random_range(0..nodes.len());
+        if number % 2 == 0 {
+            nodes[target].kill()?;
+            killed.insert(nodes[target].pid);
+            let replacement = spawner.spawn(&format!("node-{target}-{}", number + 1))?;
+            logs.push(replacement.log.clone());
+            nodes[target] = replacement;
+        } else {
+            let node = &nodes[target];
+            node.pause()?;
+            tokio::time::sleep(PAUSE).await;
+            node.resume()?;
+            pauses.push(Pause {
+                pid: node.pid,
+                resumed_us: clock.now().as_micros(),
+            });
+        }
+        disrupting.inc(1);
+    }
+    disrupting.finish_and_clear();
+
+    let finishing = progress.bar("finish", jobs as u64);
+    let deadline = Instant::now().max(started + window) + GRACE;
+    let mut finished = 0;
+    while finished < jobs as u64 && Instant::now() < deadline {
+        for node in &mut nodes {
+            node.check_alive()?;
+        }
+        tokio::time::sleep(COUNT_INTERVAL).await;
+        finished = count_finished(&*store).await?;
+        finishing.set_position(finished);
+    }
+    finishing.finish_and_clear();
+    for node in &mut nodes {
+        rss_mb = max_rss(rss_mb, node.peak_rss_mb());
+        // Every job is final (or the run has failed): the nodes have nothing left to do.
+        node.kill()?;
+    }
+
+    let logged = Logs::read(&logs)?;
+    let lost_holder = |run: &Run| {
+        killed.contains(&run.pid)
+            || pauses
+                .iter()
+                .any(|pause| pause.pid == run.pid && run.started_us <= pause.resumed_us)
+    };
+    let counts = classify_runs(&logged.runs, lost_holder);
+    let succeeded = succeeded_indexes(&*store, jobs).await?;
+    let ran = logged.ran();
+    report.lost = (0..jobs)
+        .filter(|index| !(succeeded.contains(index) && ran.contains(index)))
+        .count() as u64;
+    report.duplicates = counts.duplicates;
+    report.duplicates_explained = counts.explained;
+    report.lateness_ms = Lateness::of(first_run_lateness_ms(&logged.runs));
+    report.stale_completions_refused = Some(logged.lease_lost);
+    report.stale_completions_accepted =
+        Some(stale_completions_accepted(&logged.runs, &logged.done));
+    report.kills = Some(killed.len() as u64);
+    report.pauses = Some(pauses.len() as u64);
+    report.rss_mb_max = rss_mb;
+    if finished < jobs as u64 {
+        report.problems.push(format!(
+            "only {finished} of {jobs} jobs had finished {} s after the last was due",
+            GRACE.as_secs()
+        ));
+    }
+    if let Some(stray) = logged.runs.iter().find(|run| run.index >= jobs) {
+        report.problems.push(format!(
+            "a node ran job {}, which this run never scheduled",
+            stray.index
+        ));
+    }
+    drop(store);
+    opened.close().await;
+
+    if report.broken() || !report.problems.is_empty() {
+        let kept = scratch.keep();
+        eprintln!("the nodes' run logs are kept in {}", kept.display());
+    }
+    Ok(report)
+}
