@@ -3,8 +3,9 @@
 //! Owns the one `INSERT` statement: the whole batch is sent as one array per column and
 //! expanded by `unnest`, so 10,000 jobs are one statement, one round trip and one commit (and
 //! one notification, see `migrations`). Also used by `claim` to store a recurring job's next
-//! occurrence inside the claim's transaction. Must not change existing rows: a duplicate id
-//! fails the whole batch.
+//! occurrence inside the claim's transaction, and by `in_transaction` to insert inside the
+//! caller's own transaction. Must not change existing rows: a duplicate id fails the whole
+//! batch.
 
 use std::collections::HashSet;
 
@@ -14,6 +15,7 @@ use punctual_core::{JobId, NewJob, StoreError, Timestamp, ValidationError, limit
 use crate::PgStore;
 use crate::error::{is_duplicate_id, pg};
 use crate::rows::{ScheduleColumns, job_id, retry_columns, uuid};
+use tokio_postgres::types::ToSql;
 
 /// A new job's columns; state, attempt and lease token start at 0, lease and times empty.
 const INSERT: &str = "
@@ -28,7 +30,7 @@ const INSERT: &str = "
 
 /// How often an insert that hit a duplicate id is retried when the duplicate cannot be found
 /// afterwards (it was purged in between). More than twice in a row is not a race but a bug.
-const DUPLICATE_LOOKUPS_MAX: usize = 3;
+pub(crate) const DUPLICATE_LOOKUPS_MAX: usize = 3;
 
 /// Stores `jobs` as they are at `now`, all or none (the statement is atomic).
 pub(crate) async fn insert(
@@ -36,14 +38,7 @@ pub(crate) async fn insert(
     jobs: Vec<NewJob>,
     now: Timestamp,
 ) -> Result<Vec<JobId>, StoreError> {
-    if jobs.len() > limits::INSERT_BATCH_MAX {
-        return Err(ValidationError::TooLong {
-            field: "batch",
-            bytes: jobs.len(),
-            limit: limits::INSERT_BATCH_MAX,
-        }
-        .into());
-    }
+    check_batch(&jobs)?;
     let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
     if jobs.is_empty() {
         return Ok(ids);
@@ -65,68 +60,124 @@ pub(crate) async fn insert(
     ))
 }
 
+/// `Invalid` for a batch over `limits::INSERT_BATCH_MAX`.
+pub(crate) fn check_batch(jobs: &[NewJob]) -> Result<(), StoreError> {
+    if jobs.len() > limits::INSERT_BATCH_MAX {
+        return Err(ValidationError::TooLong {
+            field: "batch",
+            bytes: jobs.len(),
+            limit: limits::INSERT_BATCH_MAX,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Sends the batch as one `INSERT ... SELECT FROM unnest(...)`.
 pub(crate) async fn insert_rows(
     client: &impl GenericClient,
     jobs: &[NewJob],
     now: Timestamp,
 ) -> Result<(), tokio_postgres::Error> {
-    let count = jobs.len();
-    let mut ids = Vec::with_capacity(count);
-    let mut queues = Vec::with_capacity(count);
-    let mut kinds = Vec::with_capacity(count);
-    let mut priorities = Vec::with_capacity(count);
-    let mut run_ats = Vec::with_capacity(count);
-    let mut attempt_maxes = Vec::with_capacity(count);
-    let mut crons = Vec::with_capacity(count);
-    let mut zones = Vec::with_capacity(count);
-    let mut intervals = Vec::with_capacity(count);
-    let mut bases = Vec::with_capacity(count);
-    let mut maxes = Vec::with_capacity(count);
-    let mut jitters = Vec::with_capacity(count);
-    let mut payloads = Vec::with_capacity(count);
-    for job in jobs {
-        ids.push(uuid(job.id));
-        queues.push(job.queue.as_str());
-        kinds.push(job.kind.as_str());
-        priorities.push(i16::from(job.priority.get()));
-        run_ats.push(job.run_at.as_micros());
-        // A validated attempt_max is at most limits::ATTEMPT_MAX_LIMIT (1,000).
-        attempt_maxes.push(i32::try_from(job.attempt_max).unwrap_or(i32::MAX));
-        let schedule = ScheduleColumns::of(job.schedule.as_ref());
-        crons.push(schedule.cron);
-        zones.push(schedule.time_zone);
-        intervals.push(schedule.interval_us);
-        let (base, max, jitter) = retry_columns(&job.retry);
-        bases.push(base);
-        maxes.push(max);
-        jitters.push(jitter);
-        payloads.push(job.payload.as_str());
-    }
-    let created_at = now.as_micros();
+    let columns = Columns::of(jobs, now);
     let statement = client.prepare_cached(INSERT).await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &ids,
-                &queues,
-                &kinds,
-                &priorities,
-                &run_ats,
-                &attempt_maxes,
-                &crons,
-                &zones,
-                &intervals,
-                &bases,
-                &maxes,
-                &jitters,
-                &payloads,
-                &created_at,
-            ],
-        )
-        .await?;
+    client.execute(&statement, &columns.params()).await?;
     Ok(())
+}
+
+/// `INSERT` as `in_transaction` runs it on a transaction of the caller's, with the table named
+/// by `table` (schema-qualified), where no statement cache is at hand.
+pub(crate) async fn insert_rows_in(
+    transaction: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    jobs: &[NewJob],
+    now: Timestamp,
+) -> Result<(), tokio_postgres::Error> {
+    let columns = Columns::of(jobs, now);
+    let sql = INSERT.replace("punctual_jobs", table);
+    transaction.execute(sql.as_str(), &columns.params()).await?;
+    Ok(())
+}
+
+/// A batch as one array per column, the parameters of `INSERT`.
+struct Columns<'a> {
+    ids: Vec<uuid::Uuid>,
+    queues: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    priorities: Vec<i16>,
+    run_ats: Vec<i64>,
+    attempt_maxes: Vec<i32>,
+    crons: Vec<Option<&'a str>>,
+    zones: Vec<Option<&'a str>>,
+    intervals: Vec<Option<i64>>,
+    bases: Vec<i64>,
+    maxes: Vec<i64>,
+    jitters: Vec<i16>,
+    payloads: Vec<&'a str>,
+    created_at: i64,
+}
+
+impl<'a> Columns<'a> {
+    fn of(jobs: &'a [NewJob], now: Timestamp) -> Columns<'a> {
+        let count = jobs.len();
+        let mut columns = Columns {
+            ids: Vec::with_capacity(count),
+            queues: Vec::with_capacity(count),
+            kinds: Vec::with_capacity(count),
+            priorities: Vec::with_capacity(count),
+            run_ats: Vec::with_capacity(count),
+            attempt_maxes: Vec::with_capacity(count),
+            crons: Vec::with_capacity(count),
+            zones: Vec::with_capacity(count),
+            intervals: Vec::with_capacity(count),
+            bases: Vec::with_capacity(count),
+            maxes: Vec::with_capacity(count),
+            jitters: Vec::with_capacity(count),
+            payloads: Vec::with_capacity(count),
+            created_at: now.as_micros(),
+        };
+        for job in jobs {
+            columns.ids.push(uuid(job.id));
+            columns.queues.push(job.queue.as_str());
+            columns.kinds.push(job.kind.as_str());
+            columns.priorities.push(i16::from(job.priority.get()));
+            columns.run_ats.push(job.run_at.as_micros());
+            // A validated attempt_max is at most limits::ATTEMPT_MAX_LIMIT (1,000).
+            columns
+                .attempt_maxes
+                .push(i32::try_from(job.attempt_max).unwrap_or(i32::MAX));
+            let schedule = ScheduleColumns::of(job.schedule.as_ref());
+            columns.crons.push(schedule.cron);
+            columns.zones.push(schedule.time_zone);
+            columns.intervals.push(schedule.interval_us);
+            let (base, max, jitter) = retry_columns(&job.retry);
+            columns.bases.push(base);
+            columns.maxes.push(max);
+            columns.jitters.push(jitter);
+            columns.payloads.push(job.payload.as_str());
+        }
+        columns
+    }
+
+    /// `$1` to `$14` of `INSERT`.
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.ids,
+            &self.queues,
+            &self.kinds,
+            &self.priorities,
+            &self.run_ats,
+            &self.attempt_maxes,
+            &self.crons,
+            &self.zones,
+            &self.intervals,
+            &self.bases,
+            &self.maxes,
+            &self.jitters,
+            &self.payloads,
+            &self.created_at,
+        ]
+    }
 }
 
 /// The first id of the batch, in batch order, that is already stored or repeats an earlier one
@@ -136,23 +187,26 @@ async fn first_duplicate(
     ids: &[JobId],
 ) -> Result<Option<JobId>, StoreError> {
     let uuids: Vec<uuid::Uuid> = ids.iter().copied().map(uuid).collect();
-    let rows = client
-        .query(
-            "SELECT id FROM punctual_jobs WHERE id = ANY($1::uuid[])",
-            &[&uuids],
-        )
-        .await
-        .map_err(pg)?;
-    let stored: HashSet<JobId> = rows
-        .iter()
+    let rows = client.query(STORED_IDS, &[&uuids]).await.map_err(pg)?;
+    Ok(first_of(ids, &stored_ids(&rows)?))
+}
+
+/// Which of the ids `$1` are stored.
+pub(crate) const STORED_IDS: &str = "SELECT id FROM punctual_jobs WHERE id = ANY($1::uuid[])";
+
+pub(crate) fn stored_ids(rows: &[tokio_postgres::Row]) -> Result<HashSet<JobId>, StoreError> {
+    rows.iter()
         .map(|row| row.try_get(0).map(job_id))
         .collect::<Result<_, _>>()
-        .map_err(pg)?;
+        .map_err(pg)
+}
+
+/// The first of `ids` that is in `stored` or repeats an earlier one.
+pub(crate) fn first_of(ids: &[JobId], stored: &HashSet<JobId>) -> Option<JobId> {
     let mut seen = HashSet::with_capacity(ids.len());
-    Ok(ids
-        .iter()
+    ids.iter()
         .copied()
-        .find(|id| stored.contains(id) || !seen.insert(*id)))
+        .find(|id| stored.contains(id) || !seen.insert(*id))
 }
 
 #[cfg(test)]

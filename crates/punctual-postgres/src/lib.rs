@@ -15,7 +15,54 @@
 //! `StoreError`.
 //!
 //! Every write is one statement or one transaction, committed (so durable under PostgreSQL's
-//! `synchronous_commit`) before the method returns.
+//! `synchronous_commit`) before the method returns; except `insert_in` and `complete_in`, which
+//! write inside the caller's transaction and are committed with it.
+//!
+//! # What runs how often: at least once, fenced; once for effects in the job's transaction
+//!
+//! A job's handler runs **at least once**. A node can die, pause or lose the database after its
+//! handler did its work and before the completion was stored; the job's lease then expires, the
+//! leader's rescuer makes it pending again, and it runs again (on any node) under a new, larger
+//! lease token. Every write about an attempt carries its lease token, and a stale one is refused
+//! with `LeaseLost` and changes nothing, so a late holder cannot overwrite a newer attempt's
+//! outcome: execution is at least once, and the record of it is fenced. (A holder whose lease
+//! expired but was not yet rescued may still complete: nobody else has run the job.)
+//!
+//! Effects in this same database happen **exactly once** when they share the job's transaction:
+//! open a transaction of your own (`PgStore::client`, or any connection to the database), do
+//! your writes, and complete the job in it with `PgStore::complete_in(&transaction, job.id,
+//! job.lease_token, now)`. It is fenced like `complete`: if the lease was lost (the job was
+//! rescued and may be running elsewhere) it returns `LeaseLost`; roll back, and your writes
+//! never happened. If it succeeds, your writes and the job's success commit together or not at
+//! all, and the job cannot be rescued while your transaction is open (its row is locked until
+//! the transaction ends; keep it short, since the job's heartbeat waits too). Then return `Ok`
+//! from the handler: the engine's own `complete` with the same token is a no-op, because
+//! `complete` is idempotent for the holder that completed. If your transaction rolls back for
+//! another reason, return an error from the handler instead, so the job is retried rather than
+//! recorded as done without your writes. Likewise `PgStore::insert_in` schedules jobs inside
+//! your transaction: they exist if and only if it commits, and nodes are woken at the commit.
+//!
+//! ```no_run
+//! # use punctual_core::{JobId, LeaseToken, Timestamp};
+//! # async fn handler(store: punctual_postgres::PgStore, id: JobId, token: LeaseToken, now: Timestamp)
+//! #     -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let mut client = store.client().await?;
+//! let transaction = client.transaction().await?;
+//! transaction
+//!     .execute("UPDATE accounts SET balance = balance - 10 WHERE id = 1", &[])
+//!     .await?;
+//! // On `LeaseLost`, `?` drops the transaction, which rolls it back: the update never happened.
+//! store.complete_in(&transaction, id, token, now).await?;
+//! transaction.commit().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Effects anywhere else (an email, an HTTP call, another database) cannot share the
+//! transaction, and may happen more than once. For those, `(job id, attempt, lease token)` is the
+//! idempotency key of one attempt (`JobContext` carries all three): hand it to the other system
+//! so it recognises a repeat. The job id alone names the job across its attempts (deduplicate on
+//! it when the effect must happen once per job); the lease token orders the attempts (a larger
+//! token is a later attempt, so a late write from an earlier one can be ignored).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +80,7 @@ mod claim;
 mod clock;
 mod completer;
 mod error;
+mod in_transaction;
 mod insert;
 mod leader;
 mod migrations;
@@ -40,6 +88,11 @@ mod reads;
 mod rows;
 mod transitions;
 mod wakeups;
+
+/// The driver and pool this crate uses, for `insert_in`, `complete_in` and `client`: use these
+/// re-exports so your transaction's types are the very ones the store expects.
+pub use deadpool_postgres;
+pub use tokio_postgres;
 
 pub use clock::DatabaseClock;
 pub use migrations::SCHEMA_VERSION;
@@ -124,6 +177,9 @@ pub struct PgStore {
 struct Settings {
     config: tokio_postgres::Config,
     schema: Option<String>,
+    /// The jobs table, qualified with `schema` when one is named, for statements run on the
+    /// caller's connections (whose `search_path` may differ).
+    jobs_table: String,
     /// Shared by all clones; its flusher tasks end when the last clone is dropped.
     completer: Completer,
 }
@@ -191,6 +247,11 @@ impl PgStore {
             settings: Arc::new(Settings {
                 config,
                 schema: options.schema.clone(),
+                jobs_table: match &options.schema {
+                    // A plain identifier, checked above; quoted anyway.
+                    Some(schema) => format!("\"{schema}\".punctual_jobs"),
+                    None => "punctual_jobs".to_owned(),
+                },
                 completer: Completer::start(pool.clone()),
             }),
         };
@@ -223,9 +284,44 @@ impl PgStore {
         Wakeups::start(self.settings.config.clone()).await
     }
 
-    /// A pooled connection.
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+    /// A connection from the store's pool (its `search_path` set to the store's schema), for your
+    /// own statements and transactions, such as those `insert_in` and `complete_in` join. It
+    /// goes back to the pool when dropped. The pool is sized for the store (`PgOptions::
+    /// pool_size`): hold it briefly, or connect your own client with the re-exported
+    /// `tokio_postgres` for long work. `Unavailable` when no connection frees up within
+    /// `PgOptions::wait_timeout`.
+    pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool)
+    }
+
+    /// Stores `jobs` (validated `NewJob`s, as `Store::insert` takes them) inside the caller's
+    /// `transaction`: they exist if and only if it commits, and listening nodes are woken at
+    /// the commit. All or none: a duplicate id is `Duplicate`, and then nothing of the batch is
+    /// stored and the caller's transaction is still usable. A transaction from `client()` (a
+    /// `deadpool_postgres::Transaction`) is passed as `&transaction`, by deref.
+    pub async fn insert_in(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        jobs: Vec<NewJob>,
+        now: Timestamp,
+    ) -> Result<Vec<JobId>, StoreError> {
+        in_transaction::insert_in(transaction, &self.settings.jobs_table, jobs, now).await
+    }
+
+    /// Completes the attempt held under `token` inside the caller's `transaction`, so that the
+    /// handler's own writes in it and the job's success commit together. Fenced and idempotent
+    /// like `Store::complete`: `LeaseLost` means the job's lease was lost (it may run, or have
+    /// run, elsewhere), and the caller must roll back. Until the transaction ends, the job's row
+    /// stays locked: the rescuer skips it, and its heartbeat waits. See the crate's
+    /// documentation for the whole contract.
+    pub async fn complete_in(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        in_transaction::complete_in(transaction, &self.settings.jobs_table, id, token, now).await
     }
 
     /// Reads the database's clock once (one round trip). Nodes use a `DatabaseClock` instead;

@@ -67,7 +67,7 @@ async fn fenced(
 
 /// A lease token as the `bigint` column holds it. Tokens count claims of one job and stay far
 /// below `i64::MAX`; one that does not fit matches no row, which is the right answer.
-fn token_column(token: LeaseToken) -> i64 {
+pub(crate) fn token_column(token: LeaseToken) -> i64 {
     i64::try_from(token.0).unwrap_or(-1)
 }
 
