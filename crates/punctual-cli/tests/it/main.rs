@@ -1,7 +1,8 @@
 //! End-to-end tests of the `punctual` binary: each test runs the real executable on its own
-//! temporary SQLite file and reads what it prints.
+//! temporary SQLite file, or its own PostgreSQL schema (`cluster`), and reads what it prints.
 
 mod bench;
+mod cluster;
 mod demo;
 mod jobs;
 
