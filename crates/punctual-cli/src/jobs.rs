@@ -1,5 +1,6 @@
 //! `punctual schedule` and `punctual jobs`: put a job into a store, and list, show, count or
-//! cancel the jobs in it.
+//! cancel the jobs in it: a SQLite file (`--db`), or a PostgreSQL database shared by a cluster
+//! (`--store postgres://... [--schema NAME]`), whose clock then gives every `now`.
 //!
 //! Every input is validated into a `NewJob` by punctual-core before the store is opened, so a
 //! refused input stores nothing. These commands run no handlers (that is `punctual serve`'s
@@ -8,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +19,8 @@ use punctual_core::{
 };
 use serde::Serialize;
 
+use crate::store_arg::{self, OpenedStore, PostgresSettings, StoreArg};
+
 /// The page size of `jobs list` when `--limit` is not given.
 const LIST_LIMIT_DEFAULT: usize = 50;
 /// The longest duration `--in` and `--every` accept as text, a guard before parsing.
@@ -28,8 +30,16 @@ const DURATION_TEXT_MAX: usize = 32;
 #[command(group(ArgGroup::new("when").required(true).args(["at", "delay", "cron", "every"])))]
 pub struct ScheduleArgs {
     /// The SQLite file to store the job in (created if missing) [default: punctual.db].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "store")]
     db: Option<PathBuf>,
+    /// Store the job here instead: sqlite:PATH, or postgres://user@host:port/database for a
+    /// cluster (its schema is migrated if needed).
+    #[arg(long, value_name = "STORE")]
+    store: Option<StoreArg>,
+    /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
+    /// connection's search_path, usually public].
+    #[arg(long, value_name = "NAME", requires = "store")]
+    schema: Option<String>,
     /// The job's kind: the name of the handler that will run it.
     #[arg(long, value_name = "KIND")]
     kind: String,
@@ -73,8 +83,16 @@ pub struct ScheduleArgs {
 #[derive(clap::Args)]
 pub struct JobsArgs {
     /// The SQLite file to read [default: punctual.db].
-    #[arg(long, value_name = "PATH", global = true)]
+    #[arg(long, value_name = "PATH", global = true, conflicts_with = "store")]
     db: Option<PathBuf>,
+    /// Read this store instead: sqlite:PATH, or postgres://user@host:port/database for a
+    /// cluster (its schema must exist: `punctual migrate` or a node creates it).
+    #[arg(long, value_name = "STORE", global = true)]
+    store: Option<StoreArg>,
+    /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
+    /// connection's search_path, usually public].
+    #[arg(long, value_name = "NAME", global = true, requires = "store")]
+    schema: Option<String>,
     /// Print JSON lines instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -120,13 +138,15 @@ struct ListArgs {
 }
 
 pub fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
-    let clock = SystemClock;
-    let now = clock.now();
     // Everything is checked before the store is opened: a refused input leaves no trace.
-    let job = new_job(&args, now)?;
-    let path = db_path(args.db);
+    new_job(&args, SystemClock.now())?;
+    let target = Target::from_args(args.db.clone(), args.store.clone(), args.schema.clone())?;
     block_on(async {
-        let store = open_store(&path, OpenMode::CreateIfMissing)?;
+        let opened = target.open(OpenMode::CreateIfMissing).await?;
+        let (store, clock) = (opened.store.clone(), opened.clock.clone());
+        // Made again on the store's clock (the database's, for PostgreSQL), so `--in` counts
+        // from the time every node of a cluster goes by.
+        let job = new_job(&args, clock.now())?;
         let ids = store
             .insert(vec![job], clock.now())
             .await
@@ -153,65 +173,88 @@ pub fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
             if let Some(schedule) = &job.schedule {
                 println!("  recurring: {}", describe_schedule(schedule));
             }
-            println!("  database {}", path.display());
+            println!("  {}", target.describe());
         }
+        drop(store);
+        opened.close().await;
         Ok(())
     })
 }
 
+/// A `jobs` command with its input checked.
+enum Request {
+    List(JobFilter, Option<Cursor>, usize),
+    Show(JobId),
+    Counts,
+    Cancel(JobId),
+}
+
 pub fn run(args: JobsArgs) -> anyhow::Result<()> {
-    let path = db_path(args.db);
+    let target = Target::from_args(args.db, args.store, args.schema)?;
     let json = args.json;
-    match args.command {
+    // Checked before the store is opened, like every input.
+    let request = match &args.command {
         JobsCommand::List(list_args) => {
-            // Checked before the store is opened, like every input.
-            let (filter, after, limit) = list_request(&list_args)?;
-            block_on(async {
-                let store = open_store(&path, OpenMode::MustExist)?;
-                list(store.as_ref(), filter, after, limit, json).await
-            })
+            let (filter, after, limit) = list_request(list_args)?;
+            Request::List(filter, after, limit)
         }
-        JobsCommand::Show { id } => {
-            let id = parse_id(&id)?;
-            block_on(async {
-                let store = open_store(&path, OpenMode::MustExist)?;
-                let job = store
-                    .get(id)
-                    .await
-                    .with_context(|| format!("reading job {id}"))?
-                    .with_context(|| format!("no job {id} in {}", path.display()))?;
-                if json {
-                    print_json(&JobDto::from(&job))
-                } else {
-                    print!("{}", show(&job));
-                    Ok(())
-                }
-            })
-        }
-        JobsCommand::Counts => block_on(async {
-            let store = open_store(&path, OpenMode::MustExist)?;
-            let counts = store.counts().await.context("counting jobs")?;
-            print_counts(&counts, json)
-        }),
-        JobsCommand::Cancel { id } => {
-            let id = parse_id(&id)?;
-            block_on(async {
-                let store = open_store(&path, OpenMode::MustExist)?;
-                let job = store
-                    .cancel(id, SystemClock.now())
-                    .await
-                    .with_context(|| format!("cancelling job {id}"))?;
-                if json {
-                    print_json(&JobDto::from(&job))
-                } else {
-                    println!(
-                        "cancelled job {id} (kind {}, queue {})",
-                        job.kind, job.queue
-                    );
-                    Ok(())
-                }
-            })
-        }
+        JobsCommand::Show { id } => Request::Show(parse_id(id)?),
+        JobsCommand::Counts => Request::Counts,
+        JobsCommand::Cancel { id } => Request::Cancel(parse_id(id)?),
+    };
+    block_on(async {
+        let opened = target.open(OpenMode::MustExist).await?;
+        let (store, now) = (opened.store.clone(), opened.clock.now());
+        let result = match request {
+            Request::List(filter, after, limit) => {
+                list(store.as_ref(), now, filter, after, limit, json).await
+            }
+            Request::Show(id) => show_one(store.as_ref(), now, id, &target, json).await,
+            Request::Counts => match store.counts().await.context("counting jobs") {
+                Ok(counts) => print_counts(&counts, json),
+                Err(error) => Err(error),
+            },
+            Request::Cancel(id) => cancel(store.as_ref(), now, id, json).await,
+        };
+        drop(store);
+        opened.close().await;
+        result
+    })
+}
+
+async fn show_one(
+    store: &dyn Store,
+    now: Timestamp,
+    id: JobId,
+    target: &Target,
+    json: bool,
+) -> anyhow::Result<()> {
+    let job = store
+        .get(id)
+        .await
+        .with_context(|| format!("reading job {id}"))?
+        .with_context(|| format!("no job {id} in {}", target.describe()))?;
+    if json {
+        print_json(&JobDto::from(&job))
+    } else {
+        print!("{}", show(&job, now));
+        Ok(())
+    }
+}
+
+async fn cancel(store: &dyn Store, now: Timestamp, id: JobId, json: bool) -> anyhow::Result<()> {
+    let job = store
+        .cancel(id, now)
+        .await
+        .with_context(|| format!("cancelling job {id}"))?;
+    if json {
+        print_json(&JobDto::from(&job))
+    } else {
+        println!(
+            "cancelled job {id} (kind {}, queue {})",
+            job.kind, job.queue
+        );
+        Ok(())
     }
 }
 
@@ -355,6 +398,7 @@ fn list_request(args: &ListArgs) -> anyhow::Result<(JobFilter, Option<Cursor>, u
 
 async fn list(
     store: &dyn Store,
+    now: Timestamp,
     filter: JobFilter,
     after: Option<Cursor>,
     limit: usize,
@@ -371,7 +415,6 @@ async fn list(
     } else if page.jobs.is_empty() {
         println!("no jobs");
     } else {
-        let now = SystemClock.now();
         let rows: Vec<Vec<String>> = page
             .jobs
             .iter()
@@ -436,8 +479,8 @@ fn print_counts(counts: &[StateCount], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every field of one job, one per line.
-fn show(job: &Job) -> String {
+/// Every field of one job, one per line; `now` for the relative times.
+fn show(job: &Job, now: Timestamp) -> String {
     let optional = |time: Option<Timestamp>| time.map_or_else(|| "-".to_owned(), |t| t.to_string());
     let retry = &job.retry;
     let lease = job.lease.as_ref().map_or_else(
@@ -458,11 +501,7 @@ fn show(job: &Job) -> String {
         ("payload", job.payload.as_str().to_owned()),
         (
             "run_at",
-            format!(
-                "{} ({})",
-                job.run_at,
-                relative(job.run_at, SystemClock.now())
-            ),
+            format!("{} ({})", job.run_at, relative(job.run_at, now)),
         ),
         (
             "schedule",
@@ -587,28 +626,82 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn db_path(db: Option<PathBuf>) -> PathBuf {
-    db.unwrap_or_else(crate::default_db)
+/// Where a job command finds its jobs.
+enum Target {
+    Sqlite(PathBuf),
+    Postgres {
+        store: StoreArg,
+        schema: Option<String>,
+    },
+}
+
+impl Target {
+    fn from_args(
+        db: Option<PathBuf>,
+        store: Option<StoreArg>,
+        schema: Option<String>,
+    ) -> anyhow::Result<Target> {
+        match store {
+            None => Ok(Target::Sqlite(db.unwrap_or_else(crate::default_db))),
+            Some(StoreArg::Sqlite(Some(path))) => Ok(Target::Sqlite(path)),
+            Some(store @ StoreArg::Postgres(_)) => Ok(Target::Postgres { store, schema }),
+            Some(StoreArg::Memory | StoreArg::Sqlite(None)) => anyhow::bail!(
+                "--store must name a store that outlives this command: sqlite:PATH or \
+                 postgres://..."
+            ),
+        }
+    }
+
+    /// For messages: `database PATH` or `PostgreSQL URL, schema NAME`.
+    fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(path) => format!("database {}", path.display()),
+            Target::Postgres { store, schema } => {
+                let url = match store {
+                    StoreArg::Postgres(url) => url.redacted(),
+                    _ => String::new(),
+                };
+                let schema = schema.as_deref().unwrap_or("(default search_path)");
+                format!("PostgreSQL {url}, schema {schema}")
+            }
+        }
+    }
+
+    async fn open(&self, mode: OpenMode) -> anyhow::Result<OpenedStore> {
+        match self {
+            Target::Sqlite(path) => {
+                if mode == OpenMode::MustExist && !path.exists() {
+                    anyhow::bail!(
+                        "no database at {} (schedule a job first, or pass --db PATH)",
+                        path.display()
+                    );
+                }
+                store_arg::open(
+                    &StoreArg::Sqlite(Some(path.clone())),
+                    &PostgresSettings::default(),
+                )
+                .await
+            }
+            Target::Postgres { store, schema } => {
+                let settings = PostgresSettings {
+                    schema: schema.clone(),
+                    pool_size: 2,
+                    apply_migrations: mode == OpenMode::CreateIfMissing,
+                    ..PostgresSettings::default()
+                };
+                store_arg::open(store, &settings).await
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OpenMode {
-    /// `schedule` makes a new database.
+    /// `schedule` makes a new database (or migrates a PostgreSQL schema).
     CreateIfMissing,
-    /// Reading commands refuse a missing file rather than create an empty one at a mistyped path.
+    /// Reading commands refuse a missing file (or schema) rather than create an empty one at a
+    /// mistyped name.
     MustExist,
-}
-
-fn open_store(path: &Path, mode: OpenMode) -> anyhow::Result<Arc<dyn Store>> {
-    if mode == OpenMode::MustExist && !path.exists() {
-        anyhow::bail!(
-            "no database at {} (schedule a job first, or pass --db PATH)",
-            path.display()
-        );
-    }
-    let store = punctual_sqlite::SqliteStore::open(path)
-        .with_context(|| format!("opening SQLite store {}", path.display()))?;
-    Ok(Arc::new(store))
 }
 
 /// Runs one command's store calls on a small runtime of its own.

@@ -33,9 +33,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Apply pending schema migrations to a PostgreSQL database (cluster mode).
     Migrate(migrate::MigrateArgs),
-    /// Schedule a job into a store.
+    /// Schedule a job into a store: a SQLite file (--db) or PostgreSQL (--store postgres://...).
     Schedule(jobs::ScheduleArgs),
-    /// List, show, count or cancel jobs in a store.
+    /// List, show, count or cancel jobs in a SQLite file (--db) or PostgreSQL (--store).
     Jobs(jobs::JobsArgs),
     /// A worker process for the crash and cluster benchmarks (internal).
     #[command(hide = true)]

@@ -107,6 +107,9 @@ pub struct PostgresSettings {
     /// The node's own clock, which the database clock corrects. The system clock, except in
     /// the test of a node whose clock is wrong.
     pub local_clock: Arc<dyn Clock>,
+    /// Apply pending migrations (true), or refuse a schema that is missing or not current
+    /// (false: a command that only reads, so that a mistyped schema is not created).
+    pub apply_migrations: bool,
 }
 
 impl Default for PostgresSettings {
@@ -115,6 +118,7 @@ impl Default for PostgresSettings {
             schema: None,
             pool_size: PgOptions::default().pool_size,
             local_clock: Arc::new(SystemClock),
+            apply_migrations: true,
         }
     }
 }
@@ -155,7 +159,7 @@ impl Drop for OpenedStore {
 }
 
 /// Opens the store `arg` names. For PostgreSQL this connects, applies pending migrations (safe
-/// when several nodes start at once), and measures the database clock.
+/// when several nodes start at once) unless told not to, and measures the database clock.
 pub async fn open(arg: &StoreArg, settings: &PostgresSettings) -> anyhow::Result<OpenedStore> {
     if settings.schema.is_some() && !matches!(arg, StoreArg::Postgres(_)) {
         anyhow::bail!("--schema applies only to a PostgreSQL store (postgres://...)");
@@ -191,7 +195,7 @@ pub async fn open(arg: &StoreArg, settings: &PostgresSettings) -> anyhow::Result
             })
         }
         StoreArg::Postgres(url) => {
-            let store = connect(url, settings, true).await?;
+            let store = connect(url, settings, settings.apply_migrations).await?;
             let clock = DatabaseClock::measure(store.clone(), settings.local_clock.clone())
                 .await
                 .context("measuring the offset to the database's clock")?;

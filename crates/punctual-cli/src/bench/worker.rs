@@ -133,6 +133,7 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
         local_clock: Arc::new(SkewedClock {
             skew_us: args.clock_skew_ms.saturating_mul(1_000),
         }),
+        apply_migrations: true,
     };
     let opened = store_arg::open(&store_arg, &settings).await?;
     let clock = opened.clock.clone();

@@ -1178,3 +1178,57 @@ async fn migrate_brings_a_schema_to_the_current_version_once() {
         .await
         .expect("drop the migrated schema");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_and_jobs_work_on_a_postgres_schema() {
+    let Some(fixture) = Fixture::start().await else {
+        return;
+    };
+    let url = database_url();
+    let on_schema = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--store", &url, "--schema", &fixture.schema]);
+        crate::punctual(all).ok()
+    };
+    let scheduled = on_schema(&["schedule", "--kind", "ping", "--in", "1h", "--json"]);
+    let job: Value = serde_json::from_str(scheduled.stdout.trim()).expect("a JSON job");
+    let id = job["id"].as_str().expect("an id").to_owned();
+    let listed = crate::json_lines(&on_schema(&["jobs", "list", "--json"]).stdout);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["state"], "scheduled");
+    let cancelled = on_schema(&["jobs", "cancel", &id]);
+    assert!(
+        cancelled.stdout.contains("cancelled"),
+        "{}",
+        cancelled.stdout
+    );
+    let stored = fixture
+        .store
+        .get(id.parse().expect("a job id"))
+        .await
+        .expect("read")
+        .expect("the job");
+    assert_eq!(stored.state, JobState::Cancelled);
+    // Due an hour from now on the database's clock, as `--in 1h` said.
+    let due_in = stored.run_at.micros_since(fixture.now());
+    assert!(
+        (3_590_000_000..=3_600_000_000).contains(&due_in),
+        "{due_in}"
+    );
+    // A reading command does not create a schema that is not there.
+    let missing = crate::punctual([
+        "jobs",
+        "list",
+        "--store",
+        &url,
+        "--schema",
+        &format!("{}_missing", fixture.schema),
+    ]);
+    assert_ne!(missing.code, Some(0));
+    assert!(
+        missing.stderr.contains("punctual migrate"),
+        "{}",
+        missing.stderr
+    );
+}
