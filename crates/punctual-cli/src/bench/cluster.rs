@@ -6,16 +6,19 @@
 //!
 //! Then the parent reads every node's run log and the store: a job that did not succeed, or
 //! never ran, is lost; a run beyond a job's first is a duplicate, explained when the run before
-//! it was made by a killed node, or by a paused node before its pause ended, under a smaller
-//! lease token; an acknowledged completion of a run whose job later ran under a larger token is
-//! a stale completion accepted (there must be none). Every node is killed and reaped on every
-//! path out of here, errors included.
+//! it (by lease token) was made by a killed node, or by a paused node under a claim that may
+//! have preceded the end of its pause (its `run_at` minus the claim window is not after the
+//! resume), and the later run has a larger token; an acknowledged completion of a run whose job
+//! later ran under a larger token is a stale completion accepted (there must be none). A paused
+//! node may, once resumed, start a handler it claimed before the pause although the job was
+//! rescued and run elsewhere meanwhile; such runs are counted apart (`runs_after_takeover`).
+//! Every node is killed and reaped on every path out of here, errors included.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use punctual::{JobOptions, RetryPolicy};
+use punctual::{Config, JobOptions, RetryPolicy};
 use punctual_core::limits;
 use rand::Rng as _;
 
@@ -23,7 +26,8 @@ use super::fleet::{Logs, Spawner, Worker, WorkerStore, max_rss};
 use super::progress::Progress;
 use super::report::Report;
 use super::stats::{
-    Lateness, Run, classify_runs, first_run_lateness_ms, rate, stale_completions_accepted,
+    Lateness, Run, classify_runs, first_run_lateness_ms, rate, runs_after_takeover,
+    stale_completions_accepted,
 };
 use super::{Plan, count_finished, insert_jobs, spread_at, succeeded_indexes};
 use crate::store_arg::{self, StoreArg};
@@ -41,8 +45,8 @@ const GRACE: Duration = Duration::from_secs(60);
 /// How often the parent counts finished jobs.
 const COUNT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A node paused and resumed: its runs that started before `resumed_us` (database clock) may
-/// be rerun by other nodes.
+/// A node paused and resumed: the jobs it claimed before `resumed_us` (database clock) may be
+/// rerun by other nodes.
 struct Pause {
     pid: u32,
     resumed_us: i64,
@@ -158,11 +162,13 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     }
 
     let logged = Logs::read(&logs)?;
+    // A job is claimed no earlier than its run_at minus the claim window.
+    let claim_ahead_us = i64::try_from(Config::default().claim_ahead.as_micros()).unwrap_or(0);
     let lost_holder = |run: &Run| {
         killed.contains(&run.pid)
-            || pauses
-                .iter()
-                .any(|pause| pause.pid == run.pid && run.started_us <= pause.resumed_us)
+            || pauses.iter().any(|pause| {
+                pause.pid == run.pid && run.run_at_us - claim_ahead_us <= pause.resumed_us
+            })
     };
     let counts = classify_runs(&logged.runs, lost_holder);
     let succeeded = succeeded_indexes(&*store, jobs).await?;
@@ -176,6 +182,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     report.stale_completions_refused = Some(logged.lease_lost);
     report.stale_completions_accepted =
         Some(stale_completions_accepted(&logged.runs, &logged.done));
+    report.runs_after_takeover = Some(runs_after_takeover(&logged.runs));
     report.kills = Some(killed.len() as u64);
     report.pauses = Some(pauses.len() as u64);
     report.rss_mb_max = rss_mb;

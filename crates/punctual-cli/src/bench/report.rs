@@ -40,6 +40,9 @@ pub struct Report {
     /// Completions the store accepted from a holder whose job later ran under a larger lease
     /// token; must be 0 (crash, cluster).
     pub stale_completions_accepted: Option<u64>,
+    /// Handlers started by a resumed holder after its job had been taken over under a larger
+    /// token (cluster): counted among the explained duplicates, their outcome refused.
+    pub runs_after_takeover: Option<u64>,
     /// Bytes of the store's files (database and write-ahead log) per stored job.
     pub store_bytes_per_job: Option<f64>,
     /// PostgreSQL: dead row versions of the jobs table at the end (`n_dead_tup`).
@@ -81,6 +84,7 @@ impl Report {
             kills: None,
             pauses: None,
             stale_completions_accepted: None,
+            runs_after_takeover: None,
             store_bytes_per_job: None,
             dead_tuples: None,
             table_bytes: None,
@@ -200,6 +204,7 @@ impl Report {
                 "stale completions accepted",
                 count(self.stale_completions_accepted),
             ),
+            ("runs after takeover", count(self.runs_after_takeover)),
             ("kills", count(self.kills)),
             ("pauses", count(self.pauses)),
             ("peak RSS", optional(self.rss_mb_max, " MB")),
@@ -322,6 +327,7 @@ mod tests {
             "integrity_ok",
             "pauses",
             "stale_completions_accepted",
+            "runs_after_takeover",
             "dead_tuples",
             "table_bytes",
         ] {

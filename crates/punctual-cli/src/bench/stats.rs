@@ -129,6 +129,30 @@ pub fn first_run_lateness_ms(runs: &[Run]) -> Vec<f64> {
         .collect()
 }
 
+/// Runs that started after the same job had already started under a larger lease token: a
+/// holder that kept running (a paused node resumed) started a handler under a lease that had
+/// expired and been taken over meanwhile. Such a run's outcome is refused, but its handler did
+/// run: an extra execution the engine could avoid by checking its lease before starting.
+pub fn runs_after_takeover(runs: &[Run]) -> u64 {
+    let mut runs_by_job: HashMap<JobId, Vec<&Run>> = HashMap::new();
+    for run in runs {
+        runs_by_job.entry(run.id).or_default().push(run);
+    }
+    runs_by_job
+        .values()
+        .map(|job_runs| {
+            job_runs
+                .iter()
+                .filter(|run| {
+                    job_runs
+                        .iter()
+                        .any(|other| other.token > run.token && other.started_us < run.started_us)
+                })
+                .count() as u64
+        })
+        .sum()
+}
+
 /// Completions the store accepted from a holder whose lease had already moved on: an
 /// acknowledged completion of a run when the same job also ran under a larger token. The store
 /// must refuse every such completion, so this must be 0. A job's runs are told apart by their
@@ -289,6 +313,18 @@ mod tests {
         let mut lateness = first_run_lateness_ms(&[rerun, late, on_time]);
         lateness.sort_by(f64::total_cmp);
         assert_eq!(lateness, vec![0.0, 2.5]);
+    }
+
+    #[test]
+    fn a_run_after_a_takeover_is_counted() {
+        let mut stale = run(0, 1, 10);
+        stale.started_us = 9_000;
+        let mut takeover = run(0, 2, 11);
+        takeover.started_us = 7_000;
+        assert_eq!(runs_after_takeover(&[stale, takeover]), 1);
+        // In the usual order, the earlier holder's run comes first.
+        stale.started_us = 5_000;
+        assert_eq!(runs_after_takeover(&[stale, takeover]), 0);
     }
 
     #[test]
