@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use punctual_core::{FailOutcome, Job, JobState, LeaseToken, RetryDecision, StoreError};
+use punctual_core::{FailOutcome, Job, JobState, LeaseToken, RetryDecision, StoreError, Timestamp};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 
@@ -83,13 +83,13 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         release(&inner, &job, token).await;
         return;
     }
-    if waited && !still_held(&inner, &job, token).await {
-        // Cancelled (or taken over) while it waited in the claim window: do not run it.
-        inner.emit(Event::LeaseLost {
-            id: job.id,
-            kind: job.kind.clone(),
-            token,
-        });
+    let expires_at = job
+        .lease
+        .as_ref()
+        .map_or(job.run_at, |lease| lease.expires_at);
+    let now = inner.clock.now();
+    let check = before_start(now, waited, expires_at, inner.config.heartbeat);
+    if !verified(&inner, &job, token, check, now).await {
         return;
     }
 
@@ -212,6 +212,76 @@ async fn release(inner: &Inner, job: &Job, token: LeaseToken) {
     }
 }
 
+/// What must be verified before a claimed job's handler starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BeforeStart {
+    /// The claim is fresh: run.
+    Run,
+    /// The job waited in the claim window, where it may have been cancelled: read its state.
+    CheckStillHeld,
+    /// Less than a heartbeat of the lease is left (the node was paused, starved or cut off
+    /// since the claim): the job may have been rescued and run elsewhere. Renew the lease,
+    /// fenced on the token, and run only if that succeeds.
+    RenewLease,
+}
+
+pub(crate) fn before_start(
+    now: Timestamp,
+    waited: bool,
+    expires_at: Timestamp,
+    heartbeat: Duration,
+) -> BeforeStart {
+    if now.add(heartbeat) >= expires_at {
+        BeforeStart::RenewLease
+    } else if waited {
+        BeforeStart::CheckStillHeld
+    } else {
+        BeforeStart::Run
+    }
+}
+
+/// Carries out `check`; false (with the reason reported) if the handler must not start.
+async fn verified(
+    inner: &Inner,
+    job: &Job,
+    token: LeaseToken,
+    check: BeforeStart,
+    now: Timestamp,
+) -> bool {
+    let held = match check {
+        BeforeStart::Run => return true,
+        BeforeStart::CheckStillHeld => still_held(inner, job, token).await,
+        BeforeStart::RenewLease => {
+            match inner
+                .store
+                .extend_lease(job.id, token, now.add(inner.config.lease), now)
+                .await
+            {
+                Ok(()) => true,
+                Err(StoreError::LeaseLost { .. } | StoreError::NotFound(_)) => false,
+                Err(error) => {
+                    // Unsure whether we still hold it: do not run. The lease runs out and the
+                    // rescuer makes the job pending again; nothing is lost.
+                    inner.emit(Event::StoreError {
+                        operation: "extend_lease",
+                        error: error.to_string(),
+                    });
+                    return false;
+                }
+            }
+        }
+    };
+    if !held {
+        // Cancelled, or rescued and possibly run elsewhere, since the claim.
+        inner.emit(Event::LeaseLost {
+            id: job.id,
+            kind: job.kind.clone(),
+            token,
+        });
+    }
+    held
+}
+
 /// Whether the job is still running under `token`. A read, so it costs no commit; on a store
 /// error the job runs (its completion is fenced anyway).
 async fn still_held(inner: &Inner, job: &Job, token: LeaseToken) -> bool {
@@ -269,6 +339,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_claim_runs_and_a_waiting_one_is_checked() {
+        let now = Timestamp::from_millis(1_000_000);
+        let heartbeat = Duration::from_secs(10);
+        let expires_at = now.add(Duration::from_secs(30));
+        assert_eq!(
+            before_start(now, false, expires_at, heartbeat),
+            BeforeStart::Run
+        );
+        assert_eq!(
+            before_start(now, true, expires_at, heartbeat),
+            BeforeStart::CheckStillHeld
+        );
+    }
+
+    #[test]
+    fn a_claim_whose_lease_ran_low_renews_before_it_runs() {
+        let now = Timestamp::from_millis(1_000_000);
+        let heartbeat = Duration::from_secs(10);
+        // A node paused past its lease, and one that resumes with less than a heartbeat left.
+        for expires_at in [
+            now.sub(Duration::from_secs(5)),
+            now.add(Duration::from_secs(9)),
+        ] {
+            assert_eq!(
+                before_start(now, false, expires_at, heartbeat),
+                BeforeStart::RenewLease
+            );
+            assert_eq!(
+                before_start(now, true, expires_at, heartbeat),
+                BeforeStart::RenewLease
+            );
+        }
+    }
 
     #[tokio::test]
     async fn panics_and_errors_become_failure_messages() {
