@@ -5,8 +5,10 @@
 //! (`migrations`, applied at connect under an advisory lock so nodes starting together are safe),
 //! every statement that reads or writes jobs (`insert`, `claim`, `transitions`, `completer`,
 //! `reads`), leadership (`leader`: the elected node's term fences rescue and purge), the
-//! database's clock (`clock`: one clock for the cluster) and insert notifications (`wakeups`:
-//! LISTEN/NOTIFY so a node learns at once of a job due sooner than it waits for).
+//! database's clock (`clock`: one clock for the cluster), insert notifications (`wakeups`:
+//! LISTEN/NOTIFY so a node learns at once of a job due sooner than it waits for), and an
+//! operator's housekeeping of the store's own schema (`housekeeping`: the jobs table's health,
+//! dropping the schema).
 //!
 //! What it must not do: read any clock for a job's times (every `Store` method takes `now`; the
 //! `DatabaseClock` is what a node uses to produce that `now`), decide a transition differently
@@ -80,6 +82,7 @@ mod claim;
 mod clock;
 mod completer;
 mod error;
+mod housekeeping;
 mod in_transaction;
 mod insert;
 mod leader;
@@ -95,6 +98,7 @@ pub use deadpool_postgres;
 pub use tokio_postgres;
 
 pub use clock::DatabaseClock;
+pub use housekeeping::TableHealth;
 pub use migrations::SCHEMA_VERSION;
 pub use wakeups::Wakeups;
 
@@ -322,6 +326,23 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         in_transaction::complete_in(transaction, &self.settings.jobs_table, id, token, now).await
+    }
+
+    /// The store's own jobs table as PostgreSQL's statistics see it: dead row versions, live
+    /// rows, and bytes on disk (see `TableHealth`; the row counts lag writes by about a second).
+    /// `Corrupt` when the table does not exist.
+    pub async fn table_health(&self) -> Result<TableHealth, StoreError> {
+        housekeeping::table_health(self).await
+    }
+
+    /// Drops the store's schema (`PgOptions::schema`) with everything in it: jobs, leadership,
+    /// migrations. Done when the schema is already gone. Refused, changing nothing, when the
+    /// store was opened without a schema or on `public` or a system schema, which hold more than
+    /// punctual's tables: `Unavailable` with the reason. Takes the store, since it is unusable
+    /// afterwards; so are its clones, and any other node on the schema, whose calls then fail.
+    /// The drop waits for the locks of statements in flight on the schema's tables.
+    pub async fn drop_schema(self) -> Result<(), StoreError> {
+        housekeeping::drop_schema(self).await
     }
 
     /// Reads the database's clock once (one round trip). Nodes use a `DatabaseClock` instead;
