@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use punctual_core::{
     Clock, JobId, JobOptions, JobState, Kind, NewJob, Payload, RetryPolicy, Schedule, Store,
-    Timestamp, limits,
+    StoreError, Timestamp, limits,
 };
 use punctual_postgres::{DatabaseClock, PgOptions, PgStore};
 use serde_json::Value;
@@ -81,7 +81,7 @@ fn skip(reason: &str) {
     );
 }
 
-/// A plain connection for the tests' own bookkeeping SQL (dropping schemas).
+/// A plain connection for the tests' own bookkeeping SQL (finding schemas, sweeping leftovers).
 async fn raw_client() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(&database_url(), NoTls).await?;
     tokio::spawn(async move {
@@ -130,6 +130,21 @@ async fn sweep_leftovers(client: &tokio_postgres::Client) {
                 .await;
         }
     }
+}
+
+/// Drops a migrated test schema through a store of its own (fresh connections: the fixture's
+/// pool may hold some that a restart of the server broke).
+async fn drop_schema(schema: &str) -> Result<(), StoreError> {
+    let options = PgOptions {
+        schema: Some(schema.to_owned()),
+        pool_size: 1,
+        apply_migrations: false,
+        ..PgOptions::default()
+    };
+    PgStore::connect_with(&database_url(), options)
+        .await?
+        .drop_schema()
+        .await
 }
 
 /// One test's PostgreSQL: the lock, a fresh schema with a store and the database clock on it,
@@ -278,15 +293,11 @@ impl Drop for Fixture {
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return;
         }
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
         tokio::task::block_in_place(|| {
             handle.block_on(async {
-                let drop = async {
-                    let client = raw_client().await?;
-                    client.batch_execute(&sql).await
-                };
                 // Best effort: the sweep catches whatever this misses.
-                let _ = tokio::time::timeout(Duration::from_secs(10), drop).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), drop_schema(&self.schema)).await;
             });
         });
     }
@@ -1172,9 +1183,7 @@ async fn migrate_brings_a_schema_to_the_current_version_once() {
         "{}",
         second.stdout
     );
-    let client = raw_client().await.expect("connect");
-    client
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+    drop_schema(&schema)
         .await
         .expect("drop the migrated schema");
 }
