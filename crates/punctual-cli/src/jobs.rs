@@ -8,6 +8,7 @@
 //! the core types carry no serde derives.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -316,18 +317,35 @@ fn new_job(args: &ScheduleArgs, now: Timestamp) -> anyhow::Result<NewJob> {
     Ok(job)
 }
 
+/// Reads `--payload-file`, at most one byte past the payload limit: the file's length bounds
+/// nothing for `/dev/zero`, a FIFO or a file still growing, which report 0 or too little.
 fn read_payload_file(file: &Path) -> anyhow::Result<Payload> {
     let context = || format!("invalid --payload-file {}", file.display());
-    // Refuse an oversized file before reading it into memory.
-    let bytes = std::fs::metadata(file).with_context(context)?.len();
-    if bytes > limits::PAYLOAD_BYTES_MAX as u64 {
+    let limit = limits::PAYLOAD_BYTES_MAX;
+    let opened = std::fs::File::open(file).with_context(context)?;
+    // A regular file too large is refused by its length, unread, and the message says its size.
+    let metadata = opened.metadata().with_context(context)?;
+    if metadata.is_file() && metadata.len() > limit as u64 {
         anyhow::bail!(
-            "invalid --payload-file {}: payload is {bytes} bytes; the limit is {}",
+            "invalid --payload-file {}: payload is {} bytes; the limit is {limit}",
             file.display(),
-            limits::PAYLOAD_BYTES_MAX
+            metadata.len()
         );
     }
-    let text = std::fs::read_to_string(file).with_context(context)?;
+    let mut bytes = Vec::new();
+    opened
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(context)?;
+    if bytes.len() > limit {
+        anyhow::bail!(
+            "invalid --payload-file {}: payload is more than {limit} bytes; the limit is {limit}",
+            file.display()
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("payload is not UTF-8 text"))
+        .with_context(context)?;
     Payload::from_json_text(&text).with_context(context)
 }
 

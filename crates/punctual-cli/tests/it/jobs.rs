@@ -504,3 +504,43 @@ fn reading_commands_refuse_a_missing_database_and_bad_filters() {
         );
     }
 }
+
+/// A payload file whose length says nothing (`/dev/zero` reports 0 and never ends) is read only
+/// up to the limit and refused, promptly, storing nothing.
+#[test]
+fn an_endless_payload_file_is_refused_promptly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("jobs.db");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_punctual"))
+        .args(["schedule", "--db", &arg(&db), "--kind", "k", "--in", "1h"])
+        .args(["--payload-file", "/dev/zero"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the punctual binary runs");
+    // Reading 256 KiB takes milliseconds; the deadline only stops an unbounded read from eating
+    // the machine's memory, so it is generous for a loaded machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("check on punctual").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("punctual was still reading /dev/zero after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("punctual's output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains(
+                "invalid --payload-file /dev/zero: payload is more than 262144 bytes; \
+                 the limit is 262144"
+            ),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "{:?}", output.stdout);
+    assert!(!db.exists(), "a refused job created {}", db.display());
+}
