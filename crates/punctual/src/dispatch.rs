@@ -20,13 +20,27 @@ use crate::scheduler::Inner;
 ///
 /// It wakes half a claim window before the job is due and then claims a whole window ahead, so
 /// each claim gathers the jobs of half a window and every job is claimed at least half a
-/// window before its `run_at`.
-pub(crate) fn wake_time(now: Timestamp, next_due: Option<Timestamp>, config: &Config) -> Timestamp {
+/// window before its `run_at`. `misses` counts the consecutive looks that found a job due
+/// within the window just claimed which the claim did not take (another node holds it locked,
+/// or it was inserted just after the claim): after the first, the dispatcher backs off a
+/// little, doubling from 1 ms up to 50 ms, rather than spin on rows it cannot take.
+pub(crate) fn wake_time(
+    now: Timestamp,
+    next_due: Option<Timestamp>,
+    config: &Config,
+    misses: u32,
+) -> Timestamp {
     let latest = now.add(config.poll_max);
-    match next_due {
+    let wake_at = match next_due {
         None => latest,
         Some(due) => due.sub(config.claim_ahead / 2).clamp(now, latest),
+    };
+    if misses <= 1 {
+        return wake_at;
     }
+    let backoff =
+        (Duration::from_millis(1) * (1u32 << (misses - 2).min(6))).min(Duration::from_millis(50));
+    wake_at.max(now.add(backoff)).min(latest)
 }
 
 /// How long to wait before calling a failing store again: doubling from 10 ms, at most 5 s.
@@ -38,6 +52,7 @@ pub(crate) fn store_retry_delay(failures: u32) -> Duration {
 pub(crate) async fn run(inner: Arc<Inner>) {
     let config = &inner.config;
     let mut failures = 0u32;
+    let mut misses = 0u32;
     loop {
         inner.sleeping_until_us.store(i64::MAX, Ordering::Release);
         if inner.stop_claiming.is_cancelled() {
@@ -54,11 +69,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
         let now = inner.clock.now();
         let limit = free.min(config.claim_batch);
+        let due_by = now.add(config.claim_ahead);
         let request = ClaimRequest {
             holder: config.node.clone(),
             queues: config.queues.clone(),
             limit,
-            due_by: now.add(config.claim_ahead),
+            due_by,
             lease: config.lease,
         };
         let claimed = match inner.store.claim(request, now).await {
@@ -75,7 +91,6 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 continue;
             }
         };
-        failures = 0;
         let full = claimed.len() == limit;
         for job in claimed {
             // Only this task takes permits, and `free` were available above, so this succeeds.
@@ -92,17 +107,29 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
 
         let next_due = match inner.store.next_due(config.queues.as_deref()).await {
-            Ok(next_due) => next_due,
+            Ok(next_due) => {
+                failures = 0;
+                next_due
+            }
             Err(error) => {
+                failures += 1;
                 inner.emit(Event::StoreError {
                     operation: "next_due",
                     error: error.to_string(),
                 });
-                Some(inner.clock.now().add(store_retry_delay(1)))
+                if pause(&inner, store_retry_delay(failures)).await.is_err() {
+                    return;
+                }
+                continue;
             }
         };
+        misses = if next_due.is_some_and(|due| due <= due_by) {
+            misses + 1
+        } else {
+            0
+        };
         let now = inner.clock.now();
-        let wake_at = wake_time(now, next_due, config);
+        let wake_at = wake_time(now, next_due, config, misses);
         inner
             .sleeping_until_us
             .store(wake_at.as_micros(), Ordering::Release);
@@ -141,7 +168,7 @@ mod tests {
     fn sleeps_until_half_a_window_before_the_next_job() {
         let due = NOW.add(Duration::from_millis(500));
         assert_eq!(
-            wake_time(NOW, Some(due), &config()),
+            wake_time(NOW, Some(due), &config(), 0),
             NOW.add(Duration::from_millis(450))
         );
     }
@@ -149,17 +176,43 @@ mod tests {
     #[test]
     fn wakes_at_once_for_an_overdue_job_and_polls_when_idle() {
         assert_eq!(
-            wake_time(NOW, Some(NOW.sub(Duration::from_secs(5))), &config()),
+            wake_time(NOW, Some(NOW.sub(Duration::from_secs(5))), &config(), 1),
             NOW
         );
         assert_eq!(
-            wake_time(NOW, None, &config()),
+            wake_time(NOW, None, &config(), 0),
             NOW.add(Duration::from_secs(1))
         );
         let far = NOW.add(Duration::from_secs(3600));
         assert_eq!(
-            wake_time(NOW, Some(far), &config()),
+            wake_time(NOW, Some(far), &config(), 0),
             NOW.add(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn a_due_job_the_claim_could_not_take_backs_off_instead_of_spinning() {
+        let overdue = Some(NOW.sub(Duration::from_secs(1)));
+        // The first miss may be a job inserted just after the claim: look again at once.
+        assert_eq!(wake_time(NOW, overdue, &config(), 1), NOW);
+        // Then the job is held elsewhere: back off, doubling, to a cap.
+        assert_eq!(
+            wake_time(NOW, overdue, &config(), 2),
+            NOW.add(Duration::from_millis(1))
+        );
+        assert_eq!(
+            wake_time(NOW, overdue, &config(), 3),
+            NOW.add(Duration::from_millis(2))
+        );
+        assert_eq!(
+            wake_time(NOW, overdue, &config(), 50),
+            NOW.add(Duration::from_millis(50))
+        );
+        // A later job keeps its own time.
+        let later = NOW.add(Duration::from_millis(500));
+        assert_eq!(
+            wake_time(NOW, Some(later), &config(), 9),
+            NOW.add(Duration::from_millis(450))
         );
     }
 

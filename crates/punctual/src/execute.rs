@@ -17,9 +17,10 @@ use crate::event::Event;
 use crate::handler::{BoxError, JobContext};
 use crate::scheduler::Inner;
 
-/// How many times a completion or failure is retried when the store is unavailable. After that
-/// the lease runs out and the job is rescued: it may run again, never be lost.
-const RECORD_ATTEMPTS_MAX: u32 = 8;
+/// How many times a completion or failure is retried when the store is unavailable, at least;
+/// past that, retries go on only while the lease (as last confirmed) lasts. After that the job
+/// is rescued: it may run again, never be lost.
+const RECORD_ATTEMPTS_MIN: u32 = 8;
 
 /// What became of a handler's run.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +66,10 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         .lease
         .as_ref()
         .map_or(job.lease_token, |lease| lease.token);
+    let expires_at = job
+        .lease
+        .as_ref()
+        .map_or(job.run_at, |lease| lease.expires_at);
 
     // Wait for the job's time, unless the engine stops first: then hand it back untouched.
     let now = inner.clock.now();
@@ -80,18 +85,19 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         inner.stop_claiming.is_cancelled()
     };
     if stopping {
-        release(&inner, &job, token).await;
+        release(&inner, &job, token, expires_at).await;
         return;
     }
-    let expires_at = job
-        .lease
-        .as_ref()
-        .map_or(job.run_at, |lease| lease.expires_at);
     let now = inner.clock.now();
     let check = before_start(now, waited, expires_at, inner.config.heartbeat);
     if !verified(&inner, &job, token, check, now).await {
         return;
     }
+    // The lease as last confirmed by the store.
+    let mut lease_until = match check {
+        BeforeStart::RenewLease => now.add(inner.config.lease),
+        BeforeStart::Run | BeforeStart::CheckStillHeld => expires_at,
+    };
 
     let Some(handler) = inner.handlers.get(&job.kind).cloned() else {
         let error = format!(
@@ -99,7 +105,7 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
             job.kind.as_str(),
             inner.config.node
         );
-        record_failure(&inner, &job, token, error).await;
+        record_failure(&inner, &job, token, error, lease_until).await;
         return;
     };
     let cancellation = inner.stop_handlers.child_token();
@@ -134,13 +140,20 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
             () = tokio::time::sleep(inner.config.heartbeat), if !lease_lost => {
                 let now = inner.clock.now();
                 match inner.store.extend_lease(job.id, token, now.add(inner.config.lease), now).await {
-                    Ok(()) => {}
+                    Ok(()) => lease_until = now.add(inner.config.lease),
                     Err(StoreError::LeaseLost { .. } | StoreError::NotFound(_)) => {
                         lease_lost = true;
                         cancellation.cancel();
                         inner.emit(Event::LeaseLost { id: job.id, kind: job.kind.clone(), token });
                     }
-                    Err(error) => inner.emit(Event::StoreError { operation: "extend_lease", error: error.to_string() }),
+                    Err(error) => {
+                        inner.emit(Event::StoreError { operation: "extend_lease", error: error.to_string() });
+                        if inner.clock.now() >= lease_until {
+                            // The lease ran out unrenewed: the job may be rescued and run
+                            // elsewhere. Ask the handler to stop; its outcome is fenced anyway.
+                            cancellation.cancel();
+                        }
+                    }
                 }
             }
         }
@@ -151,7 +164,7 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
     }
     match outcome_of(joined) {
         Outcome::Succeeded => {
-            let result = with_retries(&inner, "complete", || {
+            let result = with_retries(&inner, "complete", lease_until, || {
                 inner.store.complete(job.id, token, inner.clock.now())
             })
             .await;
@@ -165,16 +178,22 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
                 Err(error) => report_lost_write(&inner, &job, token, error),
             }
         }
-        Outcome::Failed(error) => record_failure(&inner, &job, token, error).await,
+        Outcome::Failed(error) => record_failure(&inner, &job, token, error, lease_until).await,
     }
 }
 
-async fn record_failure(inner: &Inner, job: &Job, token: LeaseToken, error: String) {
+async fn record_failure(
+    inner: &Inner,
+    job: &Job,
+    token: LeaseToken,
+    error: String,
+    lease_until: Timestamp,
+) {
     let decision =
         job.retry
             .decide_with_random_jitter(job.attempt, job.attempt_max, inner.clock.now());
     let outcome = fail_outcome(decision);
-    let result = with_retries(inner, "fail", || {
+    let result = with_retries(inner, "fail", lease_until, || {
         inner
             .store
             .fail(job.id, token, &error, outcome, inner.clock.now())
@@ -198,8 +217,8 @@ async fn record_failure(inner: &Inner, job: &Job, token: LeaseToken, error: Stri
     }
 }
 
-async fn release(inner: &Inner, job: &Job, token: LeaseToken) {
-    match with_retries(inner, "release", || {
+async fn release(inner: &Inner, job: &Job, token: LeaseToken, lease_until: Timestamp) {
+    match with_retries(inner, "release", lease_until, || {
         inner.store.release(job.id, token, inner.clock.now())
     })
     .await
@@ -310,10 +329,12 @@ fn report_lost_write(inner: &Inner, job: &Job, token: LeaseToken, error: StoreEr
 }
 
 /// Calls `operation` until it succeeds, fails for a reason other than unavailability, or has
-/// been tried `RECORD_ATTEMPTS_MAX` times.
+/// been tried `RECORD_ATTEMPTS_MIN` times and the lease (`lease_until`) has run out: a store
+/// outage shorter than the lease (a PostgreSQL restart) loses no outcome.
 async fn with_retries<T, F, Fut>(
     inner: &Inner,
     name: &'static str,
+    lease_until: Timestamp,
     mut operation: F,
 ) -> Result<T, StoreError>
 where
@@ -323,7 +344,9 @@ where
     let mut failures = 0;
     loop {
         match operation().await {
-            Err(StoreError::Unavailable(error)) if failures + 1 < RECORD_ATTEMPTS_MAX => {
+            Err(StoreError::Unavailable(error))
+                if failures + 1 < RECORD_ATTEMPTS_MIN || inner.clock.now() < lease_until =>
+            {
                 failures += 1;
                 inner.emit(Event::StoreError {
                     operation: name,

@@ -1051,3 +1051,52 @@ async fn a_leader_cut_off_from_the_store_is_replaced_and_then_refused() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_completion_outlasts_a_store_outage_shorter_than_the_lease() {
+    let harness = Harness::new();
+    let store = Arc::new(RemoteStore::new(harness.store.clone()));
+    let recorder = harness.recorder.clone();
+    let config = Config {
+        lease: Duration::from_secs(10),
+        heartbeat: Duration::from_secs(3),
+        ..config()
+    };
+    let link = store.clone();
+    let scheduler = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .clock(harness.clock.clone())
+        .config(config)
+        .observer(move |event| recorder.0.lock().expect("not poisoned").push(event.clone()))
+        .handler("noop", move |_job: JobContext| {
+            // The database goes away just as the handler finishes (a restart).
+            link.cut.store(true, Ordering::SeqCst);
+            async { Ok(()) }
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let id = scheduler
+        .schedule("noop", &(), START, JobOptions::default())
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            !harness.recorder.started().is_empty()
+        })
+        .await;
+    // Down for 4 s: longer than the first eight retries (about 1.3 s), shorter than the lease.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    store.cut.store(false, Ordering::SeqCst);
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
+    let job = harness.store.get(id).await.expect("get").expect("exists");
+    assert_eq!(
+        job.attempt, 1,
+        "the job ran once; its completion was not lost"
+    );
+    assert_eq!(harness.recorder.started().len(), 1);
+    scheduler.stop().await;
+}
