@@ -1,7 +1,8 @@
 //! The job (the brief's Job): what runs, when, with what data, and where it stands.
 //!
-//! Every name and value here is validated on construction, so a `NewJob` that exists is one the
-//! stores may write without checking again.
+//! Every name and value here is validated on construction. `NewJob`'s fields are public, so the
+//! few checks its field types cannot carry (`run_at`, `attempt_max`) live in `NewJob::validate`,
+//! which its constructors and every store's `insert` call.
 
 use std::fmt;
 use std::str::FromStr;
@@ -372,7 +373,8 @@ impl JobOptions {
     }
 }
 
-/// A job ready to insert: every field validated.
+/// A job ready to insert. `NewJob::new` and `NewJob::recurring` validate it; a job made as a
+/// struct literal is checked by `NewJob::validate` when a store inserts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewJob {
     pub id: JobId,
@@ -395,27 +397,39 @@ impl NewJob {
         options: JobOptions,
         now: Timestamp,
     ) -> Result<NewJob, ValidationError> {
-        check_run_at(run_at, now)?;
-        let attempt_max = options
-            .attempt_max
-            .unwrap_or(JobOptions::ATTEMPT_MAX_DEFAULT);
-        if attempt_max == 0 || attempt_max > limits::ATTEMPT_MAX_LIMIT {
-            return Err(ValidationError::AttemptMaxOutOfRange {
-                got: attempt_max,
-                limit: limits::ATTEMPT_MAX_LIMIT,
-            });
-        }
-        Ok(NewJob {
+        let job = NewJob {
             id: options.id.unwrap_or_else(|| JobId::generate(now)),
             queue: options.queue.unwrap_or_default(),
             kind,
             payload,
             run_at,
             schedule: options.schedule,
-            attempt_max,
+            attempt_max: options
+                .attempt_max
+                .unwrap_or(JobOptions::ATTEMPT_MAX_DEFAULT),
             retry: options.retry.unwrap_or_default(),
             priority: options.priority.unwrap_or_default(),
-        })
+        };
+        job.validate(now)?;
+        Ok(job)
+    }
+
+    /// Checks the fields whose type does not make them valid: `run_at` within the sane range
+    /// around `now` (`check_run_at`) and `attempt_max` within `1 ..= limits::ATTEMPT_MAX_LIMIT`.
+    /// Names, payload, priority, retry policy and schedule are valid by construction.
+    ///
+    /// `NewJob::new` calls it, and so does every store's `insert` for each job of a batch: the
+    /// fields are public, so a struct literal can skip `new`, and a store must not write a job it
+    /// could not run (an `attempt_max` of 0 makes a job dead before its first attempt).
+    pub fn validate(&self, now: Timestamp) -> Result<(), ValidationError> {
+        check_run_at(self.run_at, now)?;
+        if self.attempt_max == 0 || self.attempt_max > limits::ATTEMPT_MAX_LIMIT {
+            return Err(ValidationError::AttemptMaxOutOfRange {
+                got: self.attempt_max,
+                limit: limits::ATTEMPT_MAX_LIMIT,
+            });
+        }
+        Ok(())
     }
 
     /// A recurring job whose first occurrence is the schedule's next one after `now`.
@@ -615,5 +629,32 @@ mod tests {
         let long = "é".repeat(limits::ERROR_BYTES_MAX);
         let kept = truncate_error(&long);
         assert!(kept.len() <= limits::ERROR_BYTES_MAX + '…'.len_utf8());
+    }
+
+    #[test]
+    fn validate_refuses_what_a_struct_literal_can_get_wrong() {
+        let valid =
+            NewJob::new(kind(), Payload::null(), NOW, JobOptions::default(), NOW).expect("valid");
+        assert_eq!(valid.validate(NOW), Ok(()));
+        for attempt_max in [0, limits::ATTEMPT_MAX_LIMIT + 1] {
+            let job = NewJob {
+                attempt_max,
+                ..valid.clone()
+            };
+            assert!(matches!(
+                job.validate(NOW),
+                Err(ValidationError::AttemptMaxOutOfRange { .. })
+            ));
+        }
+        let job = NewJob {
+            run_at: NOW
+                .add(limits::RUN_AT_FUTURE_MAX)
+                .add(Duration::from_secs(1)),
+            ..valid
+        };
+        assert!(matches!(
+            job.validate(NOW),
+            Err(ValidationError::RunAtOutOfRange { .. })
+        ));
     }
 }

@@ -13,9 +13,17 @@ use crate::job::ValidationError;
 use crate::limits;
 use crate::time::Timestamp;
 
-/// How a recurring job repeats.
+/// How a recurring job repeats: a cron expression in a time zone, or a fixed interval.
+///
+/// Opaque, so that `Schedule::cron` and `Schedule::interval` are the only ways to make one: a
+/// schedule that exists is valid, and the stores, which re-check a schedule when they read it
+/// back, never meet one they refuse (an interval below `limits::INTERVAL_MIN` written through a
+/// public variant was read back as `Corrupt` and failed every claim that met its row).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Schedule(Recurrence);
+
 #[derive(Clone)]
-pub enum Schedule {
+enum Recurrence {
     /// A cron expression of 5 fields (minute granularity) or 6 (with seconds first), evaluated in
     /// `time_zone`, so "0 0 * * *" in Europe/Berlin is midnight in Berlin across DST changes.
     Cron {
@@ -55,11 +63,11 @@ impl Schedule {
             .map_err(|error| invalid(error.to_string()))?;
         let time_zone = chrono_tz::Tz::from_str(time_zone)
             .map_err(|_| ValidationError::UnknownTimeZone(time_zone.to_owned()))?;
-        let schedule = Schedule::Cron {
+        let schedule = Schedule(Recurrence::Cron {
             expression: expression.to_owned(),
             time_zone,
             parsed: Box::new(parsed),
-        };
+        });
         // An expression that can never fire (the 31st of February) is refused here, not at claim.
         let probe = Timestamp::from_millis(0);
         if schedule.next_after(probe).is_none() {
@@ -77,14 +85,14 @@ impl Schedule {
                 max_ms: limits::INTERVAL_MAX.as_millis(),
             });
         }
-        Ok(Schedule::Interval(interval))
+        Ok(Schedule(Recurrence::Interval(interval)))
     }
 
     /// The first occurrence strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
-        match self {
-            Schedule::Interval(interval) => Some(after.add(*interval)),
-            Schedule::Cron {
+        match &self.0 {
+            Recurrence::Interval(interval) => Some(after.add(*interval)),
+            Recurrence::Cron {
                 time_zone, parsed, ..
             } => {
                 let local = after.to_chrono().with_timezone(time_zone);
@@ -96,38 +104,38 @@ impl Schedule {
         }
     }
 
-    /// The cron expression, or `None` for an interval.
+    /// The cron expression and its time zone's name, or `None` for an interval.
     pub fn cron_expression(&self) -> Option<(&str, &str)> {
-        match self {
-            Schedule::Cron {
+        match &self.0 {
+            Recurrence::Cron {
                 expression,
                 time_zone,
                 ..
             } => Some((expression, time_zone.name())),
-            Schedule::Interval(_) => None,
+            Recurrence::Interval(_) => None,
         }
     }
 
     /// The interval, or `None` for a cron expression.
     pub fn interval_duration(&self) -> Option<Duration> {
-        match self {
-            Schedule::Interval(interval) => Some(*interval),
-            Schedule::Cron { .. } => None,
+        match &self.0 {
+            Recurrence::Interval(interval) => Some(*interval),
+            Recurrence::Cron { .. } => None,
         }
     }
 }
 
-impl PartialEq for Schedule {
-    fn eq(&self, other: &Schedule) -> bool {
+impl PartialEq for Recurrence {
+    fn eq(&self, other: &Recurrence) -> bool {
         match (self, other) {
-            (Schedule::Interval(a), Schedule::Interval(b)) => a == b,
+            (Recurrence::Interval(a), Recurrence::Interval(b)) => a == b,
             (
-                Schedule::Cron {
+                Recurrence::Cron {
                     expression: a,
                     time_zone: zone_a,
                     ..
                 },
-                Schedule::Cron {
+                Recurrence::Cron {
                     expression: b,
                     time_zone: zone_b,
                     ..
@@ -138,17 +146,17 @@ impl PartialEq for Schedule {
     }
 }
 
-impl Eq for Schedule {}
+impl Eq for Recurrence {}
 
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Schedule::Cron {
+        match &self.0 {
+            Recurrence::Cron {
                 expression,
                 time_zone,
                 ..
             } => write!(f, "cron({expression:?} in {})", time_zone.name()),
-            Schedule::Interval(interval) => write!(f, "every {} ms", interval.as_millis()),
+            Recurrence::Interval(interval) => write!(f, "every {} ms", interval.as_millis()),
         }
     }
 }
@@ -212,6 +220,26 @@ mod tests {
             Schedule::interval(Duration::from_millis(10)),
             Err(ValidationError::IntervalOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn an_interval_outside_the_limits_cannot_be_made() {
+        let below = limits::INTERVAL_MIN - Duration::from_millis(1);
+        let above = limits::INTERVAL_MAX + Duration::from_secs(1);
+        for interval in [Duration::ZERO, Duration::from_millis(500), below, above] {
+            assert!(
+                matches!(
+                    Schedule::interval(interval),
+                    Err(ValidationError::IntervalOutOfRange { .. })
+                ),
+                "{interval:?}"
+            );
+        }
+        for interval in [limits::INTERVAL_MIN, limits::INTERVAL_MAX] {
+            let schedule = Schedule::interval(interval).expect("within the limits");
+            assert_eq!(schedule.interval_duration(), Some(interval));
+            assert_eq!(schedule.cron_expression(), None);
+        }
     }
 
     proptest! {

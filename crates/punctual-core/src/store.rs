@@ -148,8 +148,9 @@ pub trait InsertHints: Send + 'static {
 /// The filing cabinet. Used as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores new jobs, all or none: a duplicate id fails the whole batch with `Duplicate`.
-    /// Durable when it returns.
+    /// Stores new jobs, all or none: a duplicate id fails the whole batch with `Duplicate`, a
+    /// job that fails `NewJob::validate` at `now` (or a batch over `limits::INSERT_BATCH_MAX`)
+    /// with `Invalid`. Durable when it returns.
     async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
 
     /// Atomically takes up to `request.limit` pending jobs due by `request.due_by`, most urgent

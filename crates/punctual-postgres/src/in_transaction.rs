@@ -32,7 +32,7 @@ pub(crate) async fn insert_in(
     jobs: Vec<NewJob>,
     now: Timestamp,
 ) -> Result<Vec<JobId>, StoreError> {
-    check_batch(&jobs)?;
+    check_batch(&jobs, now)?;
     let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
     if jobs.is_empty() {
         return Ok(ids);

@@ -38,7 +38,7 @@ pub(crate) async fn insert(
     jobs: Vec<NewJob>,
     now: Timestamp,
 ) -> Result<Vec<JobId>, StoreError> {
-    check_batch(&jobs)?;
+    check_batch(&jobs, now)?;
     let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
     if jobs.is_empty() {
         return Ok(ids);
@@ -60,8 +60,10 @@ pub(crate) async fn insert(
     ))
 }
 
-/// `Invalid` for a batch over `limits::INSERT_BATCH_MAX`.
-pub(crate) fn check_batch(jobs: &[NewJob]) -> Result<(), StoreError> {
+/// `Invalid` for a batch over `limits::INSERT_BATCH_MAX`, or with a job that fails
+/// `NewJob::validate` at `now` (a struct literal may skip `NewJob::new`): the whole batch is
+/// refused.
+pub(crate) fn check_batch(jobs: &[NewJob], now: Timestamp) -> Result<(), StoreError> {
     if jobs.len() > limits::INSERT_BATCH_MAX {
         return Err(ValidationError::TooLong {
             field: "batch",
@@ -69,6 +71,9 @@ pub(crate) fn check_batch(jobs: &[NewJob]) -> Result<(), StoreError> {
             limit: limits::INSERT_BATCH_MAX,
         }
         .into());
+    }
+    for job in jobs {
+        job.validate(now)?;
     }
     Ok(())
 }

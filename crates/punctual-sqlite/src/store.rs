@@ -209,6 +209,10 @@ impl Store for SqliteStore {
                 limit: limits::INSERT_BATCH_MAX,
             }));
         }
+        // A struct literal may skip `NewJob::new`; one invalid job refuses the whole batch.
+        for job in &jobs {
+            job.validate(now)?;
+        }
         if jobs.is_empty() {
             return Ok(Vec::new());
         }

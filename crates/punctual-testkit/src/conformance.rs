@@ -309,6 +309,62 @@ pub async fn insert_refuses_a_batch_over_the_limit(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn insert_refuses_an_invalid_job(store: Arc<dyn Store>) {
+    let store = &*store;
+    // `NewJob`'s fields are public, so a struct literal can skip `NewJob::new`: the store checks.
+    let no_attempts = NewJob {
+        attempt_max: 0,
+        ..job_numbered(1, NOW)
+    };
+    let too_many_attempts = NewJob {
+        attempt_max: limits::ATTEMPT_MAX_LIMIT + 1,
+        ..job_numbered(2, NOW)
+    };
+    let too_late = NewJob {
+        run_at: NOW.add(limits::RUN_AT_FUTURE_MAX).add(seconds(1)),
+        ..job_numbered(3, NOW)
+    };
+    let too_early = NewJob {
+        run_at: NOW.sub(limits::RUN_AT_PAST_MAX).sub(seconds(1)),
+        ..job_numbered(4, NOW)
+    };
+    let valid = job_numbered(5, NOW);
+    for invalid in [no_attempts, too_many_attempts] {
+        // Alone, and after a valid job in the same batch: nothing of the batch is stored.
+        for batch in [vec![invalid.clone()], vec![valid.clone(), invalid]] {
+            let result = store.insert(batch, NOW).await;
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::Invalid(
+                        ValidationError::AttemptMaxOutOfRange { .. }
+                    ))
+                ),
+                "{result:?}"
+            );
+        }
+    }
+    for invalid in [too_late, too_early] {
+        for batch in [vec![invalid.clone()], vec![valid.clone(), invalid]] {
+            let result = store.insert(batch, NOW).await;
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::Invalid(ValidationError::RunAtOutOfRange { .. }))
+                ),
+                "{result:?}"
+            );
+        }
+    }
+    assert!(list_all(store, JobFilter::default()).await.is_empty());
+    assert_eq!(store.get(valid.id).await.expect("get"), None);
+    assert!(claim(store, request(10, NOW), NOW).await.is_empty());
+
+    // The valid job alone is stored.
+    insert_one(store, valid.clone()).await;
+    assert_eq!(get(store, valid.id).await.state, JobState::Scheduled);
+}
+
 pub async fn claim_returns_nothing_when_nothing_is_due(store: Arc<dyn Store>) {
     let store = &*store;
     assert!(claim(store, request(10, NOW), NOW).await.is_empty());

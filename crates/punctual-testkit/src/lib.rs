@@ -63,6 +63,7 @@ macro_rules! store_conformance_suite {
             insert_then_get_round_trips_every_field,
             insert_is_all_or_none_on_a_duplicate_id,
             insert_refuses_a_batch_over_the_limit,
+            insert_refuses_an_invalid_job,
             claim_returns_nothing_when_nothing_is_due,
             claim_respects_due_by_limit_and_queue_filter,
             claim_orders_by_priority_then_run_at_then_id,

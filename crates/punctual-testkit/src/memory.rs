@@ -228,6 +228,10 @@ impl Store for MemoryStore {
             }
             .into());
         }
+        // A struct literal may skip `NewJob::new`; one invalid job refuses the whole batch.
+        for job in &jobs {
+            job.validate(now)?;
+        }
         let mut stored = self.lock();
         // Check the whole batch before writing any of it: all or none.
         let mut batch = BTreeSet::new();
