@@ -11,7 +11,8 @@
 //! `SKIPPED` and passes, unless `CI=true`, where a missing PostgreSQL fails the run.
 //!
 //! One test restarts the server, which would break any other PostgreSQL test running at that
-//! moment, so every test here holds `POSTGRES` for its whole run: they take turns. Cargo runs
+//! moment, so every test here holds `turns::EXCLUSIVE` for its whole run: they take turns, and
+//! the demo test, whose timing their node processes would skew, takes a turn too. Cargo runs
 //! test binaries one after another, so other crates' tests are not running meanwhile.
 //!
 //! Nothing waits a fixed time for an effect: every wait polls with a deadline (generous, for a
@@ -33,8 +34,10 @@ use punctual_core::{
 use punctual_postgres::{DatabaseClock, PgOptions, PgStore};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, MutexGuard, OnceCell, watch};
+use tokio::sync::{MutexGuard, OnceCell, watch};
 use tokio_postgres::NoTls;
+
+use crate::turns::EXCLUSIVE;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Schemas this old or older were left by an earlier run and are dropped.
@@ -50,9 +53,6 @@ const CLAIM_AHEAD: Duration = Duration::from_millis(100);
 /// How far two readings of the database clock on different nodes may disagree: each node's
 /// offset is measured to within half a local round trip (tens of microseconds here).
 const CLOCK_TOLERANCE_US: i64 = 5_000;
-
-/// Held by every test that uses PostgreSQL, for its whole run: one of them restarts the server.
-static POSTGRES: Mutex<()> = Mutex::const_new(());
 
 fn database_url() -> String {
     std::env::var("PUNCTUAL_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -158,11 +158,11 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Takes this binary's PostgreSQL turn and sets up a schema, or `None` (after a loud
+    /// Takes this binary's exclusive turn and sets up a schema, or `None` (after a loud
     /// message) when PostgreSQL is not reachable outside CI.
     async fn start() -> Option<Fixture> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let turn = POSTGRES.lock().await;
+        let turn = EXCLUSIVE.lock().await;
         if let Err(error) = reachable().await {
             skip(&format!(
                 "PostgreSQL not reachable at {} ({error}); set PUNCTUAL_TEST_DATABASE_URL or \

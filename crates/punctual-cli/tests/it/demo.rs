@@ -1,14 +1,22 @@
 //! `punctual demo`: the brief's three jobs fire at 2 s, 3.5 s and 5 s, the third fails, is
 //! retried and ends dead, and a summary follows.
 //!
-//! Timing bounds here are lenient (300 ms) because CI machines are loaded; the 50 ms promise is
-//! checked by a person running the demo.
+//! The demo promises each job fires within 50 ms of its time. That promise is for a person
+//! running the demo on a quiet machine, and is checked by one: this test runs on a loaded 2-core
+//! CI machine, beside the bench tests' fsync-heavy workloads, so it asserts only what load cannot
+//! break. No job fires early (a start before its time is a bug at any load), each fires within
+//! `LATE_MAX` (1 s) of its time, they fire in order, and the failing job's retries keep at least
+//! their backoff apart. It also takes the binary's exclusive turn, so no cluster test (node
+//! processes, PostgreSQL load and restarts) runs alongside.
 
 use std::time::Duration;
 
 use crate::{arg, json_lines, punctual};
 
-const TOLERANCE: Duration = Duration::from_millis(300);
+/// How late a job may fire here: lenient because the machine is loaded (see above).
+const LATE_MAX: Duration = Duration::from_millis(1_000);
+/// Offsets are printed in milliseconds; this absorbs their rounding.
+const PRINTED: f64 = 0.001;
 
 /// The offset in seconds at the start of a line like `[ 2.001s] ...`, and the rest of the line.
 fn stamped(line: &str) -> Option<(f64, &str)> {
@@ -25,13 +33,18 @@ fn find<'a>(lines: &[(f64, &'a str)], prefix: &str) -> (f64, &'a str) {
         .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
 }
 
-fn assert_near(actual_seconds: f64, target: Duration, what: &str) {
-    let error = (actual_seconds - target.as_secs_f64()).abs();
+/// Panics unless `actual_seconds` is at or after `target` (no early fire), and at most
+/// `LATE_MAX` after it.
+fn assert_on_time(actual_seconds: f64, target: Duration, what: &str, context: &str) {
+    let target_seconds = target.as_secs_f64();
     assert!(
-        error <= TOLERANCE.as_secs_f64(),
-        "{what} at {actual_seconds:.3} s, expected {:.3} s within {} ms",
-        target.as_secs_f64(),
-        TOLERANCE.as_millis()
+        actual_seconds >= target_seconds - PRINTED,
+        "{what} at {actual_seconds:.3} s, before its time {target_seconds:.3} s\n{context}"
+    );
+    assert!(
+        actual_seconds <= target_seconds + LATE_MAX.as_secs_f64(),
+        "{what} at {actual_seconds:.3} s, more than {} ms after {target_seconds:.3} s\n{context}",
+        LATE_MAX.as_millis()
     );
 }
 
@@ -51,6 +64,8 @@ fn summary_offset(line: &str, label: &str) -> f64 {
 
 #[test]
 fn demo_runs_three_jobs_on_time_and_buries_the_failing_one() {
+    // No cluster test may load the machine meanwhile (this test runs outside any runtime).
+    let _turn = crate::turns::EXCLUSIVE.blocking_lock();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("demo.db");
     let run = punctual(["demo", "--db", &arg(&db)]).ok();
@@ -71,8 +86,13 @@ fn demo_runs_three_jobs_on_time_and_buries_the_failing_one() {
 
     // Job 1 prints its message at 2 s.
     check("job 1 (print): Hello from punctual!");
-    let (at, _) = find(&lines, "job 1 (print): Hello from punctual!");
-    assert_near(at, Duration::from_millis(2_000), "job 1's message");
+    let (printed, _) = find(&lines, "job 1 (print): Hello from punctual!");
+    assert_on_time(
+        printed,
+        Duration::from_millis(2_000),
+        "job 1's message",
+        &context,
+    );
 
     // Job 2 counts to 3, starting at 3.5 s, in order.
     let counted: Vec<(f64, &str)> = lines
@@ -85,20 +105,31 @@ fn demo_runs_three_jobs_on_time_and_buries_the_failing_one() {
         .map(|(_, text)| &text["job 2 (count): ".len()..])
         .collect();
     assert_eq!(numbers, ["1", "2", "3"], "{context}");
-    assert_near(
-        counted[0].0,
+    let counting = counted[0].0;
+    assert_on_time(
+        counting,
         Duration::from_millis(3_500),
         "job 2's first number",
+        &context,
     );
 
     // Job 3 fails three times, with the engine saying when it retries, then is dead.
     check("job 3 (fail): attempt 1/3, failing on purpose");
     let (first_failure, _) = find(&lines, "job 3 (fail): attempt 1/3, failing on purpose");
-    assert_near(
+    assert_on_time(
         first_failure,
         Duration::from_millis(5_000),
         "job 3's first attempt",
+        &context,
     );
+    // In the order they are due, with their spacing (1.5 s apart) kept to within `LATE_MAX`.
+    for (earlier, later) in [(printed, counting), (counting, first_failure)] {
+        let spacing = later - earlier;
+        assert!(
+            spacing > 1.5 - LATE_MAX.as_secs_f64() && spacing < 1.5 + LATE_MAX.as_secs_f64(),
+            "jobs due 1.5 s apart fired {spacing:.3} s apart\n{context}"
+        );
+    }
     for attempt in 1..=2 {
         check(&format!(
             "engine: job 3 (fail) attempt {attempt}/3 failed: simulated failure on attempt {attempt}/3; will retry at +"
@@ -138,8 +169,18 @@ fn demo_runs_three_jobs_on_time_and_buries_the_failing_one() {
     for (prefix, millis) in expectations {
         let line = line_of(prefix);
         let target = Duration::from_millis(millis);
-        assert_near(summary_offset(line, "scheduled at "), target, prefix);
-        assert_near(summary_offset(line, "started at "), target, prefix);
+        // Due times are fixed offsets from the start: exact, whatever the load.
+        let scheduled = summary_offset(line, "scheduled at ");
+        assert!(
+            (scheduled - target.as_secs_f64()).abs() <= PRINTED,
+            "{prefix} scheduled at {scheduled:.3} s\n{context}"
+        );
+        assert_on_time(
+            summary_offset(line, "started at "),
+            target,
+            prefix,
+            &context,
+        );
     }
     assert!(
         line_of("job 3 (fail)").ends_with("last error: simulated failure on attempt 3/3"),

@@ -6,6 +6,17 @@ mod cluster;
 mod demo;
 mod jobs;
 
+/// Turns for the tests that must not overlap in this binary (the harness runs tests in
+/// parallel): the cluster tests, which restart PostgreSQL under each other and load the machine
+/// with node processes, and the demo test, whose timing a concurrent cluster test would skew.
+pub mod turns {
+    use tokio::sync::Mutex;
+
+    /// Held for a whole test by every cluster test (`lock().await`) and by the demo test
+    /// (`blocking_lock()`, outside any runtime).
+    pub static EXCLUSIVE: Mutex<()> = Mutex::const_new(());
+}
+
 use std::path::Path;
 use std::process::{Command, Output};
 
