@@ -4,6 +4,7 @@
 //! few checks its field types cannot carry (`run_at`, `attempt_max`) live in `NewJob::validate`,
 //! which its constructors and every store's `insert` call.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -511,10 +512,17 @@ pub fn check_run_at(run_at: Timestamp, now: Timestamp) -> Result<(), ValidationE
     Ok(())
 }
 
-/// Truncates an error message to `limits::ERROR_BYTES_MAX` on a character boundary.
+/// Makes a handler's error message storable: each NUL character becomes U+FFFD (PostgreSQL's
+/// `text` cannot hold NUL, and every store must keep the same text), then the message is
+/// truncated to `limits::ERROR_BYTES_MAX` on a character boundary.
 pub fn truncate_error(message: &str) -> String {
+    let message = if message.contains('\0') {
+        Cow::Owned(message.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(message)
+    };
     if message.len() <= limits::ERROR_BYTES_MAX {
-        return message.to_owned();
+        return message.into_owned();
     }
     let mut end = limits::ERROR_BYTES_MAX;
     while !message.is_char_boundary(end) {
@@ -628,6 +636,17 @@ mod tests {
     fn error_messages_are_truncated_on_a_char_boundary() {
         let long = "é".repeat(limits::ERROR_BYTES_MAX);
         let kept = truncate_error(&long);
+        assert!(kept.len() <= limits::ERROR_BYTES_MAX + '…'.len_utf8());
+    }
+
+    #[test]
+    fn nul_characters_in_an_error_are_replaced() {
+        assert_eq!(truncate_error("bad\0byte"), "bad\u{FFFD}byte");
+        assert_eq!(truncate_error("\0\0"), "\u{FFFD}\u{FFFD}");
+        assert_eq!(truncate_error("fine"), "fine");
+        // Replacing grows the text (1 byte to 3); the limit still holds afterwards.
+        let kept = truncate_error(&"\0".repeat(limits::ERROR_BYTES_MAX));
+        assert!(!kept.contains('\0'));
         assert!(kept.len() <= limits::ERROR_BYTES_MAX + '…'.len_utf8());
     }
 

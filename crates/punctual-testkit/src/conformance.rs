@@ -830,6 +830,53 @@ pub async fn fail_dead_keeps_the_error(store: Arc<dyn Store>) {
     assert_eq!(store.next_due(None).await.expect("next_due"), None);
 }
 
+pub async fn fail_keeps_an_error_with_a_nul_byte(store: Arc<dyn Store>) {
+    let store = &*store;
+    // PostgreSQL's text cannot hold NUL: every store keeps U+FFFD in its place, rather than one
+    // refusing the write and leaving the job running until its lease expires.
+    let options = JobOptions::default()
+        .attempt_max(2)
+        .retry(retry_without_jitter());
+    let id = insert_one(store, new_job("conformance.job", NOW, options, NOW)).await;
+    let kept = "bad\u{FFFD}byte".to_owned();
+
+    let first = claim_one(store, NOW).await;
+    let retry_at = NOW.add(seconds(60));
+    let outcome = FailOutcome::Retry { at: retry_at };
+    let state = store
+        .fail(
+            id,
+            token_of(&first),
+            "bad\0byte",
+            outcome,
+            NOW.add(seconds(1)),
+        )
+        .await
+        .expect("fail with retry");
+    assert_eq!(state, JobState::Retrying);
+    let retrying = get(store, id).await;
+    assert_eq!(retrying.state, JobState::Retrying);
+    assert_eq!(retrying.last_error.as_ref(), Some(&kept));
+
+    let second = claim_one(store, retry_at).await;
+    let failed_at = retry_at.add(seconds(1));
+    let state = store
+        .fail(
+            id,
+            token_of(&second),
+            "bad\0byte",
+            FailOutcome::Dead,
+            failed_at,
+        )
+        .await
+        .expect("fail dead");
+    assert_eq!(state, JobState::Dead);
+    let dead = get(store, id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.finished_at, Some(failed_at));
+    assert_eq!(dead.last_error, Some(kept));
+}
+
 pub async fn release_hands_back_without_counting_the_attempt(store: Arc<dyn Store>) {
     let store = &*store;
     let run_at = NOW.sub(seconds(1));

@@ -76,6 +76,7 @@ macro_rules! store_conformance_suite {
             complete_is_idempotent_for_its_holder,
             fail_with_retry_sets_retrying_run_at_and_error,
             fail_dead_keeps_the_error,
+            fail_keeps_an_error_with_a_nul_byte,
             release_hands_back_without_counting_the_attempt,
             extend_lease_moves_the_expiry_and_keeps_the_job_from_rescue,
             rescue_ends_expired_leases_only,
