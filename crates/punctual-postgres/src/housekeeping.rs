@@ -89,13 +89,20 @@ pub(crate) async fn table_health(store: &PgStore) -> Result<TableHealth, StoreEr
 /// See `PgStore::drop_schema`.
 pub(crate) async fn drop_schema(store: PgStore) -> Result<(), StoreError> {
     let schema = check_droppable(store.schema())?;
-    let client = store.client().await?;
-    // A plain identifier, checked at connect; quoted anyway. IF EXISTS: dropping twice, or a
-    // schema an operator already dropped, is done.
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+    let mut client = store.client().await?;
+    let transaction = client.transaction().await.map_err(pg)?;
+    // The drop waits for the locks of statements in flight however long they take, rather
+    // than failing after the store's `lock_timeout`: a paused node's idle transaction is
+    // ended by `idle_in_transaction_timeout` meanwhile. A plain identifier, checked at
+    // connect; quoted anyway. IF EXISTS: dropping twice, or a schema an operator already
+    // dropped, is done.
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = 0; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        ))
         .await
-        .map_err(pg)
+        .map_err(pg)?;
+    transaction.commit().await.map_err(pg)
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! first in a duty's transaction and locks the row `FOR SHARE` until that transaction ends: a new
 //! term's `UPDATE` waits for a deposed leader's duty in flight to commit, and a duty that starts
 //! after the new term sees it and is refused. So no deposed leader's write lands inside a later
-//! term, whatever the nodes' clocks say.
+//! term, whatever the nodes' clocks say. That wait is bounded: a duty's node paused inside its
+//! transaction would otherwise stall every election; past `PgOptions::lock_timeout` the `UPDATE`
+//! fails with `Unavailable` and changes nothing (the caller asks again at its next renewal), and
+//! `PgOptions::idle_in_transaction_timeout` ends the paused transaction, freeing the row.
 //!
 //! Must not touch jobs: the duties themselves live in `transitions`.
 

@@ -122,6 +122,23 @@ pub struct PgOptions {
     /// Apply pending migrations at connect (true), or only check that the schema is current
     /// (false: a node that must not change the schema, after `punctual migrate` ran).
     pub apply_migrations: bool,
+    /// How long one statement may wait for a lock before it fails with `Unavailable`, which
+    /// callers retry (PostgreSQL's `lock_timeout`, set on every connection the store opens).
+    /// A node paused or cut off inside a transaction keeps its locks (the leader row `FOR
+    /// SHARE` during a leader duty, jobs `FOR UPDATE` during a claim) until its session ends;
+    /// unbounded, every other node's `lead` waits behind it: no leader is elected, nothing is
+    /// rescued, and `Scheduler::stop` hangs on the election task. `None` leaves the server's
+    /// own setting (by default no limit); zero means no limit. Default 5 s.
+    pub lock_timeout: Option<Duration>,
+    /// How long a session may sit idle inside an open transaction before PostgreSQL ends it,
+    /// rolling the transaction back and releasing its locks (`idle_in_transaction_session_
+    /// timeout`, set on every connection the store opens). This is what frees the locks of a
+    /// paused or cut-off node; `lock_timeout` only bounds how long the others wait meanwhile.
+    /// `None` leaves the server's own setting (by default no limit); zero means no limit.
+    /// Default 30 s.
+    ///
+    /// Both settings also hold on the connections `PgStore::client` hands out; see there.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl Default for PgOptions {
@@ -132,8 +149,29 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(10),
             wait_timeout: Duration::from_secs(30),
             apply_migrations: true,
+            lock_timeout: Some(Duration::from_secs(5)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(30)),
         }
     }
+}
+
+/// The `-c name=value` startup options for the session settings `options` asks for.
+fn session_settings(options: &PgOptions) -> Vec<String> {
+    // PostgreSQL takes these in whole milliseconds, at most `i32::MAX`; a sub-millisecond
+    // duration rounds up, since 0 would mean "no limit".
+    let milliseconds =
+        |duration: Duration| duration.as_micros().div_ceil(1_000).min(i32::MAX as u128);
+    let mut settings = Vec::new();
+    if let Some(timeout) = options.lock_timeout {
+        settings.push(format!("-c lock_timeout={}", milliseconds(timeout)));
+    }
+    if let Some(timeout) = options.idle_in_transaction_timeout {
+        settings.push(format!(
+            "-c idle_in_transaction_session_timeout={}",
+            milliseconds(timeout)
+        ));
+    }
+    settings
 }
 
 /// Reads the database's clock in microseconds since the Unix epoch. `clock_timestamp()`, not
@@ -204,14 +242,19 @@ impl PgStore {
             // not like this". The driver's message does not echo a password.
             StoreError::Unavailable(format!("invalid PostgreSQL connection URL: {error}"))
         })?;
+        // The store's session settings first, so that the same setting in the URL's own
+        // `options` (applied after them) wins; the schema's `search_path` last.
+        let mut startup = session_settings(&options);
+        let from_url = config.get_options().unwrap_or_default().trim().to_owned();
+        if !from_url.is_empty() {
+            startup.push(from_url);
+        }
         if let Some(schema) = &options.schema {
             check_schema_name(schema)?;
-            let mut startup = config.get_options().unwrap_or_default().to_owned();
-            if !startup.is_empty() {
-                startup.push(' ');
-            }
-            startup.push_str(&format!("-c search_path={schema}"));
-            config.options(startup);
+            startup.push(format!("-c search_path={schema}"));
+        }
+        if !startup.is_empty() {
+            config.options(startup.join(" "));
         }
         if config.get_application_name().is_none() {
             config.application_name("punctual");
@@ -294,6 +337,17 @@ impl PgStore {
     /// pool_size`): hold it briefly, or connect your own client with the re-exported
     /// `tokio_postgres` for long work. `Unavailable` when no connection frees up within
     /// `PgOptions::wait_timeout`.
+    ///
+    /// The connection carries the store's `PgOptions::lock_timeout` and `PgOptions::
+    /// idle_in_transaction_timeout`, deliberately: a transaction of yours takes locks the
+    /// store's nodes wait for (`complete_in` locks the job's row), and if your process pauses
+    /// inside it, those bounds are what free them. A transaction of yours that idles between
+    /// statements longer than the idle timeout (waiting on a slow HTTP call, say) is rolled
+    /// back and its connection closed, and its next statement fails. For a transaction that
+    /// legitimately waits or idles longer, lift the bounds for it alone with `SET LOCAL
+    /// lock_timeout = 0` and `SET LOCAL idle_in_transaction_session_timeout = 0` as its first
+    /// statements (they end with the transaction, so the connection goes back to the pool as
+    /// it came), or connect your own client.
     pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool)
     }
@@ -508,5 +562,36 @@ mod tests {
         assert!(check_schema_name("a b").is_err());
         assert!(check_schema_name("a\"; DROP TABLE x; --").is_err());
         assert!(check_schema_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn session_settings_are_whole_milliseconds_and_optional() {
+        assert_eq!(
+            session_settings(&PgOptions::default()),
+            [
+                "-c lock_timeout=5000",
+                "-c idle_in_transaction_session_timeout=30000"
+            ]
+        );
+        let options = PgOptions {
+            // Rounded up, never to 0 (which would mean no limit); capped at PostgreSQL's
+            // largest value.
+            lock_timeout: Some(Duration::from_micros(1)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(u64::MAX)),
+            ..PgOptions::default()
+        };
+        assert_eq!(
+            session_settings(&options),
+            [
+                "-c lock_timeout=1",
+                "-c idle_in_transaction_session_timeout=2147483647"
+            ]
+        );
+        let options = PgOptions {
+            lock_timeout: None,
+            idle_in_transaction_timeout: None,
+            ..PgOptions::default()
+        };
+        assert!(session_settings(&options).is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! Leadership across nodes (issue 3, item 5): nodes with their own pools share one schema; one
-//! leads at a time, leadership moves when the leader stops renewing, and a deposed leader's
-//! duties are refused.
+//! leads at a time, leadership moves when the leader stops renewing, a deposed leader's duties
+//! are refused, and a node paused inside a transaction on the leader row stalls no election.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +8,11 @@ use std::time::Duration;
 use punctual_core::{
     ClaimRequest, JobOptions, JobState, LeaderTerm, NodeId, Store, StoreError, Timestamp,
 };
+use punctual_postgres::{PgOptions, PgStore};
 use punctual_testkit::fixtures::{NOW, new_job, node};
 use tokio::sync::Barrier;
 
-use crate::TestSchema;
+use crate::{TestSchema, database_url, raw_client};
 
 const LEADERSHIP: Duration = Duration::from_secs(2);
 
@@ -140,4 +141,63 @@ async fn nodes_electing_themselves_at_once_get_one_leader() {
         assert_eq!(granted[0], LeaderTerm(last.0 + 1), "round {round}");
         last = granted[0];
     }
+}
+
+/// How long a `lead` may take in the test below before it counts as hanging: well past the
+/// default `lock_timeout` (5 s), so a slow machine does not fail it.
+const HANGING: Duration = Duration::from_secs(20);
+
+/// A node paused (or cut off) inside a transaction that locked the leader row, as a leader
+/// duty's `FOR SHARE` does (here `FOR UPDATE`, the strongest), used to make every other node's
+/// `lead` wait forever: no leader, no rescue, and `Scheduler::stop` hung on the election task.
+/// Now `lead` waits at most `PgOptions::lock_timeout` and answers `Unavailable` (retried at the
+/// next renewal), and the store's own connections end such a transaction after
+/// `PgOptions::idle_in_transaction_timeout`, which frees the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_paused_on_the_leader_row_does_not_stall_lead() {
+    let Some(schema) = TestSchema::new().await else {
+        return;
+    };
+    // The electing node, with the default settings.
+    let electing = schema.connect().await;
+    let lock_leader_row = "SELECT 1 FROM punctual_leader WHERE id = 1 FOR UPDATE";
+
+    // A connection without the store's settings holds the lock and sits idle: `lead` gives up
+    // after the lock timeout instead of waiting for it.
+    let mut outsider = raw_client(Some(&schema.name)).await;
+    let paused = outsider.transaction().await.expect("begin");
+    paused.execute(lock_leader_row, &[]).await.expect("lock");
+    let answer = tokio::time::timeout(
+        HANGING,
+        electing.lead(&node("node-b"), None, LEADERSHIP, NOW),
+    )
+    .await
+    .expect("lead must not wait for the paused transaction");
+    assert!(
+        matches!(answer, Err(StoreError::Unavailable(_))),
+        "{answer:?}"
+    );
+    paused.rollback().await.expect("rollback");
+
+    // The same on one of a store's own connections, whose idle transactions are ended: the lock
+    // is released within the idle timeout, and the election goes through.
+    let options = PgOptions {
+        idle_in_transaction_timeout: Some(Duration::from_secs(1)),
+        ..schema.options()
+    };
+    let paused_node = PgStore::connect_with(&database_url(), options)
+        .await
+        .expect("connect");
+    let mut client = paused_node.client().await.expect("client");
+    let paused = client.transaction().await.expect("begin");
+    paused.execute(lock_leader_row, &[]).await.expect("lock");
+    let answer = tokio::time::timeout(
+        HANGING,
+        electing.lead(&node("node-b"), None, LEADERSHIP, NOW),
+    )
+    .await
+    .expect("lead must not wait for the paused transaction");
+    assert_eq!(answer.expect("lead"), Some(LeaderTerm(1)));
+    // The paused node's transaction was rolled back and its session ended.
+    assert!(paused.execute("SELECT 1", &[]).await.is_err());
 }
