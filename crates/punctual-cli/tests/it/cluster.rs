@@ -581,11 +581,32 @@ async fn killed_nodes_lose_no_job_and_their_jobs_rerun_only_after_the_lease() {
         ))
         .await;
 
+    // Each victim is killed while it runs a job, once the stream has gone so far: `first` early,
+    // `second` later. Not after a count of its own runs: the nodes share the jobs very unevenly
+    // (one may take nearly all of them), so a count might never be reached. Should a victim
+    // get no job at all after its moment, it is killed once every job has started.
+    let paths: Vec<PathBuf> = [&first, &second, &third]
+        .iter()
+        .map(|node| node.log.clone())
+        .collect();
     let mut killed: HashSet<u32> = HashSet::new();
-    for (victim, runs) in [(&mut first, 10), (&mut second, 30)] {
-        eventually("the node to run jobs", PATIENCE, async || {
-            (victim.log().runs.len() >= runs).then_some(())
-        })
+    for (victim, share) in [(&mut first, 0.1), (&mut second, 0.3)] {
+        eventually(
+            "the stream to reach a victim's moment",
+            PATIENCE,
+            async || {
+                let started = paths
+                    .iter()
+                    .flat_map(|path| Log::read(path).ran())
+                    .collect::<HashSet<JobId>>()
+                    .len();
+                let log = victim.log();
+                // Its completions are a subset of its runs.
+                let running = log.runs.len() > log.done.len();
+                let due = started as f64 >= share * ids.len() as f64;
+                ((due && running) || started == ids.len()).then_some(())
+            },
+        )
         .await;
         victim.kill();
         killed.insert(victim.pid);
