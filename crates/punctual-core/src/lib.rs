@@ -22,6 +22,6 @@ pub use schedule::Schedule;
 pub use state::JobState;
 pub use store::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, LeaderTerm,
-    RescueOutcome, StateCount, Store, StoreError,
+    RescueOutcome, StateCount, Store, StoreError, check_kinds,
 };
 pub use time::{Clock, SystemClock, Timestamp};

@@ -26,6 +26,9 @@ pub const RUN_AT_FUTURE_MAX: Duration = Duration::from_secs(100 * 366 * 24 * 360
 pub const INSERT_BATCH_MAX: usize = 10_000;
 /// Most jobs handed out by one claim.
 pub const CLAIM_BATCH_MAX: usize = 10_000;
+/// Most kinds a claim (or `next_due`) may be limited to; a longer list is refused, not cut,
+/// since cutting it would silently leave jobs of the dropped kinds unclaimed.
+pub const CLAIM_KINDS_MAX: usize = 1_000;
 /// Most jobs in one page of a listing.
 pub const PAGE_SIZE_MAX: usize = 1_000;
 /// Shortest and longest lease a claim may ask for.

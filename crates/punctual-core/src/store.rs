@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use std::fmt;
 
 use crate::job::{Job, JobId, Kind, LeaseToken, NewJob, NodeId, Queue, ValidationError};
+use crate::limits;
 use crate::state::JobState;
 use crate::time::Timestamp;
 
@@ -60,12 +61,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// What `claim` takes: who claims, how many, which queues, how far ahead, and for how long.
+/// What `claim` takes: who claims, how many, which queues and kinds, how far ahead, and for
+/// how long.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub holder: NodeId,
     /// Serve only these queues; `None` serves every queue.
     pub queues: Option<Vec<Queue>>,
+    /// Claim only jobs of these kinds; `None` claims any kind. A node passes the kinds it has
+    /// handlers for, so jobs of other kinds stay pending for a node that can run them. An empty
+    /// list claims nothing (as an empty `queues` does). At most `limits::CLAIM_KINDS_MAX`
+    /// entries (see `check_kinds`); a longer list is refused with `Invalid`.
+    pub kinds: Option<Vec<Kind>>,
     /// At most this many jobs (capped at `limits::CLAIM_BATCH_MAX`).
     pub limit: usize,
     /// Claim jobs whose `run_at` is at or before this instant. The engine passes a little past
@@ -73,6 +80,20 @@ pub struct ClaimRequest {
     pub due_by: Timestamp,
     /// The lease lasts this long past `max(now, run_at)`.
     pub lease: Duration,
+}
+
+/// Checks a kinds filter (of `ClaimRequest::kinds` or `Store::next_due`): at most
+/// `limits::CLAIM_KINDS_MAX` entries. Refused rather than cut, because a cut list would leave
+/// jobs of the dropped kinds pending with nothing to say why.
+pub fn check_kinds(kinds: Option<&[Kind]>) -> Result<(), ValidationError> {
+    match kinds {
+        Some(kinds) if kinds.len() > limits::CLAIM_KINDS_MAX => Err(ValidationError::TooLong {
+            field: "kinds",
+            bytes: kinds.len(),
+            limit: limits::CLAIM_KINDS_MAX,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A claimed job; its `lease` is present and holds the token to fence later writes.
@@ -153,10 +174,12 @@ pub trait Store: Send + Sync + 'static {
     /// with `Invalid`. Durable when it returns.
     async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
 
-    /// Atomically takes up to `request.limit` pending jobs due by `request.due_by`, most urgent
-    /// priority first, then earliest `run_at`, then id. Each becomes `Running` with a fresh
-    /// lease token and its attempt counted. The first claim of a recurring job's occurrence
-    /// stores its next occurrence in the same transaction. Nothing due is an empty Vec.
+    /// Atomically takes up to `request.limit` pending jobs due by `request.due_by`, in
+    /// `request.queues` and of `request.kinds` (when given), most urgent priority first, then
+    /// earliest `run_at`, then id. Each becomes `Running` with a fresh lease token and its
+    /// attempt counted. The first claim of a recurring job's occurrence stores its next
+    /// occurrence in the same transaction. Nothing due is an empty Vec. A kinds filter that
+    /// fails `check_kinds` is `Invalid`.
     async fn claim(
         &self,
         request: ClaimRequest,
@@ -224,8 +247,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many jobs each queue holds in each state (zero counts are left out).
     async fn counts(&self) -> Result<Vec<StateCount>, StoreError>;
 
-    /// The earliest `run_at` among pending jobs in `queues` (all queues if `None`).
-    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError>;
+    /// The earliest `run_at` among pending jobs in `queues` (all queues if `None`) of `kinds`
+    /// (any kind if `None`): the filters a claim would use, so a node does not wake for jobs it
+    /// would not claim. An empty list matches nothing. `kinds` that fail `check_kinds` are
+    /// `Invalid`.
+    async fn next_due(
+        &self,
+        queues: Option<&[Queue]>,
+        kinds: Option<&[Kind]>,
+    ) -> Result<Option<Timestamp>, StoreError>;
 
     /// The earliest lease expiry among running jobs, so a rescuer can sleep until then.
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError>;
@@ -279,5 +309,28 @@ pub trait Store: Send + Sync + 'static {
     /// an embedded store's writers are in-process and wake the engine directly.
     async fn listen(&self) -> Result<Option<Box<dyn InsertHints>>, StoreError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kinds_filter_is_capped_not_cut() {
+        let kind = Kind::new("k").expect("valid");
+        let most = vec![kind.clone(); limits::CLAIM_KINDS_MAX];
+        assert!(check_kinds(None).is_ok());
+        assert!(check_kinds(Some(&[])).is_ok());
+        assert!(check_kinds(Some(&most)).is_ok());
+        let too_many = vec![kind; limits::CLAIM_KINDS_MAX + 1];
+        assert!(matches!(
+            check_kinds(Some(&too_many)),
+            Err(ValidationError::TooLong {
+                field: "kinds",
+                bytes,
+                limit: limits::CLAIM_KINDS_MAX,
+            }) if bytes == limits::CLAIM_KINDS_MAX + 1
+        ));
     }
 }

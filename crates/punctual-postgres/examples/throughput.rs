@@ -105,6 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let request = ClaimRequest {
                         holder: holder.clone(),
                         queues: None,
+                        kinds: None,
                         limit: CLAIM_BATCH,
                         due_by: now,
                         lease: Duration::from_secs(60),

@@ -10,7 +10,8 @@
 //! ```text
 //! WITH candidates AS MATERIALIZED (
 //!     for each priority level 0..=9 (and each served queue):
-//!         the first `limit` pending rows with run_at_us <= due_by, in (run_at_us, id) order,
+//!         the first `limit` pending rows with run_at_us <= due_by (of the kinds asked for),
+//!         in (run_at_us, id) order,
 //!         locked FOR UPDATE SKIP LOCKED
 //!     then the first `limit` of those in (priority, run_at_us, id) order
 //! )
@@ -28,6 +29,10 @@
 //!   up in the primary key. With a join, the planner (which cannot know how many candidates a
 //!   generic plan's `LIMIT $2` yields) chose a hash join over a scan of the whole table: 80 ms
 //!   per claim at 500,000 rows instead of a few.
+//! - A kinds filter (`kind = ANY($6)`, or `$6` NULL for any kind) is checked in those same
+//!   range scans: no index has the kind, so due rows of other kinds are read and passed over
+//!   (not locked: the row lock is taken only on rows that pass the filter). While every due job
+//!   is of a kind asked for, as when all nodes run the same handlers, that costs nothing.
 //! - One range scan per priority level (`priority = p AND run_at_us <= due_by` on the partial
 //!   index `(priority, run_at_us, id) WHERE state IN (0, 2)`), rather than one scan of the whole
 //!   index in (priority, run_at_us, id) order: that scan would have to walk past every future
@@ -43,14 +48,17 @@
 //! duplicate it; a later claim of the same occurrence (a retry, a hand-back) has a larger token
 //! and stores nothing.
 
-use punctual_core::{ClaimRequest, ClaimedJob, LeaseToken, NewJob, StoreError, Timestamp, limits};
+use punctual_core::{
+    ClaimRequest, ClaimedJob, LeaseToken, NewJob, StoreError, Timestamp, check_kinds, limits,
+};
 
 use crate::PgStore;
 use crate::error::pg;
 use crate::insert::insert_rows;
-use crate::rows::{job_columns, jobs_from_rows, micros, sql_count};
+use crate::rows::{job_columns, jobs_from_rows, kind_names, micros, sql_count};
 
-/// What a claim does to each candidate. $1 due_by, $2 limit, $3 now, $4 holder, $5 lease (µs).
+/// What a claim does to each candidate. $1 due_by, $2 limit, $3 now, $4 holder, $5 lease (µs);
+/// the candidate statements add $6 kinds (`NULL` for any kind) and $7 queues.
 macro_rules! take_candidates {
     () => {
         concat!(
@@ -79,6 +87,7 @@ const CLAIM_ANY_QUEUE: &str = concat!(
         CROSS JOIN LATERAL (
             SELECT id, run_at_us FROM punctual_jobs
             WHERE state IN (0, 2) AND priority = level.priority AND run_at_us <= $1
+                AND ($6::text[] IS NULL OR kind = ANY($6::text[]))
             ORDER BY run_at_us, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -89,17 +98,17 @@ const CLAIM_ANY_QUEUE: &str = concat!(
     take_candidates!()
 );
 
-/// Claims from the queues in $6, one range scan per (queue, priority level).
+/// Claims from the queues in $7, one range scan per (queue, priority level).
 const CLAIM_IN_QUEUES: &str = concat!(
     "
     WITH candidates AS MATERIALIZED (
         SELECT due.id AS candidate_id
-        FROM unnest($6::text[]) AS served(queue)
+        FROM unnest($7::text[]) AS served(queue)
         CROSS JOIN generate_series(0, 9) AS level(priority)
         CROSS JOIN LATERAL (
             SELECT id, run_at_us FROM punctual_jobs
             WHERE state IN (0, 2) AND queue = served.queue AND priority = level.priority
-                AND run_at_us <= $1
+                AND run_at_us <= $1 AND ($6::text[] IS NULL OR kind = ANY($6::text[]))
             ORDER BY run_at_us, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -115,8 +124,10 @@ pub(crate) async fn claim(
     request: ClaimRequest,
     now: Timestamp,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
+    check_kinds(request.kinds.as_deref())?;
     let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
-    if limit == 0 {
+    let kinds = request.kinds.as_deref().map(kind_names);
+    if limit == 0 || kinds.as_ref().is_some_and(Vec::is_empty) {
         return Ok(Vec::new());
     }
     let lease = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
@@ -141,7 +152,10 @@ pub(crate) async fn claim(
                 .await
                 .map_err(pg)?;
             transaction
-                .query(&statement, &[&due_by, &limit, &now_us, &holder, &lease])
+                .query(
+                    &statement,
+                    &[&due_by, &limit, &now_us, &holder, &lease, &kinds],
+                )
                 .await
         }
         Some(queues) => {
@@ -152,7 +166,7 @@ pub(crate) async fn claim(
             transaction
                 .query(
                     &statement,
-                    &[&due_by, &limit, &now_us, &holder, &lease, queues],
+                    &[&due_by, &limit, &now_us, &holder, &lease, &kinds, queues],
                 )
                 .await
         }

@@ -73,8 +73,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use punctual_core::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, Job, JobFilter, JobId, JobPage,
-    JobState, LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store,
-    StoreError, Timestamp, ValidationError,
+    JobState, Kind, LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount,
+    Store, StoreError, Timestamp, ValidationError,
 };
 use tokio_postgres::NoTls;
 
@@ -501,8 +501,12 @@ impl Store for PgStore {
         reads::counts(self).await
     }
 
-    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_due(self, queues).await
+    async fn next_due(
+        &self,
+        queues: Option<&[Queue]>,
+        kinds: Option<&[Kind]>,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        reads::next_due(self, queues, kinds).await
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {

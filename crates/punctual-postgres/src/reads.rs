@@ -4,15 +4,15 @@
 //! statement on a pooled connection, consistent within itself.
 
 use punctual_core::{
-    Cursor, Job, JobFilter, JobId, JobPage, JobState, Queue, StateCount, StoreError, Timestamp,
-    limits,
+    Cursor, Job, JobFilter, JobId, JobPage, JobState, Kind, Queue, StateCount, StoreError,
+    Timestamp, check_kinds, limits,
 };
 use tokio_postgres::types::ToSql;
 
 use crate::PgStore;
 use crate::error::{corrupt, pg};
 use crate::rows::{
-    column, job_columns, jobs_from_rows, sql_count, state_code, state_from_code, uuid,
+    column, job_columns, jobs_from_rows, kind_names, sql_count, state_code, state_from_code, uuid,
 };
 
 pub(crate) async fn get(store: &PgStore, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -117,11 +117,18 @@ pub(crate) async fn counts(store: &PgStore) -> Result<Vec<StateCount>, StoreErro
 }
 
 /// The earliest pending `run_at`: the first entry of each priority level's range of the
-/// pending index (one probe per level, or per level and queue), then the least of those.
+/// pending index (one probe per level, or per level and queue), then the least of those. A
+/// kinds filter (`$1`, NULL for any kind) walks each range to its first row of those kinds.
 pub(crate) async fn next_due(
     store: &PgStore,
     queues: Option<&[Queue]>,
+    kinds: Option<&[Kind]>,
 ) -> Result<Option<Timestamp>, StoreError> {
+    check_kinds(kinds)?;
+    let kinds = kinds.map(kind_names);
+    if kinds.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(None);
+    }
     let client = store.client().await?;
     let row = match queues {
         None => {
@@ -132,30 +139,32 @@ pub(crate) async fn next_due(
                      CROSS JOIN LATERAL (
                          SELECT run_at_us FROM punctual_jobs
                          WHERE state IN (0, 2) AND priority = level.priority
+                             AND ($1::text[] IS NULL OR kind = ANY($1::text[]))
                          ORDER BY run_at_us LIMIT 1
                      ) AS first",
                 )
                 .await
                 .map_err(pg)?;
-            client.query_one(&statement, &[]).await
+            client.query_one(&statement, &[&kinds]).await
         }
         Some(queues) => {
             let names: Vec<&str> = queues.iter().map(Queue::as_str).collect();
             let statement = client
                 .prepare_cached(
                     "SELECT min(first.run_at_us)
-                     FROM unnest($1::text[]) AS served(queue)
+                     FROM unnest($2::text[]) AS served(queue)
                      CROSS JOIN generate_series(0, 9) AS level(priority)
                      CROSS JOIN LATERAL (
                          SELECT run_at_us FROM punctual_jobs
                          WHERE state IN (0, 2) AND queue = served.queue
                              AND priority = level.priority
+                             AND ($1::text[] IS NULL OR kind = ANY($1::text[]))
                          ORDER BY run_at_us LIMIT 1
                      ) AS first",
                 )
                 .await
                 .map_err(pg)?;
-            client.query_one(&statement, &[&names]).await
+            client.query_one(&statement, &[&kinds, &names]).await
         }
     }
     .map_err(pg)?;

@@ -1,9 +1,9 @@
 //! How a job is laid out in a `punctual_jobs` row, and how a row becomes a `Job` again.
 //!
 //! Owns the state codes, the column list every `SELECT` and `RETURNING` uses, the conversions of
-//! ids, durations and timestamps to column values, and a per-call cache of decoded names so that
-//! decoding a claim of a thousand rows of one queue validates the queue name once. Must not
-//! decide any transition: that is `transitions`' job.
+//! ids, durations, timestamps and kinds filters to column values, and a per-call cache of
+//! decoded names so that decoding a claim of a thousand rows of one queue validates the queue
+//! name once. Must not decide any transition: that is `transitions`' job.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -72,6 +72,14 @@ pub(crate) fn job_id(uuid: uuid::Uuid) -> JobId {
 /// Microseconds in an `i64`, saturating (no duration the core accepts comes near the limit).
 pub(crate) fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A kinds filter as the `text[]` its statements take (`kind = ANY($n)`), each kind once.
+pub(crate) fn kind_names(kinds: &[Kind]) -> Vec<&str> {
+    let mut names: Vec<&str> = kinds.iter().map(Kind::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// A count or limit as a SQL `bigint`, saturating.

@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.insert(trickle, now).await?;
 
     let started = Instant::now();
-    let due = store.next_due(None).await?;
+    let due = store.next_due(None, None).await?;
     let next_due = started.elapsed();
     assert_eq!(due, Some(now));
 
@@ -77,6 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ClaimRequest {
                 holder: NodeId::new("node-a")?,
                 queues: None,
+                kinds: None,
                 limit: TRICKLE,
                 due_by: clock.now(),
                 lease: Duration::from_secs(60),
@@ -93,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ClaimRequest {
                 holder: NodeId::new("node-a")?,
                 queues: None,
+                kinds: None,
                 limit: TRICKLE,
                 due_by: clock.now(),
                 lease: Duration::from_secs(60),

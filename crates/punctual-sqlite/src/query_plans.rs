@@ -37,6 +37,14 @@ fn hot_statements_use_their_indexes() {
             transitions::CLAIM_CANDIDATES_IN_QUEUE,
             "SEARCH job USING INDEX job_pending_by_queue (queue=? AND priority=? AND run_at_us<?)",
         ),
+        (
+            transitions::CLAIM_CANDIDATES_OF_KINDS,
+            "SEARCH job USING INDEX job_pending_by_priority (priority=? AND run_at_us<?)",
+        ),
+        (
+            transitions::CLAIM_CANDIDATES_IN_QUEUE_OF_KINDS,
+            "SEARCH job USING INDEX job_pending_by_queue (queue=? AND priority=? AND run_at_us<?)",
+        ),
         (transitions::CLAIM, "SEARCH job USING PRIMARY KEY (id=?)"),
         (transitions::COMPLETE, "SEARCH job USING PRIMARY KEY (id=?)"),
         (
@@ -53,6 +61,14 @@ fn hot_statements_use_their_indexes() {
         ),
         (
             reads::NEXT_DUE_IN_QUEUE,
+            "SEARCH job USING INDEX job_pending_by_queue (queue=? AND priority=?)",
+        ),
+        (
+            reads::NEXT_DUE_OF_KINDS,
+            "SEARCH job USING INDEX job_pending_by_priority (priority=?)",
+        ),
+        (
+            reads::NEXT_DUE_IN_QUEUE_OF_KINDS,
             "SEARCH job USING INDEX job_pending_by_queue (queue=? AND priority=?)",
         ),
         (

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use punctual_core::{
-    Cursor, Job, JobFilter, JobId, JobPage, Priority, Queue, StateCount, StoreError, Timestamp,
-    limits,
+    Cursor, Job, JobFilter, JobId, JobPage, Kind, Priority, Queue, StateCount, StoreError,
+    Timestamp, limits,
 };
-use rusqlite::{Connection, OpenFlags, ToSql, params};
+use rusqlite::{Connection, OpenFlags, Statement, ToSql, params};
 use tokio::sync::Semaphore;
 
 use crate::error::{Failure, corrupt, from_sql};
-use crate::rows::{Names, job_columns, job_from_row, state_code, state_from_code};
+use crate::rows::{Names, job_columns, job_from_row, kind_array, state_code, state_from_code};
 
 // The reads that the engine makes often, named so that `query_plans` can check that each is
 // an index seek.
@@ -32,6 +32,17 @@ pub(crate) const NEXT_DUE: &str = "SELECT run_at_us FROM job
 /// The same within one queue, from `job_pending_by_queue`.
 pub(crate) const NEXT_DUE_IN_QUEUE: &str = "SELECT run_at_us FROM job
      WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 ORDER BY run_at_us LIMIT 1";
+
+/// `NEXT_DUE` of the kinds in `?2` (an `rarray`): the same index, walked past rows of other
+/// kinds (as the claim's scans are).
+pub(crate) const NEXT_DUE_OF_KINDS: &str = "SELECT run_at_us FROM job
+     WHERE state IN (0, 2) AND priority = ?1 AND kind IN rarray(?2)
+     ORDER BY run_at_us LIMIT 1";
+
+/// `NEXT_DUE_IN_QUEUE` of the kinds in `?3`.
+pub(crate) const NEXT_DUE_IN_QUEUE_OF_KINDS: &str = "SELECT run_at_us FROM job
+     WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND kind IN rarray(?3)
+     ORDER BY run_at_us LIMIT 1";
 
 /// The earliest lease expiry: the head of `job_running_by_lease_expiry`.
 pub(crate) const NEXT_LEASE_EXPIRY: &str = "SELECT lease_expires_at_us FROM job
@@ -64,6 +75,8 @@ impl ReadPool {
             )
             .map_err(from_sql)?;
             connection.busy_timeout(BUSY_TIMEOUT).map_err(from_sql)?;
+            // `rarray()`, with which `next_due` takes a kinds filter.
+            rusqlite::vtab::array::load_module(&connection).map_err(from_sql)?;
             connection.set_prepared_statement_cache_capacity(32);
             readers.push(Reader {
                 connection,
@@ -220,33 +233,47 @@ pub(crate) fn counts(reader: &mut Reader) -> Result<Vec<StateCount>, Failure> {
 }
 
 /// The earliest `run_at` among pending jobs: the head of each priority level's index range
-/// (per queue when queues are named), one index seek each.
+/// (per queue when queues are named), one index seek each; with a kinds filter, the first row
+/// of those kinds in that range.
 pub(crate) fn next_due(
     reader: &mut Reader,
     queues: Option<&[Queue]>,
+    kinds: Option<&[Kind]>,
 ) -> Result<Option<Timestamp>, Failure> {
+    let kinds = kinds.map(kind_array);
+    if kinds.as_ref().is_some_and(|kinds| kinds.is_empty()) {
+        return Ok(None);
+    }
+    let connection = &reader.connection;
     let mut earliest: Option<i64> = None;
-    let mut consider = |found: Option<i64>| {
-        if let Some(found) = found {
+    let mut consider = |statement: &mut Statement<'_>, parameters: &[&dyn ToSql]| {
+        let mut rows = statement.query(parameters)?;
+        if let Some(row) = rows.next()? {
+            let found: i64 = row.get(0)?;
             earliest = Some(earliest.map_or(found, |current| current.min(found)));
         }
+        Ok::<(), Failure>(())
     };
     for priority in Priority::HIGHEST.get()..=Priority::LOWEST.get() {
-        match queues {
-            None => {
-                let mut statement = reader.connection.prepare_cached(NEXT_DUE)?;
-                let mut rows = statement.query(params![priority])?;
-                if let Some(row) = rows.next()? {
-                    consider(Some(row.get(0)?));
+        match (queues, &kinds) {
+            (None, None) => {
+                let mut statement = connection.prepare_cached(NEXT_DUE)?;
+                consider(&mut statement, &[&priority])?;
+            }
+            (None, Some(kinds)) => {
+                let mut statement = connection.prepare_cached(NEXT_DUE_OF_KINDS)?;
+                consider(&mut statement, &[&priority, kinds])?;
+            }
+            (Some(queues), None) => {
+                let mut statement = connection.prepare_cached(NEXT_DUE_IN_QUEUE)?;
+                for queue in queues {
+                    consider(&mut statement, &[&queue.as_str(), &priority])?;
                 }
             }
-            Some(queues) => {
-                let mut statement = reader.connection.prepare_cached(NEXT_DUE_IN_QUEUE)?;
+            (Some(queues), Some(kinds)) => {
+                let mut statement = connection.prepare_cached(NEXT_DUE_IN_QUEUE_OF_KINDS)?;
                 for queue in queues {
-                    let mut rows = statement.query(params![queue.as_str(), priority])?;
-                    if let Some(row) = rows.next()? {
-                        consider(Some(row.get(0)?));
-                    }
+                    consider(&mut statement, &[&queue.as_str(), &priority, kinds])?;
                 }
             }
         }

@@ -1,11 +1,13 @@
 //! How a job is laid out in a `job` row, and how a row becomes a `Job` again.
 //!
 //! Owns the state codes, the column list every `SELECT` and `RETURNING` uses, the conversions of
-//! durations and timestamps to integers, and a small cache of decoded names so that reading a
-//! thousand rows of the same queue does not validate and allocate the queue name a thousand
-//! times. Must not decide any transition: that is `transitions`' job.
+//! durations and timestamps to integers (and of a kinds filter to an `rarray`), and a small
+//! cache of decoded names so that reading a thousand rows of the same queue does not validate
+//! and allocate the queue name a thousand times. Must not decide any transition: that is
+//! `transitions`' job.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use punctual_core::{
@@ -13,6 +15,8 @@ use punctual_core::{
     Schedule, Timestamp,
 };
 use rusqlite::Row;
+use rusqlite::types::Value;
+use rusqlite::vtab::array::Array;
 
 use crate::error::{Failure, corrupt};
 
@@ -58,6 +62,19 @@ macro_rules! job_columns {
     };
 }
 pub(crate) use job_columns;
+
+/// A kinds filter as the `rarray` its statements take (`kind IN rarray(?n)`), each kind once.
+pub(crate) fn kind_array(kinds: &[Kind]) -> Array {
+    let mut names: Vec<&str> = kinds.iter().map(Kind::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    Rc::new(
+        names
+            .into_iter()
+            .map(|name| Value::Text(name.to_owned()))
+            .collect(),
+    )
+}
 
 /// Microseconds in an `i64`, saturating (no duration the core accepts comes near the limit).
 pub(crate) fn micros(duration: Duration) -> i64 {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState, Kind,
     LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store, StoreError,
-    Timestamp, ValidationError, limits, truncate_error,
+    Timestamp, ValidationError, check_kinds, limits, truncate_error,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -225,6 +225,7 @@ impl Store for SqliteStore {
         request: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
+        check_kinds(request.kinds.as_deref())?;
         if request.limit == 0 {
             return Ok(Vec::new());
         }
@@ -340,9 +341,15 @@ impl Store for SqliteStore {
         self.read(reads::counts).await
     }
 
-    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError> {
+    async fn next_due(
+        &self,
+        queues: Option<&[Queue]>,
+        kinds: Option<&[Kind]>,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        check_kinds(kinds)?;
         let queues: Option<Vec<Queue>> = queues.map(<[Queue]>::to_vec);
-        self.read(move |reader| reads::next_due(reader, queues.as_deref()))
+        let kinds: Option<Vec<Kind>> = kinds.map(<[Kind]>::to_vec);
+        self.read(move |reader| reads::next_due(reader, queues.as_deref(), kinds.as_deref()))
             .await
     }
 

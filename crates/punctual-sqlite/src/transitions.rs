@@ -26,8 +26,8 @@ use rusqlite::{Connection, Statement, params};
 
 use crate::error::{Failure, is_primary_key_violation};
 use crate::rows::{
-    Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, micros, retry_columns,
-    retry_from_columns, state_from_code,
+    Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, kind_array, micros,
+    retry_columns, retry_from_columns, state_from_code,
 };
 
 // The statements whose speed matters with many jobs stored, named so that `query_plans` can
@@ -41,6 +41,19 @@ pub(crate) const CLAIM_CANDIDATES: &str = "SELECT run_at_us, id FROM job
 /// The same within one queue, from `job_pending_by_queue`.
 pub(crate) const CLAIM_CANDIDATES_IN_QUEUE: &str = "SELECT run_at_us, id FROM job
      WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
+     ORDER BY run_at_us, id LIMIT ?4";
+
+/// `CLAIM_CANDIDATES` of the kinds in `?4` (an `rarray`). No index has the kind: the same range
+/// scan checks each row's kind (it reads the row for its state anyway) and passes over the
+/// others, so the cost grows only with the due jobs of other kinds ahead of those taken.
+pub(crate) const CLAIM_CANDIDATES_OF_KINDS: &str = "SELECT run_at_us, id FROM job
+     WHERE state IN (0, 2) AND priority = ?1 AND run_at_us <= ?2 AND kind IN rarray(?4)
+     ORDER BY run_at_us, id LIMIT ?3";
+
+/// `CLAIM_CANDIDATES_IN_QUEUE` of the kinds in `?5`.
+pub(crate) const CLAIM_CANDIDATES_IN_QUEUE_OF_KINDS: &str = "SELECT run_at_us, id FROM job
+     WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
+         AND kind IN rarray(?5)
      ORDER BY run_at_us, id LIMIT ?4";
 
 /// Takes the chosen jobs (`?1`, an `rarray` of ids) under a lease of `?4` microseconds from
@@ -135,7 +148,8 @@ fn insert_one(connection: &Connection, job: &NewJob, now: Timestamp) -> Result<(
 /// Candidates are found with one index range scan per priority level (and per queue when the
 /// request names queues), each stopping after the rows still wanted, so the cost follows the
 /// batch size, not the number of pending jobs. Within a level, per-queue candidates are merged
-/// by `(run_at, id)`.
+/// by `(run_at, id)`. A kinds filter is checked in the same scans; due jobs of other kinds are
+/// passed over (read, not taken), which costs nothing while every due job is of a kind asked for.
 pub(crate) fn claim(
     connection: &Connection,
     names: &mut Names,
@@ -143,7 +157,8 @@ pub(crate) fn claim(
     now: Timestamp,
 ) -> Result<Vec<Job>, Failure> {
     let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
-    if limit == 0 {
+    let kinds = request.kinds.as_deref().map(kind_array);
+    if limit == 0 || kinds.as_ref().is_some_and(|kinds| kinds.is_empty()) {
         return Ok(Vec::new());
     }
     let queues = request.queues.as_ref().map(|queues| {
@@ -159,24 +174,45 @@ pub(crate) fn claim(
         if wanted == 0 {
             break;
         }
+        let count = sql_count(wanted);
         match &queues {
             None => {
-                let mut statement = connection.prepare_cached(CLAIM_CANDIDATES)?;
-                collect_candidates(
-                    &mut statement,
-                    params![priority, due_by, sql_count(wanted)],
-                    &mut candidates,
-                )?;
+                let mut statement = connection.prepare_cached(match kinds {
+                    None => CLAIM_CANDIDATES,
+                    Some(_) => CLAIM_CANDIDATES_OF_KINDS,
+                })?;
+                match &kinds {
+                    None => collect_candidates(
+                        &mut statement,
+                        params![priority, due_by, count],
+                        &mut candidates,
+                    )?,
+                    Some(kinds) => collect_candidates(
+                        &mut statement,
+                        params![priority, due_by, count, kinds],
+                        &mut candidates,
+                    )?,
+                }
             }
             Some(queues) => {
                 let level_start = candidates.len();
-                let mut statement = connection.prepare_cached(CLAIM_CANDIDATES_IN_QUEUE)?;
+                let mut statement = connection.prepare_cached(match kinds {
+                    None => CLAIM_CANDIDATES_IN_QUEUE,
+                    Some(_) => CLAIM_CANDIDATES_IN_QUEUE_OF_KINDS,
+                })?;
                 for queue in queues {
-                    collect_candidates(
-                        &mut statement,
-                        params![queue.as_str(), priority, due_by, sql_count(wanted)],
-                        &mut candidates,
-                    )?;
+                    match &kinds {
+                        None => collect_candidates(
+                            &mut statement,
+                            params![queue.as_str(), priority, due_by, count],
+                            &mut candidates,
+                        )?,
+                        Some(kinds) => collect_candidates(
+                            &mut statement,
+                            params![queue.as_str(), priority, due_by, count, kinds],
+                            &mut candidates,
+                        )?,
+                    }
                 }
                 if queues.len() > 1 {
                     candidates[level_start..].sort_unstable();

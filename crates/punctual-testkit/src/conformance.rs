@@ -64,6 +64,7 @@ fn request(limit: usize, due_by: Timestamp) -> ClaimRequest {
     ClaimRequest {
         holder: node("node-a"),
         queues: None,
+        kinds: None,
         limit,
         due_by,
         lease: LEASE,
@@ -438,6 +439,84 @@ pub async fn claim_respects_due_by_limit_and_queue_filter(store: Arc<dyn Store>)
     );
 }
 
+pub async fn claim_takes_only_the_requested_kinds(store: Arc<dyn Store>) {
+    let store = &*store;
+    let of_kind = |sequence, kind_name: &str, name: &str, priority, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name))
+            .priority(Priority::new(priority).expect("valid"));
+        new_job(kind_name, run_at, options, NOW)
+    };
+    let (a, b, c) = ("conformance.a", "conformance.b", "conformance.c");
+    let later = NOW.add(seconds(3_600));
+    insert(
+        store,
+        vec![
+            of_kind(1, a, "default", 5, NOW),
+            of_kind(2, b, "default", 5, NOW),
+            of_kind(3, a, "default", 5, NOW),
+            of_kind(4, c, "default", 5, later),
+            of_kind(5, a, "other", 5, NOW),
+            of_kind(6, b, "default", 0, NOW),
+        ],
+    )
+    .await;
+    let of_kinds = |kinds: Vec<&str>, queues: Option<Vec<Queue>>, limit, due_by| ClaimRequest {
+        queues,
+        kinds: Some(kinds.into_iter().map(kind).collect()),
+        ..request(limit, due_by)
+    };
+
+    // An empty list claims nothing, as an empty list of queues does; so does a kind no job has.
+    assert!(
+        claim(store, of_kinds(vec![], None, 10, later), NOW)
+            .await
+            .is_empty()
+    );
+    let unknown = of_kinds(vec!["conformance.nobody"], None, 10, later);
+    assert!(claim(store, unknown, NOW).await.is_empty());
+
+    // Jobs of other kinds, more urgent or earlier, are passed over, and the limit counts only
+    // the jobs taken; the queue filter still applies.
+    let a_in_default = of_kinds(vec![a], Some(vec![queue("default")]), 2, NOW);
+    let claimed = claim(store, a_in_default, NOW).await;
+    assert_eq!(ids(&claimed), vec![job_id(NOW, 1), job_id(NOW, 3)]);
+    assert!(claimed.iter().all(|job| job.kind == kind(a)));
+    let a_twice = of_kinds(vec![a, a], None, 10, NOW);
+    assert_eq!(ids(&claim(store, a_twice, NOW).await), vec![job_id(NOW, 5)]);
+
+    // Several kinds: claim order across them; a job not yet due stays.
+    let c_or_b = of_kinds(vec![c, b], None, 10, NOW);
+    assert_eq!(
+        ids(&claim(store, c_or_b, NOW).await),
+        vec![job_id(NOW, 6), job_id(NOW, 2)]
+    );
+
+    // A list over the limit is refused and changes nothing; one at the limit is served.
+    let too_many = ClaimRequest {
+        kinds: Some(vec![kind(c); limits::CLAIM_KINDS_MAX + 1]),
+        ..request(10, later)
+    };
+    let refused = store.claim(too_many, NOW).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Invalid(ValidationError::TooLong {
+                field: "kinds",
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(get(store, job_id(NOW, 4)).await.state, JobState::Scheduled);
+    let most = ClaimRequest {
+        kinds: Some(vec![kind(c); limits::CLAIM_KINDS_MAX]),
+        ..request(10, later)
+    };
+    assert_eq!(ids(&claim(store, most, NOW).await), vec![job_id(NOW, 4)]);
+}
+
 pub async fn claim_orders_by_priority_then_run_at_then_id(store: Arc<dyn Store>) {
     let store = &*store;
     let with = |sequence, priority, run_at| {
@@ -515,6 +594,7 @@ pub async fn claim_counts_the_attempt_and_grants_a_lease(store: Arc<dyn Store>) 
     let ask = ClaimRequest {
         holder: node("node-b"),
         queues: None,
+        kinds: None,
         limit: 10,
         due_by: NOW.add(seconds(30)),
         lease: seconds(45),
@@ -827,7 +907,7 @@ pub async fn fail_dead_keeps_the_error(store: Arc<dyn Store>) {
     assert_eq!(get(store, id).await, expected);
     let far = failed_at.add(seconds(30 * 24 * 3_600));
     assert!(claim(store, request(10, far), far).await.is_empty());
-    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+    assert_eq!(store.next_due(None, None).await.expect("next_due"), None);
 }
 
 pub async fn fail_keeps_an_error_with_a_nul_byte(store: Arc<dyn Store>) {
@@ -1063,7 +1143,7 @@ pub async fn rescue_marks_dead_when_attempts_are_exhausted(store: Arc<dyn Store>
     );
     let far = now.add(seconds(30 * 24 * 3_600));
     assert!(claim(store, request(10, far), far).await.is_empty());
-    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+    assert_eq!(store.next_due(None, None).await.expect("next_due"), None);
 }
 
 pub async fn rescue_respects_its_limit_oldest_expiry_first(store: Arc<dyn Store>) {
@@ -1122,7 +1202,7 @@ pub async fn cancel_ends_a_pending_job(store: Arc<dyn Store>) {
     }
     let far = NOW.add(seconds(3_600));
     assert!(claim(store, request(10, far), far).await.is_empty());
-    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+    assert_eq!(store.next_due(None, None).await.expect("next_due"), None);
 }
 
 pub async fn cancel_ends_a_running_job_and_its_holder_loses_the_lease(store: Arc<dyn Store>) {
@@ -1437,7 +1517,7 @@ pub async fn recurring_job_after_downtime_runs_once_then_resumes_in_the_future(
 
 pub async fn next_due_finds_the_earliest_pending_job(store: Arc<dyn Store>) {
     let store = &*store;
-    assert_eq!(store.next_due(None).await.expect("next_due"), None);
+    assert_eq!(store.next_due(None, None).await.expect("next_due"), None);
 
     let in_queue = |sequence, name: &str, priority, run_at| {
         let options = JobOptions::default()
@@ -1465,7 +1545,10 @@ pub async fn next_due_finds_the_earliest_pending_job(store: Arc<dyn Store>) {
     assert_eq!(ids(&running), vec![job_id(NOW, 4)]);
 
     let next_due = |queues: Option<Vec<Queue>>| async move {
-        store.next_due(queues.as_deref()).await.expect("next_due")
+        store
+            .next_due(queues.as_deref(), None)
+            .await
+            .expect("next_due")
     };
     assert_eq!(next_due(None).await, Some(NOW.add(seconds(10))));
     assert_eq!(
@@ -1493,6 +1576,81 @@ pub async fn next_due_finds_the_earliest_pending_job(store: Arc<dyn Store>) {
     assert_eq!(next_due(None).await, Some(NOW.add(seconds(1))));
     store.cancel(running[0].id, NOW).await.expect("cancel");
     assert_eq!(next_due(None).await, Some(NOW.add(seconds(10))));
+}
+
+pub async fn next_due_sees_only_the_requested_kinds(store: Arc<dyn Store>) {
+    let store = &*store;
+    let of_kind = |sequence, kind_name: &str, name: &str, priority, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name))
+            .priority(Priority::new(priority).expect("valid"));
+        new_job(kind_name, run_at, options, NOW)
+    };
+    let (a, b, c) = ("conformance.a", "conformance.b", "conformance.c");
+    insert(
+        store,
+        vec![
+            of_kind(1, a, "alpha", 5, NOW.add(seconds(30))),
+            of_kind(2, b, "alpha", 5, NOW.add(seconds(10))),
+            of_kind(3, b, "beta", 5, NOW.add(seconds(5))),
+            of_kind(4, c, "alpha", 0, NOW.add(seconds(20))),
+            of_kind(5, a, "alpha", 5, NOW),
+        ],
+    )
+    .await;
+    // A running job of the kind is not pending.
+    let first_a = ClaimRequest {
+        kinds: Some(vec![kind(a)]),
+        ..request(1, NOW)
+    };
+    assert_eq!(ids(&claim(store, first_a, NOW).await), vec![job_id(NOW, 5)]);
+
+    let next_due = |queues: Option<Vec<&str>>, kinds: Option<Vec<&str>>| {
+        let queues: Option<Vec<Queue>> = queues.map(|names| names.into_iter().map(queue).collect());
+        let kinds: Option<Vec<_>> = kinds.map(|names| names.into_iter().map(kind).collect());
+        async move {
+            store
+                .next_due(queues.as_deref(), kinds.as_deref())
+                .await
+                .expect("next_due")
+        }
+    };
+    assert_eq!(next_due(None, None).await, Some(NOW.add(seconds(5))));
+    assert_eq!(next_due(None, Some(vec![])).await, None);
+    assert_eq!(next_due(None, Some(vec!["conformance.nobody"])).await, None);
+    // An earlier job of another kind in the same level does not hide a later one of the kind.
+    assert_eq!(
+        next_due(None, Some(vec![a])).await,
+        Some(NOW.add(seconds(30)))
+    );
+    assert_eq!(
+        next_due(None, Some(vec![a, c])).await,
+        Some(NOW.add(seconds(20)))
+    );
+    assert_eq!(
+        next_due(None, Some(vec![b])).await,
+        Some(NOW.add(seconds(5)))
+    );
+    assert_eq!(
+        next_due(Some(vec!["alpha"]), Some(vec![b, b])).await,
+        Some(NOW.add(seconds(10)))
+    );
+    assert_eq!(next_due(Some(vec!["beta"]), Some(vec![a, c])).await, None);
+    assert_eq!(next_due(Some(vec![]), Some(vec![b])).await, None);
+
+    let too_many = vec![kind(a); limits::CLAIM_KINDS_MAX + 1];
+    let refused = store.next_due(None, Some(&too_many)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Invalid(ValidationError::TooLong {
+                field: "kinds",
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
 }
 
 pub async fn next_lease_expiry_finds_the_earliest_lease(store: Arc<dyn Store>) {

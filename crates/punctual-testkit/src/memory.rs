@@ -9,6 +9,8 @@
 //!
 //! Indexes keep claims, rescues and purges cheap with 100,000+ jobs: pending jobs by queue and
 //! (priority, run_at, id), running jobs by (lease expiry, id), finished jobs by (finished_at, id).
+//! A kinds filter is checked on each indexed job as it is walked (there is no index by kind), so
+//! it costs nothing extra while the due jobs are of the kinds asked for.
 //!
 //! Choices the trait leaves open, made here:
 //! - `claim` clamps the requested lease into `limits::LEASE_MIN ..= limits::LEASE_MAX` rather than
@@ -25,9 +27,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState, Kind,
     LeaderTerm, Lease, LeaseToken, NewJob, NodeId, Priority, Queue, RescueOutcome, StateCount,
-    Store, StoreError, Timestamp, ValidationError, check_run_at, limits, truncate_error,
+    Store, StoreError, Timestamp, ValidationError, check_kinds, check_run_at, limits,
+    truncate_error,
 };
 
 /// The smallest and largest possible ids, to bound index ranges.
@@ -169,9 +172,11 @@ impl Jobs {
         Ok(self.take(id).expect("the job was just found"))
     }
 
-    /// Up to `limit` due pending jobs of one queue, in claim order.
+    /// Up to `limit` due pending jobs of one queue and of `kinds` (any if `None`), in claim order.
     fn due_in_queue(
+        &self,
         index: &PendingIndex,
+        kinds: Option<&BTreeSet<&Kind>>,
         due_by: Timestamp,
         limit: usize,
     ) -> Vec<(Priority, Timestamp, JobId)> {
@@ -183,9 +188,23 @@ impl Jobs {
             }
             let range = (priority, Timestamp::from_micros(i64::MIN), id_first())
                 ..=(priority, due_by, id_last());
-            due.extend(index.range(range).take(limit - due.len()).copied());
+            due.extend(
+                index
+                    .range(range)
+                    .filter(|(_, _, id)| self.is_of(*id, kinds))
+                    .take(limit - due.len())
+                    .copied(),
+            );
         }
         due
+    }
+
+    /// Whether the stored job `id` is of one of `kinds` (`None`: any kind).
+    fn is_of(&self, id: JobId, kinds: Option<&BTreeSet<&Kind>>) -> bool {
+        kinds.is_none_or(|kinds| {
+            let job = self.by_id.get(&id).expect("indexed jobs are stored");
+            kinds.contains(&job.kind)
+        })
     }
 
     /// The pending indexes a request serves, each queue once.
@@ -201,6 +220,11 @@ impl Jobs {
             }
         }
     }
+}
+
+/// A kinds filter as a set, for lookups.
+fn kind_set(kinds: Option<&[Kind]>) -> Option<BTreeSet<&Kind>> {
+    kinds.map(|kinds| kinds.iter().collect())
 }
 
 /// Every priority, most urgent first.
@@ -252,18 +276,20 @@ impl Store for MemoryStore {
         request: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
+        check_kinds(request.kinds.as_deref())?;
         let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
         if limit == 0 {
             return Ok(Vec::new());
         }
         let lease = request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX);
+        let kinds = kind_set(request.kinds.as_deref());
         let mut stored = self.lock();
 
         // The first `limit` due jobs of the union are among the first `limit` of each queue.
         let mut chosen: Vec<_> = stored
             .pending_indexes(request.queues.as_deref())
             .into_iter()
-            .flat_map(|index| Jobs::due_in_queue(index, request.due_by, limit))
+            .flat_map(|index| stored.due_in_queue(index, kinds.as_ref(), request.due_by, limit))
             .collect();
         chosen.sort_unstable();
         chosen.truncate(limit);
@@ -480,17 +506,28 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn next_due(&self, queues: Option<&[Queue]>) -> Result<Option<Timestamp>, StoreError> {
+    async fn next_due(
+        &self,
+        queues: Option<&[Queue]>,
+        kinds: Option<&[Kind]>,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        check_kinds(kinds)?;
+        let kinds = kind_set(kinds);
         let stored = self.lock();
-        // The earliest run_at of each priority is the first entry of its range.
+        let stored = &*stored;
+        // The earliest run_at of each priority is the first entry of its range of those kinds.
         let earliest = stored
             .pending_indexes(queues)
             .into_iter()
             .flat_map(|index| {
+                let kinds = kinds.as_ref();
                 priorities().filter_map(move |priority| {
                     let range = (priority, Timestamp::from_micros(i64::MIN), id_first())
                         ..=(priority, Timestamp::from_micros(i64::MAX), id_last());
-                    index.range(range).next().map(|(_, run_at, _)| *run_at)
+                    index
+                        .range(range)
+                        .find(|(_, _, id)| stored.is_of(*id, kinds))
+                        .map(|(_, run_at, _)| *run_at)
                 })
             })
             .min();

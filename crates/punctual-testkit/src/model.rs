@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use punctual_core::{
-    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, LeaderTerm,
-    LeaseToken, NewJob, NodeId, Payload, Priority, Queue, RescueOutcome, RetryPolicy, StateCount,
-    Store, StoreError, Timestamp, limits,
+    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind,
+    LeaderTerm, LeaseToken, NewJob, NodeId, Payload, Priority, Queue, RescueOutcome, RetryPolicy,
+    StateCount, Store, StoreError, Timestamp, limits,
 };
 
 use crate::MemoryStore;
@@ -94,7 +94,10 @@ enum Operation {
         limit: usize,
     },
     Counts,
-    NextDue(Option<Vec<Queue>>),
+    NextDue {
+        queues: Option<Vec<Queue>>,
+        kinds: Option<Vec<Kind>>,
+    },
     NextLeaseExpiry,
     Lead {
         node: NodeId,
@@ -177,8 +180,8 @@ async fn apply(store: &dyn Store, operation: &Operation, now: Timestamp) -> Outc
             .await
             .map(|page| Outcome::Page(page.jobs, page.next)),
         Operation::Counts => store.counts().await.map(Outcome::Counts),
-        Operation::NextDue(queues) => store
-            .next_due(queues.as_deref())
+        Operation::NextDue { queues, kinds } => store
+            .next_due(queues.as_deref(), kinds.as_deref())
             .await
             .map(Outcome::Instant),
         Operation::NextLeaseExpiry => store.next_lease_expiry().await.map(Outcome::Instant),
@@ -304,7 +307,10 @@ impl Run {
             94 => Operation::Get(self.id()),
             95..97 => self.list(),
             97 => Operation::Counts,
-            98 => Operation::NextDue(self.queues()),
+            98 => Operation::NextDue {
+                queues: self.queues(),
+                kinds: self.kinds(),
+            },
             _ => Operation::NextLeaseExpiry,
         }
     }
@@ -379,6 +385,7 @@ impl Run {
         ClaimRequest {
             holder: node(holder),
             queues: self.queues(),
+            kinds: self.kinds(),
             limit: usize::try_from(self.random.below(5)).expect("below 5"),
             due_by: self.offset(0, 5_000),
             lease,
@@ -446,6 +453,18 @@ impl Run {
         match self.random.below(4) {
             0 => Some(vec![queue("alpha")]),
             1 => Some(vec![queue("beta"), queue("alpha")]),
+            _ => None,
+        }
+    }
+
+    /// A kinds filter: mostly none, sometimes one or both of the kinds jobs have (named twice),
+    /// a kind no job has, or none at all.
+    fn kinds(&mut self) -> Option<Vec<Kind>> {
+        match self.random.below(8) {
+            0 => Some(vec![kind("model.a")]),
+            1 => Some(vec![kind("model.b"), kind("model.a"), kind("model.b")]),
+            2 => Some(vec![kind("model.c")]),
+            3 => Some(Vec::new()),
             _ => None,
         }
     }

@@ -73,6 +73,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let request = ClaimRequest {
             holder: config.node.clone(),
             queues: config.queues.clone(),
+            kinds: None,
             limit,
             due_by,
             lease: config.lease,
@@ -106,7 +107,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
 
-        let next_due = match inner.store.next_due(config.queues.as_deref()).await {
+        let next_due = match inner.store.next_due(config.queues.as_deref(), None).await {
             Ok(next_due) => {
                 failures = 0;
                 next_due

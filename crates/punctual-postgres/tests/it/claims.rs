@@ -82,6 +82,7 @@ async fn claimer(
             let request = ClaimRequest {
                 holder: holder.clone(),
                 queues: None,
+                kinds: None,
                 limit,
                 due_by: NOW,
                 lease: Duration::from_secs(60),
@@ -100,7 +101,7 @@ async fn claimer(
         // again in the same round. All jobs are of one priority level, so a claim locks only
         // rows it takes: an empty claim means every job was taken, by someone.
         barrier.wait().await;
-        let pending = store.next_due(None).await.expect("next_due");
+        let pending = store.next_due(None, None).await.expect("next_due");
         assert_eq!(
             pending, None,
             "round {round}: every node's claim came back empty"
@@ -144,6 +145,7 @@ async fn claims_across_priority_levels_take_exactly_the_limit() {
     let request = |limit| ClaimRequest {
         holder: NodeId::new("node-a").expect("valid"),
         queues: None,
+        kinds: None,
         limit,
         due_by: NOW,
         lease: Duration::from_secs(60),

@@ -23,6 +23,7 @@ async fn claim_one(store: &PgStore, holder: &str, now: Timestamp) -> Job {
     let request = ClaimRequest {
         holder: node(holder),
         queues: None,
+        kinds: None,
         limit: 1,
         due_by: now,
         lease: LEASE,

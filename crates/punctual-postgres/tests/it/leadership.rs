@@ -46,6 +46,7 @@ async fn leadership_moves_when_the_leader_stops_renewing() {
     let request = ClaimRequest {
         holder: node("crashed"),
         queues: None,
+        kinds: None,
         limit: 1,
         due_by: NOW,
         lease: Duration::from_secs(1),

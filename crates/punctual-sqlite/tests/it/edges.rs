@@ -11,6 +11,7 @@ fn claim_all(due_by: Timestamp) -> ClaimRequest {
     ClaimRequest {
         holder: node("node-a"),
         queues: None,
+        kinds: None,
         limit: 10,
         due_by,
         lease: Duration::from_secs(30),

@@ -28,6 +28,7 @@ async fn concurrent_completions_all_land() {
                 ClaimRequest {
                     holder: node("node-a"),
                     queues: None,
+                    kinds: None,
                     limit: 1_000,
                     due_by: NOW,
                     lease: Duration::from_secs(30),

@@ -57,6 +57,7 @@ async fn jobs_and_their_states_survive_closing_and_reopening() {
             ClaimRequest {
                 holder: node("node-a"),
                 queues: None,
+                kinds: None,
                 limit: 1,
                 due_by: NOW,
                 lease: Duration::from_secs(30),

@@ -47,7 +47,7 @@ mod model {
     use async_trait::async_trait;
     use punctual_core::{
         ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
-        LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store,
+        Kind, LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store,
         StoreError, Timestamp,
     };
     use punctual_testkit::MemoryStore;
@@ -145,8 +145,9 @@ mod model {
         async fn next_due(
             &self,
             queues: Option<&[Queue]>,
+            kinds: Option<&[Kind]>,
         ) -> Result<Option<Timestamp>, StoreError> {
-            self.0.next_due(queues).await
+            self.0.next_due(queues, kinds).await
         }
         async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
             self.0.next_lease_expiry().await

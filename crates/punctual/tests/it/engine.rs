@@ -339,6 +339,7 @@ async fn a_dead_holders_job_is_rescued_soon_after_its_lease_expires() {
     let request = ClaimRequest {
         holder: NodeId::new("crashed-node").expect("valid"),
         queues: None,
+        kinds: None,
         limit: 10,
         due_by: now,
         lease: Duration::from_secs(2),
@@ -779,8 +780,9 @@ impl Store for RemoteStore {
     async fn next_due(
         &self,
         queues: Option<&[punctual::Queue]>,
+        kinds: Option<&[Kind]>,
     ) -> Result<Option<Timestamp>, StoreError> {
-        self.link()?.next_due(queues).await
+        self.link()?.next_due(queues, kinds).await
     }
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
         self.link()?.next_lease_expiry().await
@@ -916,6 +918,7 @@ async fn crashed_jobs(harness: &Harness, count: usize) -> Vec<JobId> {
     let request = ClaimRequest {
         holder: NodeId::new("crashed-node").expect("valid"),
         queues: Some(vec![queue]),
+        kinds: None,
         limit: count,
         due_by: now,
         lease: Duration::from_secs(2),
