@@ -3,7 +3,9 @@
 //! It never polls on a fixed tick. After a claim it asks the store for the next due time and
 //! sleeps until shortly before it; `Scheduler::schedule` wakes it early when a sooner job
 //! arrives, and `Config::poll_max` caps the sleep so jobs inserted by other processes are seen.
-//! It does not run handlers or talk to them: that is `execute`.
+//! It does not run handlers or talk to them: that is `execute`. It claims, and waits for, only
+//! jobs of the kinds this node has handlers for (`Inner::kinds`): a job of another kind is left
+//! pending for a node that can run it, rather than claimed here and failed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -73,7 +75,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let request = ClaimRequest {
             holder: config.node.clone(),
             queues: config.queues.clone(),
-            kinds: None,
+            kinds: Some(inner.kinds.clone()),
             limit,
             due_by,
             lease: config.lease,
@@ -107,7 +109,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
 
-        let next_due = match inner.store.next_due(config.queues.as_deref(), None).await {
+        let next_due = match inner
+            .store
+            .next_due(config.queues.as_deref(), Some(&inner.kinds))
+            .await
+        {
             Ok(next_due) => {
                 failures = 0;
                 next_due

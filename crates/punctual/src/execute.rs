@@ -99,6 +99,9 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         BeforeStart::Run | BeforeStart::CheckStillHeld => expires_at,
     };
 
+    // Unreachable while the store honours the claim's kinds filter (the dispatcher asks only
+    // for kinds with a handler here). Kept as a defence: should a store hand one over anyway, a
+    // failed attempt with this error says what went wrong, where a release would loop unseen.
     let Some(handler) = inner.handlers.get(&job.kind).cloned() else {
         let error = format!(
             "no handler is registered for kind {:?} on node {}",

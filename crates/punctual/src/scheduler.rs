@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use punctual_core::{
     Clock, Job, JobId, JobOptions, Kind, NewJob, Payload, Schedule, Store, SystemClock, Timestamp,
+    check_kinds,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -31,6 +32,9 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub config: Config,
     pub handlers: HashMap<Kind, Arc<dyn Handler>>,
+    /// The kinds of `handlers`, sorted: the dispatcher claims (and waits for) only jobs of
+    /// these kinds, so jobs of other kinds stay pending for a node that has their handler.
+    pub kinds: Vec<Kind>,
     accept_unknown_kinds: bool,
     observer: Option<Observer>,
     /// Wakes the dispatcher when a job due sooner than its wake-up time is scheduled.
@@ -120,7 +124,8 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Registers the handler for jobs of `kind`.
+    /// Registers the handler for jobs of `kind`. The node claims jobs of registered kinds only
+    /// (at most `limits::CLAIM_KINDS_MAX` of them; `build` refuses more).
     pub fn handler(mut self, kind: &str, handler: impl Handler) -> SchedulerBuilder {
         match Kind::new(kind) {
             Ok(kind) => {
@@ -131,7 +136,8 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Lets `schedule` accept kinds with no handler on this node (another node may run them).
+    /// Lets `schedule` accept kinds with no handler on this node. This node never claims such
+    /// jobs: they stay pending until a node with their handler claims them.
     pub fn accept_unknown_kinds(mut self, accept: bool) -> SchedulerBuilder {
         self.accept_unknown_kinds = accept;
         self
@@ -150,6 +156,10 @@ impl SchedulerBuilder {
         if let Some(kind) = self.invalid_kind {
             Kind::new(&kind)?;
         }
+        let mut kinds: Vec<Kind> = self.handlers.keys().cloned().collect();
+        kinds.sort_unstable();
+        // Every claim carries the list: refuse here what every claim would be refused for.
+        check_kinds(Some(&kinds))?;
         let config = self.config.normalised();
         let permits = Arc::new(Semaphore::new(config.concurrency));
         Ok(Scheduler {
@@ -157,6 +167,7 @@ impl SchedulerBuilder {
                 store: self.store,
                 clock: self.clock,
                 handlers: self.handlers,
+                kinds,
                 accept_unknown_kinds: self.accept_unknown_kinds,
                 observer: self.observer,
                 wake: Notify::new(),

@@ -9,7 +9,7 @@ use punctual::{
     NodeId, Queue, RetryPolicy, Schedule, Scheduler, SchedulerBuilder, Store, StoreError,
     Timestamp,
 };
-use punctual_core::{ClaimRequest, Clock, Kind, NewJob, Payload};
+use punctual_core::{ClaimRequest, Clock, Kind, NewJob, Payload, ValidationError, limits};
 use punctual_testkit::{MemoryStore, TokioClock};
 
 const START: Timestamp = Timestamp::from_millis(1_764_400_000_000);
@@ -628,6 +628,23 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     assert!(harness.store.counts().await.expect("counts").is_empty());
 }
 
+/// Every claim carries the node's kinds, so more handlers than a claim may name are refused
+/// when the scheduler is built, not by every claim after it starts.
+#[test]
+fn more_handlers_than_a_claim_may_name_are_refused() {
+    let harness = Harness::new();
+    let builder = (0..=limits::CLAIM_KINDS_MAX).fold(harness.builder(config()), |builder, n| {
+        builder.handler(&format!("kind.{n}"), |_job: JobContext| async { Ok(()) })
+    });
+    assert!(matches!(
+        builder.build(),
+        Err(EngineError::Invalid(ValidationError::TooLong {
+            field: "kinds",
+            ..
+        }))
+    ));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_cancelled_while_it_waits_in_the_claim_window_does_not_run() {
     let harness = Harness::new();
@@ -673,6 +690,8 @@ struct RemoteStore {
     inner: Arc<MemoryStore>,
     hints: Mutex<Option<tokio::sync::mpsc::Receiver<Timestamp>>>,
     cut: AtomicBool,
+    /// How many claims reached the store.
+    claims: AtomicUsize,
 }
 
 impl RemoteStore {
@@ -681,6 +700,7 @@ impl RemoteStore {
             inner,
             hints: Mutex::new(None),
             cut: AtomicBool::new(false),
+            claims: AtomicUsize::new(0),
         }
     }
 
@@ -715,6 +735,7 @@ impl Store for RemoteStore {
         request: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<punctual::Job>, StoreError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
         self.link()?.claim(request, now).await
     }
     async fn extend_lease(
@@ -870,6 +891,148 @@ async fn an_insert_hint_from_the_store_wakes_the_dispatcher() {
         .await;
     let (_, _, _, started_at) = harness.recorder.started()[0];
     assert!(started_at.duration_since(run_at) <= Duration::from_millis(2));
+    scheduler.stop().await;
+}
+
+// Kinds: a node claims only jobs it has a handler for.
+
+/// Two nodes on one store with different handlers (a cluster of unlike nodes, or a rolling
+/// deploy that adds a kind): each job runs on the node that has its handler, at its first
+/// attempt, and nothing fails; a job of a kind no node handles waits, neither claimed nor failed.
+#[tokio::test(start_paused = true)]
+async fn each_node_runs_only_the_kinds_it_has_handlers_for() {
+    let harness = Harness::new();
+    let node = |name: &str| Config {
+        node: NodeId::new(name).expect("valid"),
+        ..config()
+    };
+    // Node a schedules every job, so it is the one woken at once: before kinds were filtered,
+    // it claimed node b's jobs (and the unhandled one) and failed them.
+    let a = harness
+        .builder(node("node-a"))
+        .accept_unknown_kinds(true)
+        .handler("kind.a", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    let b_recorder = Recorder::default();
+    let b_events = b_recorder.clone();
+    let b = Scheduler::builder(harness.store.clone() as Arc<dyn Store>)
+        .clock(harness.clock.clone())
+        .config(node("node-b"))
+        .observer(move |event| b_events.0.lock().expect("not poisoned").push(event.clone()))
+        .handler("kind.b", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    a.start().expect("start");
+    b.start().expect("start");
+
+    let run_at = START.add(Duration::from_secs(1));
+    let mut of_a = Vec::new();
+    let mut of_b = Vec::new();
+    for _ in 0..4 {
+        for (kind, ids) in [("kind.a", &mut of_a), ("kind.b", &mut of_b)] {
+            let id = a
+                .schedule(kind, &(), run_at, JobOptions::default())
+                .await
+                .expect("schedule");
+            ids.push(id);
+        }
+    }
+    let unhandled = a
+        .schedule("kind.nobody", &(), run_at, JobOptions::default())
+        .await
+        .expect("schedule");
+
+    harness
+        .wait_until(Duration::from_secs(10), async || {
+            for id in of_a.iter().chain(&of_b) {
+                if harness.state(*id).await != JobState::Succeeded {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    let runs = |recorder: &Recorder| {
+        let mut runs: Vec<(JobId, u32)> = recorder
+            .started()
+            .into_iter()
+            .map(|(id, attempt, _, _)| (id, attempt))
+            .collect();
+        runs.sort_unstable();
+        runs
+    };
+    let first_attempts = |ids: &[JobId]| {
+        let mut runs: Vec<(JobId, u32)> = ids.iter().map(|id| (*id, 1)).collect();
+        runs.sort_unstable();
+        runs
+    };
+    assert_eq!(runs(&harness.recorder), first_attempts(&of_a), "node a ran");
+    assert_eq!(runs(&b_recorder), first_attempts(&of_b), "node b ran");
+    for recorder in [&harness.recorder, &b_recorder] {
+        let failed: Vec<Event> = recorder
+            .events()
+            .into_iter()
+            .filter(|event| matches!(event, Event::Failed { .. }))
+            .collect();
+        assert!(failed.is_empty(), "attempts failed: {failed:?}");
+    }
+
+    // Long past its run_at, the job no node can run is still waiting, untouched.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let waiting = harness
+        .store
+        .get(unhandled)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(waiting.state, JobState::Scheduled);
+    assert_eq!(waiting.attempt, 0);
+    assert_eq!(waiting.last_error, None);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A due job of a kind the node has no handler for does not keep the dispatcher awake: it
+/// polls as when nothing is due (about once per `poll_max`), rather than looking again and
+/// again, backing off, for a job it will never claim.
+#[tokio::test(start_paused = true)]
+async fn a_node_does_not_wake_for_jobs_it_has_no_handler_for() {
+    let harness = Harness::new();
+    let store = Arc::new(RemoteStore::new(harness.store.clone()));
+    let job = NewJob::new(
+        Kind::new("kind.elsewhere").expect("valid"),
+        Payload::null(),
+        START,
+        JobOptions::default(),
+        START,
+    )
+    .expect("valid");
+    let id = job.id;
+    harness
+        .store
+        .insert(vec![job], START)
+        .await
+        .expect("insert");
+    let config = Config {
+        poll_max: Duration::from_secs(1),
+        ..config()
+    };
+    let scheduler = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .clock(harness.clock.clone())
+        .config(config)
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let claims = store.claims.load(Ordering::SeqCst);
+    assert!(
+        claims <= 12,
+        "{claims} claims in 10 s with a 1 s poll: the node kept waking for the job"
+    );
+    assert_eq!(harness.state(id).await, JobState::Scheduled);
     scheduler.stop().await;
 }
 
