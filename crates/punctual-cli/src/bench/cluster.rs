@@ -34,9 +34,8 @@ use crate::store_arg::{self, StoreArg};
 
 /// How far ahead the first job is due when insertion starts.
 const LEAD: Duration = Duration::from_secs(1);
-/// The nodes' lease: short, so a disrupted node's jobs come back quickly.
-const LEASE: Duration = Duration::from_secs(1);
-/// How long a paused node stays stopped: past its lease (1 s), and, should it be the leader,
+/// How long a paused node stays stopped, at least: past its lease (by default 1 s; three leases
+/// when `--lease-ms` is longer), and, should it be the leader,
 /// past its leadership (the workers' 1.5 s, renewed every 0.5 s) with room for another node to
 /// take over, rescue its jobs and run them again, so that its writes after it resumes are stale.
 const PAUSE: Duration = Duration::from_millis(3_000);
@@ -99,7 +98,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         },
         scratch: scratch.path().to_path_buf(),
         concurrency: plan.concurrency,
-        lease: LEASE,
+        lease: plan.lease,
     };
     let mut nodes: Vec<Worker> = (0..plan.nodes)
         .map(|number| spawner.spawn(&format!("node-{number}-0")))
@@ -132,7 +131,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         } else {
             let node = &nodes[target];
             node.pause()?;
-            tokio::time::sleep(PAUSE).await;
+            tokio::time::sleep(PAUSE.max(plan.lease * 3)).await;
             node.resume()?;
             pauses.push(Pause {
                 pid: node.pid,

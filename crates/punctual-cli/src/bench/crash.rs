@@ -26,8 +26,6 @@ use crate::store_arg::{self, StoreArg};
 
 /// How far ahead the first job is due when insertion starts.
 const LEAD: Duration = Duration::from_secs(1);
-/// The workers' lease: short, so a killed worker's jobs come back quickly.
-const LEASE: Duration = Duration::from_secs(1);
 /// The shortest time a worker lives before it is killed.
 const KILL_AFTER_MIN: Duration = Duration::from_millis(50);
 /// How long after the last job is due (and the last kill) the run waits for every job to finish.
@@ -101,7 +99,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         store: worker_store,
         scratch: scratch.path().to_path_buf(),
         concurrency: plan.concurrency,
-        lease: LEASE,
+        lease: plan.lease,
     };
     let mut killed = HashSet::new();
     let mut logs = Vec::new();

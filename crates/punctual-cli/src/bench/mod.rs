@@ -107,6 +107,12 @@ pub struct BenchArgs {
     /// (default 0).
     #[arg(long)]
     kills: Option<usize>,
+    /// Crash and cluster: the workers' lease in milliseconds (default 1,000: short, so a
+    /// disrupted worker's jobs come back quickly). A worker that stalls longer than its lease
+    /// without being disrupted is rescued too, and its rerun counts as unexplained: give a
+    /// loaded machine a longer lease.
+    #[arg(long)]
+    lease_ms: Option<u64>,
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -122,6 +128,8 @@ struct Plan {
     concurrency: usize,
     nodes: usize,
     kills: usize,
+    /// The lease of crash and cluster workers.
+    lease: Duration,
     /// A PostgreSQL run's own schema.
     schema: Option<String>,
 }
@@ -184,6 +192,14 @@ impl Plan {
         if !(1..=NODES_MAX).contains(&nodes) {
             bail!("--nodes must be within 1 ..= {NODES_MAX}");
         }
+        let lease_ms = args.lease_ms.unwrap_or(1_000);
+        if !(100..=60_000).contains(&lease_ms) {
+            bail!("--lease-ms must be within 100 ..= 60000");
+        }
+        if args.lease_ms.is_some() && !matches!(workload, Workload::Crash | Workload::Cluster) {
+            bail!("--lease-ms applies to the crash and cluster workloads only");
+        }
+        let lease = Duration::from_millis(lease_ms);
         Ok(Plan {
             workload,
             store: args.store.clone(),
@@ -192,6 +208,7 @@ impl Plan {
             concurrency,
             nodes,
             kills,
+            lease,
             schema: None,
         })
     }

@@ -160,6 +160,10 @@ fn crash_loses_nothing_and_explains_every_duplicate() {
         "3",
         "--spread-s",
         "2",
+        // Longer than the default, so that a worker stalled (not killed) by a loaded CI machine
+        // is not rescued: its rerun would count as unexplained.
+        "--lease-ms",
+        "3000",
     ]);
     assert_eq!(report["workload"], "crash");
     assert_eq!(report["kills"], 3);
