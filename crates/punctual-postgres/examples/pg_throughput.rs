@@ -10,7 +10,7 @@
 //! skips it, to see the table without any vacuum.
 //!
 //! ```text
-//! cargo run --release -p punctual-postgres --example throughput -- \
+//! cargo run --release -p punctual-postgres --example pg_throughput -- \
 //!     [URL] [CLAIMERS (2)] [COMPLETERS (64)] [ROUNDS (1)]
 //! ```
 //!

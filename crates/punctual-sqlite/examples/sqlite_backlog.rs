@@ -3,7 +3,7 @@
 //! and the bytes the file takes per job.
 //!
 //! ```text
-//! cargo run --release -p punctual-sqlite --example backlog -- [JOBS]
+//! cargo run --release -p punctual-sqlite --example sqlite_backlog -- [JOBS]
 //! ```
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! fsync. A quick figure for this crate alone; `punctual bench` is the project's benchmark.
 //!
 //! ```text
-//! cargo run --release -p punctual-sqlite --example throughput -- [JOBS] [CLAIMERS]
+//! cargo run --release -p punctual-sqlite --example sqlite_throughput -- [JOBS] [CLAIMERS]
 //! ```
 
 use std::sync::Arc;
