@@ -18,8 +18,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use punctual::{Config, JobOptions, RetryPolicy};
-use punctual_core::limits;
+use punctual::Config;
 use rand::Rng as _;
 
 use super::fleet::{Logs, Spawner, Worker, WorkerStore, max_rss};
@@ -29,7 +28,7 @@ use super::stats::{
     Lateness, Run, classify_runs, first_run_lateness_ms, rate, runs_after_takeover,
     stale_completions_accepted,
 };
-use super::{Plan, count_finished, insert_jobs, spread_at, succeeded_indexes};
+use super::{Plan, count_finished, insert_disrupted_jobs, succeeded_indexes};
 use crate::store_arg::{self, StoreArg};
 
 /// How far ahead the first job is due when insertion starts.
@@ -70,24 +69,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let clock = opened.clock.clone();
     let mut report = plan.report();
 
-    // Quick retries: a rescued job is due again soon after its lease ends. Attempts enough that
-    // no job can die of disruptions alone.
-    let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 0)
-        .context("the cluster workload's retry policy")?;
-    let options = JobOptions::default()
-        .retry(retry)
-        .attempt_max(limits::ATTEMPT_MAX_LIMIT);
     let started = Instant::now();
-    let first_due = clock.now().add(LEAD);
-    let took = insert_jobs(
-        &*store,
-        &*clock,
-        0..jobs,
-        |index, _| spread_at(first_due, plan.spread, index, jobs),
-        &options,
-        &progress.bar("insert", jobs as u64),
-    )
-    .await?;
+    let took = insert_disrupted_jobs(plan, &*store, &*clock, LEAD, &progress).await?;
     report.enqueue_per_s = rate(jobs as u64, took);
 
     let spawner = Spawner {

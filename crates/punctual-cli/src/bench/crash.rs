@@ -11,8 +11,6 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use punctual::{JobOptions, RetryPolicy};
-use punctual_core::limits;
 use rand::Rng as _;
 
 use super::fleet::{Logs, Spawner, WorkerStore, max_rss};
@@ -21,7 +19,7 @@ use super::report::Report;
 use super::stats::{
     Lateness, classify_runs, first_run_lateness_ms, rate, stale_completions_accepted,
 };
-use super::{Plan, count_finished, insert_jobs, spread_at, succeeded_indexes};
+use super::{Plan, count_finished, insert_disrupted_jobs, succeeded_indexes};
 use crate::store_arg::{self, StoreArg};
 
 /// How far ahead the first job is due when insertion starts.
@@ -71,24 +69,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let mut report = plan.report();
     report.kills = Some(plan.kills as u64);
 
-    // Quick retries: a rescued job is due again soon after its lease ends. Attempts enough that
-    // no job can die of kills alone.
-    let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 0)
-        .context("the crash workload's retry policy")?;
-    let options = JobOptions::default()
-        .retry(retry)
-        .attempt_max(limits::ATTEMPT_MAX_LIMIT);
     let started = Instant::now();
-    let first_due = clock.now().add(LEAD);
-    let took = insert_jobs(
-        &*store,
-        &*clock,
-        0..jobs,
-        |index, _| spread_at(first_due, plan.spread, index, jobs),
-        &options,
-        &progress.bar("insert", jobs as u64),
-    )
-    .await?;
+    let took = insert_disrupted_jobs(plan, &*store, &*clock, LEAD, &progress).await?;
     report.enqueue_per_s = rate(jobs as u64, took);
 
     // Kills spread on average over the whole time the jobs fall due.

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
-use punctual::{Clock, JobFilter, JobOptions, JobState, Kind, NewJob, Payload, Store, Timestamp};
+use punctual::{
+    Clock, JobFilter, JobOptions, JobState, Kind, NewJob, Payload, RetryPolicy, Store, Timestamp,
+};
 use punctual_core::{Cursor, limits};
 
 use crate::store_arg::{PostgresSettings, StoreArg};
@@ -318,6 +320,34 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Inserts one benchmark job per index in `indexes` (payload: the index), in batches of
 /// `limits::INSERT_BATCH_MAX`, each due at `run_at(index, now)`. Returns how long it took.
+/// Inserts the jobs of a run whose workers are disrupted (crash, cluster): spread over the
+/// plan's spread from `lead` ahead, with quick retries (a rescued job is due again soon after its
+/// lease ends) and the most attempts, so that no job can die of disruptions alone.
+async fn insert_disrupted_jobs(
+    plan: &Plan,
+    store: &dyn Store,
+    clock: &dyn Clock,
+    lead: Duration,
+    progress: &Progress,
+) -> anyhow::Result<Duration> {
+    let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 0)
+        .context("the retry policy of disrupted workers' jobs")?;
+    let options = JobOptions::default()
+        .retry(retry)
+        .attempt_max(limits::ATTEMPT_MAX_LIMIT);
+    let jobs = plan.jobs;
+    let first_due = clock.now().add(lead);
+    insert_jobs(
+        store,
+        clock,
+        0..jobs,
+        |index, _| spread_at(first_due, plan.spread, index, jobs),
+        &options,
+        &progress.bar("insert", jobs as u64),
+    )
+    .await
+}
+
 async fn insert_jobs(
     store: &dyn Store,
     clock: &dyn Clock,
