@@ -17,7 +17,7 @@ pub use job::{
     Job, JobId, JobOptions, Kind, Lease, LeaseToken, NewJob, NodeId, Payload, Priority, Queue,
     ValidationError, check_run_at, truncate_error,
 };
-pub use retry::{RetryDecision, RetryPolicy};
+pub use retry::RetryPolicy;
 pub use schedule::Schedule;
 pub use state::JobState;
 pub use store::{

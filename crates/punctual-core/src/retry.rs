@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::job::ValidationError;
+use crate::store::FailOutcome;
 use crate::time::Timestamp;
 
 /// How long to wait before the next attempt: `backoff_base * 2^(attempt - 1)`, capped at
@@ -13,13 +14,6 @@ pub struct RetryPolicy {
     backoff_base: Duration,
     backoff_max: Duration,
     jitter_percent: u8,
-}
-
-/// What happens to a job after a failed attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RetryDecision {
-    Retry { at: Timestamp },
-    Dead,
 }
 
 impl RetryPolicy {
@@ -85,17 +79,11 @@ impl RetryPolicy {
     }
 
     /// Retry or give up after attempt `attempt` of `attempt_max` failed at `now`.
-    pub fn decide(
-        &self,
-        attempt: u32,
-        attempt_max: u32,
-        now: Timestamp,
-        unit: f64,
-    ) -> RetryDecision {
+    pub fn decide(&self, attempt: u32, attempt_max: u32, now: Timestamp, unit: f64) -> FailOutcome {
         if attempt >= attempt_max {
-            return RetryDecision::Dead;
+            return FailOutcome::Dead;
         }
-        RetryDecision::Retry {
+        FailOutcome::Retry {
             at: now.add(self.backoff_with_jitter(attempt, unit)),
         }
     }
@@ -106,7 +94,7 @@ impl RetryPolicy {
         attempt: u32,
         attempt_max: u32,
         now: Timestamp,
-    ) -> RetryDecision {
+    ) -> FailOutcome {
         self.decide(attempt, attempt_max, now, rand::random::<f64>())
     }
 }
@@ -126,16 +114,16 @@ mod tests {
     fn gives_up_after_attempt_max() {
         let policy = RetryPolicy::DEFAULT;
         let now = Timestamp::from_millis(0);
-        assert_eq!(policy.decide(3, 3, now, 0.0), RetryDecision::Dead);
+        assert_eq!(policy.decide(3, 3, now, 0.0), FailOutcome::Dead);
         assert_eq!(
             policy.decide(1, 3, now, 0.0),
-            RetryDecision::Retry {
+            FailOutcome::Retry {
                 at: now.add(Duration::from_secs(1))
             }
         );
         assert_eq!(
             policy.decide(2, 3, now, 0.0),
-            RetryDecision::Retry {
+            FailOutcome::Retry {
                 at: now.add(Duration::from_secs(2))
             }
         );

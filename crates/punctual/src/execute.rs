@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use punctual_core::{FailOutcome, Job, JobState, LeaseToken, RetryDecision, StoreError, Timestamp};
+use punctual_core::{FailOutcome, Job, JobState, LeaseToken, StoreError, Timestamp};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 
@@ -52,24 +52,15 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Retry or dead, for attempt `job.attempt` failing at `now`.
-pub(crate) fn fail_outcome(decision: RetryDecision) -> FailOutcome {
-    match decision {
-        RetryDecision::Retry { at } => FailOutcome::Retry { at },
-        RetryDecision::Dead => FailOutcome::Dead,
-    }
-}
-
 pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
     let _permit = permit;
-    let token = job
+    // A claimed job always carries its lease; the fallbacks only keep this total.
+    let (token, expires_at) = job
         .lease
         .as_ref()
-        .map_or(job.lease_token, |lease| lease.token);
-    let expires_at = job
-        .lease
-        .as_ref()
-        .map_or(job.run_at, |lease| lease.expires_at);
+        .map_or((job.lease_token, job.run_at), |lease| {
+            (lease.token, lease.expires_at)
+        });
 
     // Wait for the job's time, unless the engine stops first: then hand it back untouched.
     let now = inner.clock.now();
@@ -192,10 +183,9 @@ async fn record_failure(
     error: String,
     lease_until: Timestamp,
 ) {
-    let decision =
+    let outcome =
         job.retry
             .decide_with_random_jitter(job.attempt, job.attempt_max, inner.clock.now());
-    let outcome = fail_outcome(decision);
     let result = with_retries(inner, "fail", lease_until, || {
         inner
             .store

@@ -23,50 +23,43 @@ impl Recorder {
         self.0.lock().expect("not poisoned").clone()
     }
 
+    /// The events `pick` keeps, mapped, in order.
+    fn pick<T>(&self, pick: impl Fn(Event) -> Option<T>) -> Vec<T> {
+        self.events().into_iter().filter_map(pick).collect()
+    }
+
     fn elected(&self) -> Vec<LeaderTerm> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::LeaderElected { term } => Some(term),
-                _ => None,
-            })
-            .collect()
+        self.pick(|event| match event {
+            Event::LeaderElected { term } => Some(term),
+            _ => None,
+        })
     }
 
     fn lost(&self) -> Vec<LeaderTerm> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::LeaderLost { term } => Some(term),
-                _ => None,
-            })
-            .collect()
+        self.pick(|event| match event {
+            Event::LeaderLost { term } => Some(term),
+            _ => None,
+        })
     }
 
     fn rescued(&self) -> Vec<JobId> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::Rescued(outcome) => Some(outcome.id),
-                _ => None,
-            })
-            .collect()
+        self.pick(|event| match event {
+            Event::Rescued(outcome) => Some(outcome.id),
+            _ => None,
+        })
     }
 
     fn started(&self) -> Vec<(JobId, u32, Timestamp, Timestamp)> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::Started {
-                    id,
-                    attempt,
-                    run_at,
-                    started_at,
-                    ..
-                } => Some((id, attempt, run_at, started_at)),
-                _ => None,
-            })
-            .collect()
+        self.pick(|event| match event {
+            Event::Started {
+                id,
+                attempt,
+                run_at,
+                started_at,
+                ..
+            } => Some((id, attempt, run_at, started_at)),
+            _ => None,
+        })
     }
 }
 
