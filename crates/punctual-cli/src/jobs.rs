@@ -20,7 +20,7 @@ use punctual_core::{
 };
 use serde::Serialize;
 
-use crate::store_arg::{self, OpenedStore, PostgresSettings, StoreArg};
+use punctual_server::store_url::{self, OpenedStore, PostgresSettings, PostgresUrl, StoreUrl};
 
 /// The page size of `jobs list` when `--limit` is not given.
 const LIST_LIMIT_DEFAULT: usize = 50;
@@ -36,7 +36,7 @@ pub struct ScheduleArgs {
     /// Store the job here instead: sqlite:PATH, or postgres://user@host:port/database for a
     /// cluster (its schema is migrated if needed).
     #[arg(long, value_name = "STORE")]
-    store: Option<StoreArg>,
+    store: Option<StoreUrl>,
     /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
     /// connection's search_path, usually public].
     #[arg(long, value_name = "NAME", requires = "store")]
@@ -89,7 +89,7 @@ pub struct JobsArgs {
     /// Read this store instead: sqlite:PATH, or postgres://user@host:port/database for a
     /// cluster (its schema must exist: `punctual migrate` or a node creates it).
     #[arg(long, value_name = "STORE", global = true)]
-    store: Option<StoreArg>,
+    store: Option<StoreUrl>,
     /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
     /// connection's search_path, usually public].
     #[arg(long, value_name = "NAME", global = true, requires = "store")]
@@ -648,7 +648,7 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 enum Target {
     Sqlite(PathBuf),
     Postgres {
-        store: StoreArg,
+        url: PostgresUrl,
         schema: Option<String>,
     },
 }
@@ -656,14 +656,14 @@ enum Target {
 impl Target {
     fn from_args(
         db: Option<PathBuf>,
-        store: Option<StoreArg>,
+        store: Option<StoreUrl>,
         schema: Option<String>,
     ) -> anyhow::Result<Target> {
         match store {
             None => Ok(Target::Sqlite(db.unwrap_or_else(crate::default_db))),
-            Some(StoreArg::Sqlite(Some(path))) => Ok(Target::Sqlite(path)),
-            Some(store @ StoreArg::Postgres(_)) => Ok(Target::Postgres { store, schema }),
-            Some(StoreArg::Memory | StoreArg::Sqlite(None)) => anyhow::bail!(
+            Some(StoreUrl::Sqlite(Some(path))) => Ok(Target::Sqlite(path)),
+            Some(StoreUrl::Postgres(url)) => Ok(Target::Postgres { url, schema }),
+            Some(StoreUrl::Sqlite(None)) => anyhow::bail!(
                 "--store must name a store that outlives this command: sqlite:PATH or \
                  postgres://..."
             ),
@@ -674,13 +674,9 @@ impl Target {
     fn describe(&self) -> String {
         match self {
             Target::Sqlite(path) => format!("database {}", path.display()),
-            Target::Postgres { store, schema } => {
-                let url = match store {
-                    StoreArg::Postgres(url) => url.redacted(),
-                    _ => String::new(),
-                };
+            Target::Postgres { url, schema } => {
                 let schema = schema.as_deref().unwrap_or("(default search_path)");
-                format!("PostgreSQL {url}, schema {schema}")
+                format!("PostgreSQL {}, schema {schema}", url.redacted())
             }
         }
     }
@@ -694,20 +690,18 @@ impl Target {
                         path.display()
                     );
                 }
-                store_arg::open(
-                    &StoreArg::Sqlite(Some(path.clone())),
-                    &PostgresSettings::default(),
-                )
-                .await
+                let url = StoreUrl::Sqlite(Some(path.clone()));
+                Ok(store_url::open(&url, &PostgresSettings::default()).await?)
             }
-            Target::Postgres { store, schema } => {
+            Target::Postgres { url, schema } => {
                 let settings = PostgresSettings {
                     schema: schema.clone(),
                     pool_size: 2,
                     apply_migrations: mode == OpenMode::CreateIfMissing,
                     ..PostgresSettings::default()
                 };
-                store_arg::open(store, &settings).await
+                let url = StoreUrl::Postgres(url.clone());
+                Ok(store_url::open(&url, &settings).await?)
             }
         }
     }

@@ -7,7 +7,6 @@ mod bench;
 mod demo;
 mod jobs;
 mod migrate;
-mod store_arg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use punctual::{JobOptions, Scheduler};
+use punctual_server::store_url::StoreUrl;
 
 use super::progress::Progress;
 use super::report::Report;
 use super::stats::{Lateness, rate};
+use super::store::{self, BenchStore};
 use super::tally::{self, EventCounter, RunTally};
 use super::{KIND, Plan, insert_jobs, spread_at, sqlite_bytes, wait_until};
-use crate::store_arg::{self, StoreArg};
 
 /// Jobs in the trickle besides the one due at the restart.
 pub const TRICKLE_JOBS: usize = 2_000;
@@ -35,7 +36,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     // Index 0 is due at the restart, 1..=TRICKLE_JOBS are spread, the backlog follows.
     let trickle = 0..TRICKLE_JOBS + 1;
     let backlog = trickle.end..trickle.end + jobs;
-    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+    let opened = store::open(&plan.store, &plan.postgres()).await?;
     let store = opened.store.clone();
     let clock = opened.clock.clone();
     let mut report = plan.report();
@@ -73,21 +74,21 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     // the database clock, as a node starting up does.
     let restarted = Instant::now();
     let (opened, store, clock) = match &plan.store {
-        StoreArg::Memory => (opened, store, clock),
-        StoreArg::Sqlite(_) | StoreArg::Postgres(_) => {
+        BenchStore::Memory => (opened, store, clock),
+        BenchStore::Url(_) => {
             let mut opened = opened;
             let reopened = match &opened.path {
-                Some(path) => StoreArg::Sqlite(Some(path.clone())),
+                Some(path) => BenchStore::Url(StoreUrl::Sqlite(Some(path.clone()))),
                 None => plan.store.clone(),
             };
             // A temporary SQLite file must outlive its first opening.
-            let temp = opened._temp.take();
+            let temp = opened.temp.take();
             drop(store);
             opened.close().await;
-            let mut opened = store_arg::open(&reopened, &plan.postgres())
+            let mut opened = store::open(&reopened, &plan.postgres())
                 .await
                 .context("reopening the store for the restart")?;
-            opened._temp = temp;
+            opened.temp = temp;
             let store = opened.store.clone();
             let clock = opened.clock.clone();
             (opened, store, clock)

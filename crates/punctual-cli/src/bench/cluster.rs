@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use punctual::Config;
+use punctual_server::store_url::StoreUrl;
 use rand::Rng as _;
 
 use super::fleet::{Logs, Spawner, Worker, WorkerStore, max_rss};
@@ -28,8 +29,8 @@ use super::stats::{
     Lateness, Run, classify_runs, first_run_lateness_ms, rate, runs_after_takeover,
     stale_completions_accepted,
 };
+use super::store::{self, BenchStore};
 use super::{Plan, count_finished, insert_disrupted_jobs, succeeded_indexes};
-use crate::store_arg::{self, StoreArg};
 
 /// How far ahead the first job is due when insertion starts.
 const LEAD: Duration = Duration::from_secs(1);
@@ -51,7 +52,7 @@ struct Pause {
 }
 
 pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
-    let StoreArg::Postgres(url) = &plan.store else {
+    let BenchStore::Url(StoreUrl::Postgres(url)) = &plan.store else {
         bail!("the cluster workload's nodes share one PostgreSQL: use --store postgres://...");
     };
     let schema = plan
@@ -64,7 +65,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         .tempdir()
         .context("creating a directory for the run logs")?;
     // The parent's own handle: it inserts the jobs and reads the outcome, on the database clock.
-    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+    let opened = store::open(&plan.store, &plan.postgres()).await?;
     let store = opened.store.clone();
     let clock = opened.clock.clone();
     let mut report = plan.report();

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use punctual_server::store_url::StoreUrl;
 use rand::Rng as _;
 
 use super::fleet::{Logs, Spawner, WorkerStore, max_rss};
@@ -19,8 +20,8 @@ use super::report::Report;
 use super::stats::{
     Lateness, classify_runs, first_run_lateness_ms, rate, stale_completions_accepted,
 };
+use super::store::{self, BenchStore};
 use super::{Plan, count_finished, insert_disrupted_jobs, succeeded_indexes};
-use crate::store_arg::{self, StoreArg};
 
 /// How far ahead the first job is due when insertion starts.
 const LEAD: Duration = Duration::from_secs(1);
@@ -39,27 +40,27 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         .context("creating a directory for the run logs")?;
     // The parent's own handle on the store: it inserts the jobs and reads the outcome.
     let (opened, worker_store) = match &plan.store {
-        StoreArg::Sqlite(requested) => {
+        BenchStore::Url(StoreUrl::Sqlite(requested)) => {
             let db = requested
                 .clone()
                 .unwrap_or_else(|| scratch.path().join("punctual.db"));
-            let opened =
-                store_arg::open(&StoreArg::Sqlite(Some(db.clone())), &plan.postgres()).await?;
+            let shared = BenchStore::Url(StoreUrl::Sqlite(Some(db.clone())));
+            let opened = store::open(&shared, &plan.postgres()).await?;
             (opened, WorkerStore::Sqlite(db))
         }
-        StoreArg::Postgres(url) => {
+        BenchStore::Url(StoreUrl::Postgres(url)) => {
             let schema = plan
                 .schema
                 .clone()
                 .context("a PostgreSQL benchmark runs in its own schema")?;
-            let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+            let opened = store::open(&plan.store, &plan.postgres()).await?;
             let worker_store = WorkerStore::Postgres {
                 url: url.clone(),
                 schema,
             };
             (opened, worker_store)
         }
-        StoreArg::Memory => bail!(
+        BenchStore::Memory => bail!(
             "the crash workload kills the worker process, so it needs a store other processes \
              can share: use --store sqlite, sqlite:PATH or postgres://..."
         ),

@@ -18,7 +18,7 @@ use punctual::JobId;
 use super::report::peak_rss_mb;
 use super::stats::Run;
 use super::worker::parse_log;
-use crate::store_arg::PostgresUrl;
+use punctual_server::store_url::PostgresUrl;
 
 /// Where the workers find the jobs.
 #[derive(Clone, Debug)]

@@ -17,6 +17,7 @@ mod progress;
 mod report;
 mod scratch_schema;
 mod stats;
+mod store;
 mod tally;
 mod throughput;
 mod timeliness;
@@ -33,11 +34,12 @@ use punctual::{
     Clock, JobFilter, JobOptions, JobState, Kind, NewJob, Payload, RetryPolicy, Store, Timestamp,
 };
 use punctual_core::{Cursor, limits};
+use punctual_server::store_url::{PostgresSettings, StoreUrl};
 
-use crate::store_arg::{PostgresSettings, StoreArg};
 use progress::Progress;
 use report::Report;
 use scratch_schema::ScratchSchema;
+use store::BenchStore;
 
 pub use worker::{WorkerArgs, run as worker};
 
@@ -89,7 +91,7 @@ pub struct BenchArgs {
     /// The store: memory, sqlite (a fresh temporary file), sqlite:PATH, or postgres://... (each
     /// run in a fresh schema, dropped at the end unless the run failed).
     #[arg(long)]
-    store: StoreArg,
+    store: BenchStore,
     /// Number of jobs (default: 100,000 throughput; 10,000 timeliness, crash and cluster;
     /// 1,000,000 backlog).
     #[arg(long)]
@@ -124,7 +126,7 @@ pub struct BenchArgs {
 #[derive(Clone, Debug)]
 struct Plan {
     workload: Workload,
-    store: StoreArg,
+    store: BenchStore,
     jobs: usize,
     spread: Duration,
     concurrency: usize,
@@ -139,7 +141,7 @@ struct Plan {
 impl Plan {
     fn from_args(args: &BenchArgs) -> anyhow::Result<Plan> {
         let workload = args.workload;
-        let postgres = matches!(args.store, StoreArg::Postgres(_));
+        let postgres = matches!(args.store, BenchStore::Url(StoreUrl::Postgres(_)));
         if workload == Workload::Cluster && !postgres {
             bail!(
                 "the cluster workload's nodes share one PostgreSQL: use --store postgres://...; \
@@ -236,7 +238,7 @@ impl Plan {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut plan = Plan::from_args(&args)?;
     let scratch = match &plan.store {
-        StoreArg::Postgres(url) => Some(ScratchSchema::new(url.clone())),
+        BenchStore::Url(StoreUrl::Postgres(url)) => Some(ScratchSchema::new(url.clone())),
         _ => None,
     };
     plan.schema = scratch.as_ref().map(|scratch| scratch.name().to_owned());

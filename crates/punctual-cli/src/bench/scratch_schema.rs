@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use punctual_postgres::{PgOptions, PgStore, TableHealth};
-
-use crate::store_arg::PostgresUrl;
+use punctual_server::store_url::PostgresUrl;
 
 /// PostgreSQL 15 flushes a backend's table statistics at most once a second, and when the
 /// backend exits; the nodes have just disconnected when the health is read, so it waits this

@@ -13,16 +13,16 @@ use punctual::{Config, JobOptions, Scheduler};
 use super::progress::Progress;
 use super::report::Report;
 use super::stats::rate;
+use super::store;
 use super::tally::{self, EventCounter, RunTally};
 use super::{KIND, Plan, insert_jobs, wait_until};
-use crate::store_arg;
 
 /// Jobs handed out by one claim.
 const CLAIM_BATCH: usize = 1_000;
 
 pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let jobs = plan.jobs;
-    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+    let opened = store::open(&plan.store, &plan.postgres()).await?;
     let store = opened.store.clone();
     // The database's clock for PostgreSQL, so lateness is judged where `run_at` is.
     let clock = opened.clock.clone();

@@ -13,9 +13,9 @@ use punctual::{JobOptions, Scheduler};
 use super::progress::Progress;
 use super::report::Report;
 use super::stats::{Lateness, rate};
+use super::store;
 use super::tally::{self, EventCounter, RunTally};
 use super::{KIND, Plan, insert_jobs, spread_at, wait_until};
-use crate::store_arg;
 
 /// How far ahead the first job is due when insertion starts.
 const LEAD: Duration = Duration::from_secs(1);
@@ -24,7 +24,7 @@ const GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let jobs = plan.jobs;
-    let opened = store_arg::open(&plan.store, &plan.postgres()).await?;
+    let opened = store::open(&plan.store, &plan.postgres()).await?;
     let store = opened.store.clone();
     // The database's clock for PostgreSQL, so lateness is judged where `run_at` is.
     let clock = opened.clock.clone();

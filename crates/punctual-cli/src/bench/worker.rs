@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use punctual::{BoxError, Clock, Config, Event, JobContext, JobId, NodeId, Scheduler, Timestamp};
 use punctual_core::SystemClock;
+use punctual_server::store_url::{self, PostgresSettings, StoreUrl};
 
 use super::KIND;
 use super::stats::Run;
-use crate::store_arg::{self, PostgresSettings, StoreArg};
 
 /// How often the worker checks that its parent is still there.
 const PARENT_CHECK: Duration = Duration::from_millis(200);
@@ -54,7 +54,7 @@ pub struct WorkerArgs {
     db: Option<PathBuf>,
     /// The store holding the jobs: sqlite:PATH or postgres://...
     #[arg(long)]
-    store: Option<StoreArg>,
+    store: Option<StoreUrl>,
     /// The PostgreSQL schema holding the jobs [default: the connection's search_path].
     #[arg(long, value_name = "NAME")]
     schema: Option<String>,
@@ -102,15 +102,15 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let parent = std::os::unix::process::parent_id();
     let pid = std::process::id();
-    let store_arg = match (&args.db, &args.store) {
-        (Some(db), _) => StoreArg::Sqlite(Some(db.clone())),
-        (None, Some(StoreArg::Memory | StoreArg::Sqlite(None))) => {
+    let store_url = match (&args.db, &args.store) {
+        (Some(db), _) => StoreUrl::Sqlite(Some(db.clone())),
+        (None, Some(StoreUrl::Sqlite(None))) => {
             bail!("a worker needs a store other processes can share: sqlite:PATH or postgres://")
         }
         (None, Some(store)) => store.clone(),
         (None, None) => bail!("say where the jobs are: --db PATH or --store STORE"),
     };
-    if args.clock_skew_ms != 0 && !matches!(store_arg, StoreArg::Postgres(_)) {
+    if args.clock_skew_ms != 0 && !matches!(store_url, StoreUrl::Postgres(_)) {
         bail!("--clock-skew-ms applies only to a PostgreSQL store");
     }
     if args.clock_skew_ms.abs() > SKEW_MAX_MS {
@@ -135,7 +135,7 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
         }),
         apply_migrations: true,
     };
-    let opened = store_arg::open(&store_arg, &settings).await?;
+    let opened = store_url::open(&store_url, &settings).await?;
     let clock = opened.clock.clone();
     let lease = Duration::from_millis(args.lease_ms);
     let config = Config {
