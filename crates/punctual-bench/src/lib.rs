@@ -1,5 +1,7 @@
-//! `punctual bench`: the workloads of BENCHMARKS.md, run end to end on the real engine and a real
-//! store, and the hidden `bench-worker` process the crash and cluster workloads kill and pause.
+//! punctual's benchmark harness: the workloads of docs/benchmarks.md, run end to end on the
+//! real engine and a real store, and the worker process the crash and cluster workloads kill and
+//! pause. The `punctual` binary's `bench` and hidden `bench-worker` commands are one call each
+//! into `run` and `worker`.
 //!
 //! Owns the command line of both, the tokio runtime they run on, the resolution of each
 //! workload's defaults and limits, a PostgreSQL run's own schema (fresh for each run, dropped at
@@ -8,6 +10,12 @@
 //! benchmark measures and reports; it asserts no speed. It fails (after printing its report)
 //! only when a guarantee is broken: a job lost, a duplicate run without a killed or paused
 //! holder to explain it, a stale completion accepted, a store that fails its integrity check.
+//!
+//! The crash and cluster workloads start their workers as `current_exe() bench-worker ...`, so
+//! the binary that calls `run` must also offer `bench-worker`, calling `worker`.
+//!
+//! Unlike the library crates, this one reports errors with `anyhow`: it is a harness whose only
+//! caller is the binary, which prints its errors, so no caller acts on a variant.
 
 mod backlog;
 mod cluster;
