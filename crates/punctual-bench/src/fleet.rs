@@ -47,7 +47,9 @@ impl Spawner {
         command.arg("bench-worker");
         match &self.store {
             WorkerStore::Sqlite(path) => {
-                command.arg("--db").arg(path);
+                let mut store = std::ffi::OsString::from("sqlite:");
+                store.push(path);
+                command.arg("--store").arg(store);
             }
             WorkerStore::Postgres { url, schema } => {
                 command

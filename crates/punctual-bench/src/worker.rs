@@ -49,12 +49,9 @@ const SKEW_MAX_MS: i64 = 86_400_000;
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
-    /// The SQLite file holding the jobs (same as --store sqlite:PATH).
-    #[arg(long, conflicts_with = "store")]
-    db: Option<PathBuf>,
     /// The store holding the jobs: sqlite:PATH or postgres://...
-    #[arg(long)]
-    store: Option<StoreUrl>,
+    #[arg(long, value_name = "STORE")]
+    store: StoreUrl,
     /// The PostgreSQL schema holding the jobs [default: the connection's search_path].
     #[arg(long, value_name = "NAME")]
     schema: Option<String>,
@@ -102,14 +99,10 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let parent = std::os::unix::process::parent_id();
     let pid = std::process::id();
-    let store_url = match (&args.db, &args.store) {
-        (Some(db), _) => StoreUrl::Sqlite(Some(db.clone())),
-        (None, Some(StoreUrl::Sqlite(None))) => {
-            bail!("a worker needs a store other processes can share: sqlite:PATH or postgres://")
-        }
-        (None, Some(store)) => store.clone(),
-        (None, None) => bail!("say where the jobs are: --db PATH or --store STORE"),
-    };
+    let store_url = &args.store;
+    if *store_url == StoreUrl::Sqlite(None) {
+        bail!("a worker needs a store other processes can share: sqlite:PATH or postgres://");
+    }
     if args.clock_skew_ms != 0 && !matches!(store_url, StoreUrl::Postgres(_)) {
         bail!("--clock-skew-ms applies only to a PostgreSQL store");
     }
@@ -135,7 +128,7 @@ async fn work(args: WorkerArgs) -> anyhow::Result<()> {
         }),
         apply_migrations: true,
     };
-    let opened = store_url::open(&store_url, &settings).await?;
+    let opened = store_url::open(store_url, &settings).await?;
     let clock = opened.clock.clone();
     let lease = Duration::from_millis(args.lease_ms);
     let config = Config {

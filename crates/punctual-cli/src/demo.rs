@@ -14,14 +14,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use punctual::{
     Clock, Config, Event, FailOutcome, Job, JobContext, JobId, JobOptions, JobState, Queue,
     RetryPolicy, Scheduler, SystemClock, Timestamp,
 };
+use punctual_server::store_url::StoreUrl;
 
 /// The demo's jobs run in their own queue, and the demo's engine serves only that queue, so a
-/// `--db` that holds other jobs is left alone.
+/// SQLite file (`--store sqlite:PATH`) that holds other jobs is left alone.
 const DEMO_QUEUE: &str = "demo";
 /// How often the demo looks at its jobs' states while waiting for them to finish.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -32,9 +33,10 @@ const LATENESS_NOTED: Duration = Duration::from_millis(50);
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// The SQLite file to use. Without it a fresh temporary file is used and removed on exit.
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// The SQLite file to use, as sqlite:PATH (created if missing, and kept) [default: sqlite, a
+    /// fresh temporary file removed on exit].
+    #[arg(long, value_name = "STORE")]
+    store: Option<StoreUrl>,
 }
 
 /// One of the demo's three jobs.
@@ -214,9 +216,13 @@ impl Observed {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let (path, temp) = match args.db {
-        Some(path) => (path, None),
-        None => {
+    let (path, temp) = match args.store {
+        Some(StoreUrl::Sqlite(Some(path))) => (path, None),
+        Some(StoreUrl::Postgres(_)) => bail!(
+            "the demo runs on a SQLite file: --store sqlite:PATH, or no --store for a temporary \
+             one"
+        ),
+        Some(StoreUrl::Sqlite(None)) | None => {
             let dir = tempfile::Builder::new()
                 .prefix("punctual-demo-")
                 .tempdir()
@@ -226,7 +232,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     if temp.is_some() {
         println!(
-            "database: {} (temporary, removed on exit; pass --db PATH to keep it)",
+            "database: {} (temporary, removed on exit; pass --store sqlite:PATH to keep it)",
             path.display()
         );
     } else {

@@ -1,6 +1,7 @@
 //! `punctual schedule` and `punctual jobs`: put a job into a store, and list, show, count or
-//! cancel the jobs in it: a SQLite file (`--db`), or a PostgreSQL database shared by a cluster
-//! (`--store postgres://... [--schema NAME]`), whose clock then gives every `now`.
+//! cancel the jobs in it: a SQLite file (`--store sqlite:PATH`, `punctual.db` by default), or a
+//! PostgreSQL database shared by a cluster (`--store postgres://... [--schema NAME]`), whose
+//! clock then gives every `now`.
 //!
 //! Every input is validated into a `NewJob` by punctual-core before the store is opened, so a
 //! refused input stores nothing. These commands run no handlers (that is `punctual serve`'s
@@ -22,6 +23,8 @@ use serde::Serialize;
 
 use punctual_server::store_url::{self, OpenedStore, PostgresSettings, PostgresUrl, StoreUrl};
 
+/// The SQLite file of the job commands when `--store` is not given, in the working directory.
+const SQLITE_PATH_DEFAULT: &str = "punctual.db";
 /// The page size of `jobs list` when `--limit` is not given.
 const LIST_LIMIT_DEFAULT: usize = 50;
 /// The longest duration `--in` and `--every` accept as text, a guard before parsing.
@@ -30,11 +33,9 @@ const DURATION_TEXT_MAX: usize = 32;
 #[derive(clap::Args)]
 #[command(group(ArgGroup::new("when").required(true).args(["at", "delay", "cron", "every"])))]
 pub struct ScheduleArgs {
-    /// The SQLite file to store the job in (created if missing) [default: punctual.db].
-    #[arg(long, value_name = "PATH", conflicts_with = "store")]
-    db: Option<PathBuf>,
-    /// Store the job here instead: sqlite:PATH, or postgres://user@host:port/database for a
-    /// cluster (its schema is migrated if needed).
+    /// The store to put the job in: sqlite:PATH (a SQLite file, created if missing), or
+    /// postgres://user@host:port/database for a cluster (its schema is migrated if needed)
+    /// [default: sqlite:punctual.db].
     #[arg(long, value_name = "STORE")]
     store: Option<StoreUrl>,
     /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
@@ -83,11 +84,9 @@ pub struct ScheduleArgs {
 
 #[derive(clap::Args)]
 pub struct JobsArgs {
-    /// The SQLite file to read [default: punctual.db].
-    #[arg(long, value_name = "PATH", global = true, conflicts_with = "store")]
-    db: Option<PathBuf>,
-    /// Read this store instead: sqlite:PATH, or postgres://user@host:port/database for a
-    /// cluster (its schema must exist: `punctual migrate` or a node creates it).
+    /// The store to read: sqlite:PATH (a SQLite file, which must exist), or
+    /// postgres://user@host:port/database for a cluster (its schema must exist: `punctual
+    /// migrate` or a node creates it) [default: sqlite:punctual.db].
     #[arg(long, value_name = "STORE", global = true)]
     store: Option<StoreUrl>,
     /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
@@ -141,7 +140,7 @@ struct ListArgs {
 pub fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
     // Everything is checked before the store is opened: a refused input leaves no trace.
     new_job(&args, SystemClock.now())?;
-    let target = Target::from_args(args.db.clone(), args.store.clone(), args.schema.clone())?;
+    let target = Target::from_args(args.store.clone(), args.schema.clone())?;
     block_on(async {
         let opened = target.open(OpenMode::CreateIfMissing).await?;
         let (store, clock) = (opened.store.clone(), opened.clock.clone());
@@ -191,7 +190,7 @@ enum Request {
 }
 
 pub fn run(args: JobsArgs) -> anyhow::Result<()> {
-    let target = Target::from_args(args.db, args.store, args.schema)?;
+    let target = Target::from_args(args.store, args.schema)?;
     let json = args.json;
     // Checked before the store is opened, like every input.
     let request = match &args.command {
@@ -654,16 +653,16 @@ enum Target {
 }
 
 impl Target {
-    fn from_args(
-        db: Option<PathBuf>,
-        store: Option<StoreUrl>,
-        schema: Option<String>,
-    ) -> anyhow::Result<Target> {
+    fn from_args(store: Option<StoreUrl>, schema: Option<String>) -> anyhow::Result<Target> {
+        let store =
+            store.unwrap_or_else(|| StoreUrl::Sqlite(Some(PathBuf::from(SQLITE_PATH_DEFAULT))));
         match store {
-            None => Ok(Target::Sqlite(db.unwrap_or_else(crate::default_db))),
-            Some(StoreUrl::Sqlite(Some(path))) => Ok(Target::Sqlite(path)),
-            Some(StoreUrl::Postgres(url)) => Ok(Target::Postgres { url, schema }),
-            Some(StoreUrl::Sqlite(None)) => anyhow::bail!(
+            StoreUrl::Postgres(url) => Ok(Target::Postgres { url, schema }),
+            _ if schema.is_some() => {
+                anyhow::bail!("--schema applies only to a PostgreSQL store (postgres://...)")
+            }
+            StoreUrl::Sqlite(Some(path)) => Ok(Target::Sqlite(path)),
+            StoreUrl::Sqlite(None) => anyhow::bail!(
                 "--store must name a store that outlives this command: sqlite:PATH or \
                  postgres://..."
             ),
@@ -686,7 +685,8 @@ impl Target {
             Target::Sqlite(path) => {
                 if mode == OpenMode::MustExist && !path.exists() {
                     anyhow::bail!(
-                        "no database at {} (schedule a job first, or pass --db PATH)",
+                        "no database at {} (schedule a job first, or name another with \
+                         --store sqlite:PATH)",
                         path.display()
                     );
                 }

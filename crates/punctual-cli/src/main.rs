@@ -8,7 +8,6 @@ mod demo;
 mod jobs;
 mod migrate;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,9 +31,10 @@ enum Command {
     Bench(punctual_bench::BenchArgs),
     /// Apply pending schema migrations to a PostgreSQL database (cluster mode).
     Migrate(migrate::MigrateArgs),
-    /// Schedule a job into a store: a SQLite file (--db) or PostgreSQL (--store postgres://...).
+    /// Schedule a job into a store: a SQLite file (--store sqlite:PATH) or PostgreSQL
+    /// (--store postgres://...).
     Schedule(jobs::ScheduleArgs),
-    /// List, show, count or cancel jobs in a SQLite file (--db) or PostgreSQL (--store).
+    /// List, show, count or cancel the jobs in a store (--store sqlite:PATH or postgres://...).
     Jobs(jobs::JobsArgs),
     /// A worker process for the crash and cluster benchmarks (internal).
     #[command(hide = true)]
@@ -58,10 +58,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The default database file when none is given: `punctual.db` in the working directory.
-#[allow(dead_code)] // Used by the job commands.
-fn default_db() -> PathBuf {
-    PathBuf::from("punctual.db")
 }

@@ -176,4 +176,7 @@ fn refuses_what_cannot_work() {
     assert!(refused(&["--workload", "cluster", "--store", "sqlite"]).contains("PostgreSQL"));
     assert!(refused(&["--workload", "crash", "--store", "memory"]).contains("sqlite"));
     assert!(refused(&["--workload", "crash", "--store", "mysql://h/db"]).contains("unknown store"));
+    assert!(
+        refused(&["--workload", "throughput", "--store", "bench.db"]).contains("sqlite:bench.db")
+    );
 }

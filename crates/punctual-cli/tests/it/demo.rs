@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::{arg, json_lines, punctual};
+use crate::{json_lines, punctual, sqlite};
 
 /// How late a job may fire here: lenient because the machine is loaded (see above).
 const LATE_MAX: Duration = Duration::from_millis(1_000);
@@ -68,7 +68,7 @@ fn demo_runs_three_jobs_on_time_and_buries_the_failing_one() {
     let _turn = crate::turns::EXCLUSIVE.blocking_lock();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("demo.db");
-    let run = punctual(["demo", "--db", &arg(&db)]).ok();
+    let run = punctual(["demo", "--store", &sqlite(&db)]).ok();
     let out = &run.stdout;
     let context = format!("demo output:\n{out}\nstderr:\n{}", run.stderr);
     assert!(
@@ -188,7 +188,7 @@ fn demo_runs_three_jobs_on_time_and_buries_the_failing_one() {
     );
 
     // The jobs stay in the file, where `punctual jobs` finds them.
-    let counts = punctual(["jobs", "--db", &arg(&db), "counts", "--json"]).ok();
+    let counts = punctual(["jobs", "--store", &sqlite(&db), "counts", "--json"]).ok();
     let mut found: Vec<(String, String, u64)> = json_lines(&counts.stdout)
         .iter()
         .map(|count| {

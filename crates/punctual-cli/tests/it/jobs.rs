@@ -5,11 +5,12 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{Run, arg, json_lines, punctual};
+use crate::{Run, arg, json_lines, punctual, sqlite};
 
 /// Schedules with `args` into `db`, printing JSON, and returns the stored job.
 fn schedule(db: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["schedule", "--db", db.to_str().expect("UTF-8"), "--json"];
+    let store = sqlite(db);
+    let mut all = vec!["schedule", "--store", &store, "--json"];
     all.extend_from_slice(args);
     let run = punctual(all).ok();
     let mut jobs = json_lines(&run.stdout);
@@ -18,7 +19,8 @@ fn schedule(db: &Path, args: &[&str]) -> Value {
 }
 
 fn jobs(db: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["jobs", "--db", db.to_str().expect("UTF-8")];
+    let store = sqlite(db);
+    let mut all = vec!["jobs", "--store", &store];
     all.extend_from_slice(args);
     punctual(all)
 }
@@ -109,8 +111,8 @@ fn scheduled_jobs_can_be_listed_shown_counted_and_cancelled() {
     // The human-readable schedule output names the id.
     let plain = punctual([
         "schedule",
-        "--db",
-        &arg(&db),
+        "--store",
+        &sqlite(&db),
         "--kind",
         "plain",
         "--in",
@@ -244,6 +246,7 @@ fn bad_input_is_refused_by_name_and_stores_nothing() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("jobs.db");
     let baseline = schedule(&db, &["--kind", "baseline", "--in", "1h"]);
+    let store = sqlite(&db);
 
     let oversized_payload = dir.path().join("big.json");
     // Valid JSON, just over the 256 KiB limit (and over Linux's limit on one argument, hence a file).
@@ -380,7 +383,7 @@ fn bad_input_is_refused_by_name_and_stores_nothing() {
         ),
     ];
     for (args, expected) in &cases {
-        let mut all = vec!["schedule", "--db", db.to_str().expect("UTF-8")];
+        let mut all = vec!["schedule", "--store", &store];
         all.extend_from_slice(args);
         let run = punctual(&all);
         assert_eq!(
@@ -423,7 +426,7 @@ fn bad_input_is_refused_by_name_and_stores_nothing() {
         ),
     ];
     for (args, expected) in &usage {
-        let mut all = vec!["schedule", "--db", db.to_str().expect("UTF-8")];
+        let mut all = vec!["schedule", "--store", &store];
         all.extend_from_slice(args);
         let run = punctual(&all);
         assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
@@ -450,7 +453,15 @@ fn bad_input_is_refused_by_name_and_stores_nothing() {
 
     // A refused job does not even create the database file.
     let fresh = dir.path().join("fresh.db");
-    let run = punctual(["schedule", "--db", &arg(&fresh), "--kind", "", "--in", "1h"]);
+    let run = punctual([
+        "schedule",
+        "--store",
+        &sqlite(&fresh),
+        "--kind",
+        "",
+        "--in",
+        "1h",
+    ]);
     assert_eq!(run.code, Some(1));
     assert!(!fresh.exists(), "a refused job created {}", fresh.display());
 }
@@ -512,7 +523,15 @@ fn an_endless_payload_file_is_refused_promptly() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("jobs.db");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_punctual"))
-        .args(["schedule", "--db", &arg(&db), "--kind", "k", "--in", "1h"])
+        .args([
+            "schedule",
+            "--store",
+            &sqlite(&db),
+            "--kind",
+            "k",
+            "--in",
+            "1h",
+        ])
         .args(["--payload-file", "/dev/zero"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -543,4 +562,67 @@ fn an_endless_payload_file_is_refused_promptly() {
     );
     assert!(output.stdout.is_empty(), "{:?}", output.stdout);
     assert!(!db.exists(), "a refused job created {}", db.display());
+}
+
+/// A store is named one way, `--store URL`: `sqlite:punctual.db` when none is given, a bare path
+/// refused with the spelling to use, and no `--db`.
+#[test]
+fn a_store_is_named_by_its_url_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let in_dir = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_punctual"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("the punctual binary runs");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+
+    // Without --store, the job commands use punctual.db in the working directory.
+    let missing = in_dir(&["jobs", "counts"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no database at punctual.db")
+            && missing.stderr.contains("--store sqlite:PATH"),
+        "{}",
+        missing.stderr
+    );
+    in_dir(&["schedule", "--kind", "k", "--in", "1h"]).ok();
+    assert!(dir.path().join("punctual.db").exists());
+    let counts = in_dir(&["jobs", "--store", "sqlite:punctual.db", "counts", "--json"]).ok();
+    assert_eq!(json_lines(&counts.stdout).len(), 1, "{}", counts.stdout);
+
+    // A bare path is not a store: the message gives the spelling that is.
+    let bare = in_dir(&["jobs", "--store", "punctual.db", "counts"]);
+    assert_eq!(bare.code, Some(2), "{}", bare.stderr);
+    assert!(
+        bare.stderr.contains("sqlite:punctual.db"),
+        "{}",
+        bare.stderr
+    );
+
+    // --db is gone.
+    let old = in_dir(&["jobs", "--db", "punctual.db", "counts"]);
+    assert_eq!(old.code, Some(2), "{}", old.stderr);
+    assert!(old.stderr.contains("--db"), "{}", old.stderr);
+
+    // A schema belongs to PostgreSQL only.
+    let schema = in_dir(&[
+        "jobs",
+        "--store",
+        "sqlite:punctual.db",
+        "--schema",
+        "jobs",
+        "counts",
+    ]);
+    assert_eq!(schema.code, Some(1), "{}", schema.stderr);
+    assert!(
+        schema.stderr.contains("--schema applies only"),
+        "{}",
+        schema.stderr
+    );
 }

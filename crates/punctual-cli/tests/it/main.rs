@@ -63,6 +63,11 @@ pub fn arg(path: &Path) -> String {
     path.to_str().expect("temporary paths are UTF-8").to_owned()
 }
 
+/// The SQLite file at `path` as a `--store` argument: `sqlite:PATH`.
+pub fn sqlite(path: &Path) -> String {
+    format!("sqlite:{}", arg(path))
+}
+
 /// Parses JSON lines.
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
