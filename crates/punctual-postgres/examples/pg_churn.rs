@@ -1,21 +1,23 @@
-//! Raw `PgStore` throughput, without the engine: insert 100,000 due jobs in batches of 10,000,
-//! then claim them 1,000 at a time from a few claimer tasks and complete each one from many
-//! concurrent tasks, as worker slots would. Prints jobs per second for each phase.
+//! Churn of `PgStore`'s jobs table over rounds, without the engine: each round inserts 100,000
+//! due jobs in batches of 10,000, claims them 1,000 at a time from a few claimer tasks and
+//! completes each one from many concurrent tasks, as worker slots would, then purges the
+//! finished jobs, as retention would, and prints the table's live and dead row versions and its
+//! size on disk, so bloat shows as growth from round to round (and as the rounds' jobs per
+//! second). When the server runs without autovacuum (as this project's development machines
+//! do), each round also ends with the plain `VACUUM` that autovacuum would have run; `novacuum`
+//! as fifth argument skips it, to see the table without any vacuum.
 //!
-//! With ROUNDS above 1 it is also a churn test of the table (issue 3, item 8): each round ends
-//! by purging the finished jobs, as retention would, and prints the table's live and dead row
-//! versions and its size on disk, so bloat shows as growth from round to round. When the
-//! server runs without autovacuum (as this project's development machines do), each round also
-//! ends with the plain `VACUUM` that autovacuum would have run; `novacuum` as fifth argument
-//! skips it, to see the table without any vacuum.
+//! `punctual bench --workload throughput --store postgres://...` is the throughput benchmark,
+//! through the engine, and reports the table's health after one run (`dead_tuples`,
+//! `table_bytes`); this example is for what happens to the table over many runs' worth of jobs.
 //!
 //! ```text
-//! cargo run --release -p punctual-postgres --example pg_throughput -- \
-//!     [URL] [CLAIMERS (2)] [COMPLETERS (64)] [ROUNDS (1)]
+//! cargo run --release -p punctual-postgres --example pg_churn -- \
+//!     [URL] [CLAIMERS (2)] [COMPLETERS (64)] [ROUNDS (5)] [novacuum]
 //! ```
 //!
 //! URL defaults to `PUNCTUAL_TEST_DATABASE_URL` or `postgres://postgres@127.0.0.1:5432/test`
-//! (an empty argument means the default). The jobs live in a fresh schema `throughput_<pid>`,
+//! (an empty argument means the default). The jobs live in a fresh schema `churn_<pid>`,
 //! dropped at the end.
 
 use std::sync::Arc;
@@ -43,9 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     let claimers: usize = args.next().map_or(Ok(2), |text| text.parse())?;
     let completers: usize = args.next().map_or(Ok(64), |text| text.parse())?;
-    let rounds: usize = args.next().map_or(Ok(1), |text| text.parse())?;
+    let rounds: usize = args.next().map_or(Ok(5), |text| text.parse())?;
     let vacuum_allowed = args.next().as_deref() != Some("novacuum");
-    let schema = format!("throughput_{}", std::process::id());
+    let schema = format!("churn_{}", std::process::id());
     let options = PgOptions {
         schema: Some(schema.clone()),
         // Completions share the store's few flusher connections; claims take one each.
@@ -55,11 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = PgStore::connect_with(&url, options).await?;
     let clock = SystemClock;
 
-    let kind = Kind::new("throughput.job")?;
+    let kind = Kind::new("churn.job")?;
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let autovacuum: String = client.query_one("SHOW autovacuum", &[]).await?.get(0);
-    let vacuum = rounds > 1 && autovacuum != "on" && vacuum_allowed;
+    let vacuum = autovacuum != "on" && vacuum_allowed;
     if vacuum {
         println!("autovacuum is {autovacuum} on this server: each round ends with a VACUUM");
     }
@@ -96,8 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let store = store.clone();
             let slots = Arc::clone(&slots);
             tasks.spawn(async move {
-                let holder =
-                    NodeId::new(&format!("throughput-{claimer}")).expect("a valid node name");
+                let holder = NodeId::new(&format!("churn-{claimer}")).expect("a valid node name");
                 let mut completions = tokio::task::JoinSet::new();
                 let mut claimed_total = 0usize;
                 loop {
@@ -155,9 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             worked as f64 / working.as_secs_f64()
         );
         assert_eq!(worked, JOBS, "every job is claimed exactly once");
-        if rounds > 1 {
-            purge_and_report(&store, &client, &schema, vacuum).await?;
-        }
+        purge_and_report(&store, &client, &schema, vacuum).await?;
     }
 
     client
@@ -178,7 +177,7 @@ async fn purge_and_report(
     let started = Instant::now();
     let mut purged = 0;
     // Purging is a leader duty: this process leads for the while, then steps down.
-    let node = punctual_core::NodeId::new("throughput-example")?;
+    let node = punctual_core::NodeId::new("churn-example")?;
     let term = store
         .lead(&node, None, Duration::from_secs(60), SystemClock.now())
         .await?
