@@ -515,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_benchmarks_md() {
+    fn defaults_follow_docs_benchmarks_md() {
         let throughput = plan(&["--workload", "throughput", "--store", "memory"]).expect("valid");
         assert_eq!(throughput.jobs, 100_000);
         assert_eq!(throughput.concurrency, 1_000);

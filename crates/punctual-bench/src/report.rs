@@ -1,8 +1,8 @@
 //! The benchmark's result: one `Report` per run, printed as a table for people and as one JSON
 //! line for scripts, plus the reading of a process's peak memory from `/proc`.
 //!
-//! Owns the JSON contract of BENCHMARKS.md: every field is always present, `null` when it does
-//! not apply. Must not measure or decide anything: workloads fill the report in.
+//! Owns the JSON contract of docs/benchmarks.md: every field is always present, `null` when it
+//! does not apply. Must not measure or decide anything: workloads fill the report in.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -94,7 +94,7 @@ impl Report {
         }
     }
 
-    /// Duplicates not explained by a killed holder; BENCHMARKS.md requires 0.
+    /// Duplicates not explained by a killed holder; docs/benchmarks.md requires 0.
     pub fn unexplained_duplicates(&self) -> u64 {
         self.duplicates.saturating_sub(self.duplicates_explained)
     }
@@ -273,7 +273,7 @@ pub fn peak_rss_mb(process: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    /// The fields BENCHMARKS.md promises, in its order.
+    /// The fields docs/benchmarks.md promises, in its order.
     const CONTRACT: [&str; 14] = [
         "workload",
         "store",

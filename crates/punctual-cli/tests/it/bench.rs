@@ -1,12 +1,12 @@
 //! `punctual bench` end to end: each workload runs on the real binary with a small N, and its
-//! JSON report must carry every field of BENCHMARKS.md's contract and keep the guarantees (no job
-//! lost, no unexplained duplicate). Speeds are reported, never asserted.
+//! JSON report must carry every field of docs/benchmarks.md's contract and keep the guarantees
+//! (no job lost, no unexplained duplicate). Speeds are reported, never asserted.
 
 use std::process::Command;
 
 use serde_json::Value;
 
-/// The fields BENCHMARKS.md promises in every report.
+/// The fields docs/benchmarks.md promises in every report.
 const CONTRACT: [&str; 14] = [
     "workload",
     "store",
