@@ -29,9 +29,13 @@ impl std::str::FromStr for BenchStore {
         }
         match text.parse::<StoreUrl>() {
             Ok(url) => Ok(BenchStore::Url(url)),
-            // The URL's own message, less its list of stores, which lacks `memory`.
+            // The URL's own messages, with `memory` in their list of stores.
             Err(store_url::ParseError::UnknownScheme { text }) => Err(format!(
                 "unknown store {text:?}: expected memory, sqlite[:PATH] or postgres://..."
+            )),
+            Err(store_url::ParseError::NoScheme { text }) => Err(format!(
+                "{text:?} is not a store: expected memory, sqlite[:PATH] or postgres://... (a \
+                 SQLite file at that path is sqlite:{text})"
             )),
             Err(error) => Err(error.to_string()),
         }
@@ -81,6 +85,9 @@ mod tests {
             "{unknown}"
         );
         let bare = "bench.db".parse::<BenchStore>().expect_err("refused");
-        assert!(bare.contains("sqlite:bench.db"), "{bare}");
+        assert!(
+            bare.contains("sqlite:bench.db") && bare.contains("memory"),
+            "{bare}"
+        );
     }
 }

@@ -81,8 +81,8 @@ fn redact(text: &str) -> String {
 pub enum ParseError {
     /// No scheme at all: most likely a file path, which must say it is a SQLite file.
     #[error(
-        "{text:?} is not a store URL: for a SQLite file say sqlite:{text}, for PostgreSQL \
-         postgres://..."
+        "{text:?} is not a store URL: expected sqlite[:PATH] or postgres://... (a SQLite file \
+         at that path is sqlite:{text})"
     )]
     NoScheme { text: String },
     /// A scheme punctual has no store for.
