@@ -401,6 +401,7 @@ fn list_request(args: &ListArgs) -> anyhow::Result<(JobFilter, Option<Cursor>, u
             .map(Kind::new)
             .transpose()
             .context("invalid --kind")?,
+        ..JobFilter::default()
     };
     let after = args.after.as_deref().map(parse_id).transpose()?.map(Cursor);
     if args.limit == 0 || args.limit > limits::PAGE_SIZE_MAX {

@@ -5,6 +5,7 @@
 //! stores and the engine agree on one definition of every rule (which state follows which, when
 //! the next occurrence of a cron schedule falls, how long a retry waits).
 
+mod idempotency;
 mod job;
 pub mod limits;
 mod retry;
@@ -12,7 +13,9 @@ mod schedule;
 mod state;
 mod store;
 mod time;
+mod token;
 
+pub use idempotency::{IdempotencyKey, IdempotencyRecord, Idempotent};
 pub use job::{
     Job, JobId, JobOptions, Kind, Lease, LeaseToken, NewJob, NodeId, Payload, Priority, Queue,
     ValidationError, check_run_at, truncate_error,
@@ -22,6 +25,7 @@ pub use schedule::Schedule;
 pub use state::JobState;
 pub use store::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, LeaderTerm,
-    RescueOutcome, StateCount, Store, StoreError, check_kinds,
+    QueueStats, RescueOutcome, StateCount, StateCounts, Store, StoreError, check_kinds,
 };
 pub use time::{Clock, SystemClock, Timestamp};
+pub use token::{ApiToken, TokenId};

@@ -36,3 +36,23 @@ pub const LEASE_MIN: Duration = Duration::from_millis(100);
 pub const LEASE_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Longest node (lease holder) name, in bytes.
 pub const NODE_BYTES_MAX: usize = 128;
+/// Longest API token id (the public half of a token), in bytes.
+pub const TOKEN_ID_BYTES_MAX: usize = 64;
+/// Longest label of an API token, in bytes.
+pub const TOKEN_LABEL_BYTES_MAX: usize = 128;
+/// Most scopes one API token may hold.
+pub const TOKEN_SCOPES_MAX: usize = 16;
+/// Longest scope name, in bytes.
+pub const TOKEN_SCOPE_BYTES_MAX: usize = 32;
+/// Longest idempotency key (the client's key with the caller's scope in front), in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 384;
+/// Longest request fingerprint kept with an idempotency key, in bytes.
+pub const FINGERPRINT_BYTES_MAX: usize = 128;
+/// Largest response kept with an idempotency key for replays, in bytes.
+pub const IDEMPOTENCY_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest an idempotency key may be kept before it expires.
+pub const IDEMPOTENCY_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most queues `Store::queue_stats` reports.
+pub const QUEUES_LISTED_MAX: usize = 1_000;
+/// `QueueStats::due` counts due jobs up to this many per queue, so a backlog costs a bounded walk.
+pub const DUE_COUNT_MAX: u64 = 10_000;

@@ -24,10 +24,12 @@ use async_trait::async_trait;
 
 use std::fmt;
 
+use crate::idempotency::{IdempotencyRecord, Idempotent};
 use crate::job::{Job, JobId, Kind, LeaseToken, NewJob, NodeId, Queue, ValidationError};
 use crate::limits;
 use crate::state::JobState;
 use crate::time::Timestamp;
+use crate::token::{ApiToken, TokenId};
 
 /// Errors a store returns. Backends map their driver errors into these; none leaks a driver type.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,10 @@ pub enum StoreError {
     NotLeader { term: LeaderTerm },
     #[error("a job with id {0} already exists")]
     Duplicate(JobId),
+    #[error("API token {0} not found")]
+    TokenNotFound(TokenId),
+    #[error("an API token with id {0} already exists")]
+    TokenExists(TokenId),
     #[error("invalid request: {0}")]
     Invalid(#[from] ValidationError),
     /// A transient failure (I/O, connection, busy database); the operation may be retried.
@@ -136,6 +142,22 @@ pub struct JobFilter {
     pub queue: Option<Queue>,
     pub state: Option<JobState>,
     pub kind: Option<Kind>,
+    /// Only jobs whose `run_at` is at or after this instant.
+    pub due_from: Option<Timestamp>,
+    /// Only jobs whose `run_at` is before this instant.
+    pub due_before: Option<Timestamp>,
+}
+
+impl JobFilter {
+    /// Whether `job` passes every present filter: the one reading of a filter, which the
+    /// reference store applies and the SQL stores must agree with.
+    pub fn matches(&self, job: &Job) -> bool {
+        self.queue.as_ref().is_none_or(|queue| *queue == job.queue)
+            && self.state.is_none_or(|state| state == job.state)
+            && self.kind.as_ref().is_none_or(|kind| *kind == job.kind)
+            && self.due_from.is_none_or(|from| job.run_at >= from)
+            && self.due_before.is_none_or(|before| job.run_at < before)
+    }
 }
 
 /// Where the next page of a listing starts: after this job id.
@@ -156,6 +178,43 @@ pub struct StateCount {
     pub queue: Queue,
     pub state: JobState,
     pub count: u64,
+}
+
+/// How many jobs each state holds in one queue, indexed like `JobState::ALL`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts(pub [u64; 6]);
+
+impl StateCounts {
+    pub fn get(&self, state: JobState) -> u64 {
+        self.0[state_index(state)]
+    }
+
+    pub fn add(&mut self, state: JobState, count: u64) {
+        self.0[state_index(state)] += count;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+fn state_index(state: JobState) -> usize {
+    JobState::ALL
+        .iter()
+        .position(|each| *each == state)
+        .expect("JobState::ALL lists every state")
+}
+
+/// One queue's health, as `Store::queue_stats` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queue: Queue,
+    pub counts: StateCounts,
+    /// Pending jobs due at the `now` asked about (`run_at <= now`), counted up to
+    /// `limits::DUE_COUNT_MAX`.
+    pub due: u64,
+    /// The earliest `run_at` among those due jobs: how far behind the queue is.
+    pub oldest_due: Option<Timestamp>,
 }
 
 /// Hints that other processes inserted jobs: each is the earliest `run_at` announced since the
@@ -244,8 +303,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<JobPage, StoreError>;
 
-    /// How many jobs each queue holds in each state (zero counts are left out).
+    /// How many jobs each queue holds in each state (zero counts are left out), in queue then
+    /// state order. Answered from counts the store keeps with every write, not by a scan of the
+    /// jobs, so it stays cheap with millions of jobs stored.
     async fn counts(&self) -> Result<Vec<StateCount>, StoreError>;
+
+    /// Each queue that holds a job, by name (at most `limits::QUEUES_LISTED_MAX`): its counts by
+    /// state (as `counts`), and its due pending jobs at `now`, counted up to
+    /// `limits::DUE_COUNT_MAX`, with the earliest `run_at` among them. No scan of the jobs: the
+    /// counts are kept with every write and the due jobs are an index range.
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError>;
 
     /// The earliest `run_at` among pending jobs in `queues` (all queues if `None`) of `kinds`
     /// (any kind if `None`): the filters a claim would use, so a node does not wake for jobs it
@@ -303,6 +370,47 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         now: Timestamp,
     ) -> Result<u64, StoreError>;
+
+    /// `insert` under an idempotency key, in one atomic step: if a record under `record.key` is
+    /// live at `now` (`IdempotencyRecord::is_live`), nothing is inserted and that record is
+    /// returned (`Replayed`), whatever its fingerprint: the caller judges a mismatch. Otherwise
+    /// the jobs are inserted exactly as `insert` would (with its errors, and then no record is
+    /// kept) and `record` is kept with them, replacing an expired record under the key
+    /// (`Inserted`). A record that fails `IdempotencyRecord::validate` is `Invalid`.
+    async fn insert_idempotent(
+        &self,
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Idempotent, StoreError>;
+
+    /// A leader duty: deletes up to `limit` idempotency records expired at `now` (the earliest
+    /// expiry first). Fenced like `rescue_expired`.
+    async fn purge_idempotency(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
+
+    /// Stores a new API token. `TokenExists` if its id is taken; `Invalid` if
+    /// `ApiToken::validate` refuses it.
+    async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError>;
+
+    /// One API token (revoked or not), or `None`.
+    async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError>;
+
+    /// API tokens in id order after `after`, revoked ones included, at most `limit` (capped at
+    /// `limits::PAGE_SIZE_MAX`).
+    async fn list_tokens(
+        &self,
+        after: Option<&TokenId>,
+        limit: usize,
+    ) -> Result<Vec<ApiToken>, StoreError>;
+
+    /// Revokes a token at `now` and returns it. Revoking a revoked token changes nothing (it
+    /// keeps its first `revoked_at`) and is `Ok`. `TokenNotFound` if there is none.
+    async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError>;
 
     /// Hints of jobs inserted by other processes, for a store that several processes share
     /// (PostgreSQL's LISTEN/NOTIFY). `None` (the default) when the store has no such channel:

@@ -187,7 +187,7 @@ impl<'a> Columns<'a> {
 
 /// The first id of the batch, in batch order, that is already stored or repeats an earlier one
 /// of the batch (what `MemoryStore` reports); `None` if there is none any more.
-async fn first_duplicate(
+pub(crate) async fn first_duplicate(
     client: &impl GenericClient,
     ids: &[JobId],
 ) -> Result<Option<JobId>, StoreError> {

@@ -4,7 +4,7 @@
 //! What it owns: a connection pool (deadpool over tokio-postgres, no TLS), the versioned schema
 //! (`migrations`, applied at connect under an advisory lock so nodes starting together are safe),
 //! every statement that reads or writes jobs (`insert`, `claim`, `transitions`, `completer`,
-//! `reads`), leadership (`leader`: the elected node's term fences rescue and purge), the
+//! `reads`), idempotency keys (`idempotency`) and API tokens (`tokens`), leadership (`leader`: the elected node's term fences rescue and purge), the
 //! database's clock (`clock`: one clock for the cluster), insert notifications (`wakeups`:
 //! LISTEN/NOTIFY so a node learns at once of a job due sooner than it waits for), and an
 //! operator's housekeeping of the store's own schema (`housekeeping`: the jobs table's health,
@@ -72,9 +72,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, Job, JobFilter, JobId, JobPage,
-    JobState, Kind, LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount,
-    Store, StoreError, Timestamp, ValidationError,
+    ApiToken, ClaimRequest, ClaimedJob, Cursor, FailOutcome, IdempotencyRecord, Idempotent,
+    InsertHints, Job, JobFilter, JobId, JobPage, JobState, Kind, LeaderTerm, LeaseToken, NewJob,
+    NodeId, Queue, QueueStats, RescueOutcome, StateCount, Store, StoreError, Timestamp, TokenId,
+    ValidationError,
 };
 use tokio_postgres::NoTls;
 
@@ -83,12 +84,14 @@ mod clock;
 mod completer;
 mod error;
 mod housekeeping;
+mod idempotency;
 mod in_transaction;
 mod insert;
 mod leader;
 mod migrations;
 mod reads;
 mod rows;
+mod tokens;
 mod transitions;
 mod wakeups;
 
@@ -501,6 +504,10 @@ impl Store for PgStore {
         reads::counts(self).await
     }
 
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
+        reads::queue_stats(self, now).await
+    }
+
     async fn next_due(
         &self,
         queues: Option<&[Queue]>,
@@ -544,6 +551,44 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         transitions::purge_finished(self, term, finished_before, limit, now).await
+    }
+
+    async fn insert_idempotent(
+        &self,
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Idempotent, StoreError> {
+        idempotency::insert_idempotent(self, jobs, record, now).await
+    }
+
+    async fn purge_idempotency(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        idempotency::purge_idempotency(self, term, now, limit).await
+    }
+
+    async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        tokens::insert_token(self, token).await
+    }
+
+    async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        tokens::get_token(self, id).await
+    }
+
+    async fn list_tokens(
+        &self,
+        after: Option<&TokenId>,
+        limit: usize,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        tokens::list_tokens(self, after, limit).await
+    }
+
+    async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
+        tokens::revoke_token(self, id, now).await
     }
 
     /// The insert notifications of every node sharing this database (see `Wakeups`).

@@ -40,6 +40,21 @@
 //! election), and while someone leads, the holder and its expiry (see `leader`). A tiny table
 //! updated every few seconds by the leader only; its dead versions are pruned on its one page.
 //!
+//! # Version 3: API tokens and idempotency keys
+//!
+//! `punctual_api_tokens` holds one row per token, keyed by its id; `punctual_idempotency_keys`
+//! the first request made under each key, with the response to replay (up to
+//! `limits::IDEMPOTENCY_RESPONSE_BYTES_MAX`, TOASTed out of line), and an index by expiry for
+//! `purge_idempotency`. The id and the key are `text COLLATE "C"`: their order (token listings
+//! page in id order) is then bytewise, as `TokenId`'s and `IdempotencyKey`'s, whatever the
+//! database's collation (a locale's order ignores `-` and folds case). Scopes are a `text[]`,
+//! the secret its 32-byte SHA-256 digest (`bytea`), never the secret itself.
+//!
+//! The key's primary key is what makes `insert_idempotent` safe between nodes: the record is
+//! written first, by `INSERT ... ON CONFLICT DO UPDATE ... WHERE` the held record expired,
+//! so of two requests under one key the second waits on the first's row until it commits or
+//! rolls back, and then finds the key held (and replays) or free (and inserts).
+//!
 //! # Churn: what is updated, what is deleted (issue 3, item 8)
 //!
 //! A job is one row for its whole life. It is inserted once, updated in place at each transition
@@ -178,6 +193,34 @@ const MIGRATIONS: &[Migration] = &[
         );
         INSERT INTO punctual_leader (id, term) VALUES (1, 0);
     ",
+    },
+    Migration {
+        name: "create the API token and idempotency key tables",
+        sql: r#"
+        CREATE TABLE punctual_api_tokens (
+            created_at_us bigint NOT NULL,
+            expires_at_us bigint,
+            revoked_at_us bigint,
+            id            text COLLATE "C" NOT NULL,
+            label         text   NOT NULL,
+            scopes        text[] NOT NULL,
+            secret_sha256 bytea  NOT NULL CHECK (octet_length(secret_sha256) = 32),
+            CONSTRAINT punctual_api_tokens_pkey PRIMARY KEY (id)
+        );
+
+        CREATE TABLE punctual_idempotency_keys (
+            created_at_us bigint NOT NULL,
+            expires_at_us bigint NOT NULL,
+            key           text COLLATE "C" NOT NULL,
+            fingerprint   text NOT NULL,
+            response      text NOT NULL,
+            CONSTRAINT punctual_idempotency_keys_pkey PRIMARY KEY (key)
+        );
+
+        -- purge_idempotency: keys by expiry, the earliest first.
+        CREATE INDEX punctual_idempotency_keys_by_expiry
+            ON punctual_idempotency_keys (expires_at_us, key);
+    "#,
     },
 ];
 

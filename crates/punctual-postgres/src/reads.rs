@@ -1,11 +1,12 @@
-//! Reading jobs without changing them: `get`, `list`, `counts`, `next_due`, `next_lease_expiry`.
+//! Reading jobs without changing them: `get`, `list`, `counts`, `queue_stats`, `next_due`,
+//! `next_lease_expiry`.
 //!
 //! Owns the read-only statements. Must not write, lock, or take a transaction: each read is one
 //! statement on a pooled connection, consistent within itself.
 
 use punctual_core::{
-    Cursor, Job, JobFilter, JobId, JobPage, JobState, Kind, Queue, StateCount, StoreError,
-    Timestamp, check_kinds, limits,
+    Cursor, Job, JobFilter, JobId, JobPage, JobState, Kind, Queue, QueueStats, StateCount,
+    StateCounts, StoreError, Timestamp, check_kinds, limits,
 };
 use tokio_postgres::types::ToSql;
 
@@ -29,9 +30,10 @@ pub(crate) async fn get(store: &PgStore, id: JobId) -> Result<Option<Job>, Store
     Ok(jobs_from_rows(&rows)?.pop())
 }
 
-/// One page in id order. The statement names only the filters present (at most 16 shapes, each
+/// One page in id order. The statement names only the filters present (at most 64 shapes, each
 /// prepared once per connection), so that `id > $n` is a range condition on the primary key
-/// and a page costs its own rows, not every row before it.
+/// and a page costs its own rows, not every row before it. Each filter is
+/// `JobFilter::matches`'s reading of it, as SQL: equality, and `due_from <= run_at < due_before`.
 pub(crate) async fn list(
     store: &PgStore,
     filter: JobFilter,
@@ -49,6 +51,8 @@ pub(crate) async fn list(
     let queue = filter.queue.as_ref().map(Queue::as_str);
     let state = filter.state.map(state_code);
     let kind = filter.kind.as_ref().map(|kind| kind.as_str());
+    let due_from = filter.due_from.map(Timestamp::as_micros);
+    let due_before = filter.due_before.map(Timestamp::as_micros);
     let limit_value = sql_count(limit);
 
     let mut sql = String::from(concat!(
@@ -56,7 +60,7 @@ pub(crate) async fn list(
         job_columns!(),
         " FROM punctual_jobs WHERE true"
     ));
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(7);
     if let Some(after) = &after {
         params.push(after);
         sql.push_str(&format!(" AND id > ${}", params.len()));
@@ -72,6 +76,14 @@ pub(crate) async fn list(
     if let Some(kind) = &kind {
         params.push(kind);
         sql.push_str(&format!(" AND kind = ${}", params.len()));
+    }
+    if let Some(due_from) = &due_from {
+        params.push(due_from);
+        sql.push_str(&format!(" AND run_at_us >= ${}", params.len()));
+    }
+    if let Some(due_before) = &due_before {
+        params.push(due_before);
+        sql.push_str(&format!(" AND run_at_us < ${}", params.len()));
     }
     params.push(&limit_value);
     sql.push_str(&format!(" ORDER BY id LIMIT ${}", params.len()));
@@ -114,6 +126,82 @@ pub(crate) async fn counts(store: &PgStore) -> Result<Vec<StateCount>, StoreErro
         .collect::<Result<Vec<_>, StoreError>>()?;
     counts.sort_unstable_by(|a, b| (&a.queue, a.state).cmp(&(&b.queue, b.state)));
     Ok(counts)
+}
+
+/// Each queue with a job, by name in bytewise order (`COLLATE "C"`, `Queue`'s order), at most
+/// `$1` of them: its counts by state, as two arrays, and its due jobs at `$2`. The due jobs are
+/// walked per priority level on `punctual_jobs_pending_by_queue` (the claim's index for a
+/// queue), the levels one after the other under one `LIMIT $3`, which stops the walk at the
+/// cap however the jobs fall across levels; the oldest is the least of each level's first
+/// entry. One statement, so the counts and the due jobs are of one snapshot.
+const QUEUE_STATS: &str = r#"
+    WITH totals AS (
+        SELECT queue, state, count(*) AS count FROM punctual_jobs GROUP BY queue, state
+    ), listed AS (
+        SELECT queue FROM totals GROUP BY queue ORDER BY queue COLLATE "C" LIMIT $1
+    )
+    SELECT listed.queue,
+        (SELECT array_agg(totals.state ORDER BY totals.state) FROM totals
+         WHERE totals.queue = listed.queue),
+        (SELECT array_agg(totals.count ORDER BY totals.state) FROM totals
+         WHERE totals.queue = listed.queue),
+        (SELECT count(*) FROM (
+             SELECT 1 FROM generate_series(0, 9) AS level(priority)
+             CROSS JOIN LATERAL (
+                 SELECT 1 FROM punctual_jobs
+                 WHERE state IN (0, 2) AND queue = listed.queue AND priority = level.priority
+                     AND run_at_us <= $2
+                 ORDER BY run_at_us
+                 LIMIT $3
+             ) AS walk
+             LIMIT $3
+         ) AS capped),
+        (SELECT min(first.run_at_us)
+         FROM generate_series(0, 9) AS level(priority)
+         CROSS JOIN LATERAL (
+             SELECT run_at_us FROM punctual_jobs
+             WHERE state IN (0, 2) AND queue = listed.queue AND priority = level.priority
+                 AND run_at_us <= $2
+             ORDER BY run_at_us
+             LIMIT 1
+         ) AS first)
+    FROM listed
+    ORDER BY listed.queue COLLATE "C""#;
+
+pub(crate) async fn queue_stats(
+    store: &PgStore,
+    now: Timestamp,
+) -> Result<Vec<QueueStats>, StoreError> {
+    let client = store.client().await?;
+    let statement = client.prepare_cached(QUEUE_STATS).await.map_err(pg)?;
+    let listed = sql_count(limits::QUEUES_LISTED_MAX);
+    let cap = i64::try_from(limits::DUE_COUNT_MAX).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&statement, &[&listed, &now.as_micros(), &cap])
+        .await
+        .map_err(pg)?;
+    rows.iter()
+        .map(|row| {
+            let name: &str = column(row, 0)?;
+            let queue =
+                Queue::new(name).map_err(|error| corrupt(format!("stored queue: {error}")))?;
+            let states: Vec<i16> = column(row, 1)?;
+            let counts: Vec<i64> = column(row, 2)?;
+            let mut by_state = StateCounts::default();
+            for (state, count) in states.into_iter().zip(counts) {
+                let count = u64::try_from(count)
+                    .map_err(|_| corrupt(format!("queue {queue} has a negative count")))?;
+                by_state.add(state_from_code(state)?, count);
+            }
+            let due: i64 = column(row, 3)?;
+            Ok(QueueStats {
+                queue,
+                counts: by_state,
+                due: u64::try_from(due).map_err(|_| corrupt("a negative count"))?,
+                oldest_due: column::<Option<i64>>(row, 4)?.map(Timestamp::from_micros),
+            })
+        })
+        .collect()
 }
 
 /// The earliest pending `run_at`: the first entry of each priority level's range of the

@@ -44,6 +44,43 @@
 //! the first election), and the holder with its expiry while someone leads. It is the same for
 //! one process as for several sharing the file, so the fencing of the leader duties does not
 //! depend on how the file is used.
+//!
+//! # Version 3: API tokens and idempotency keys
+//!
+//! `api_token` holds one row per token, keyed by its id (`WITHOUT ROWID`: the rows are small,
+//! and listings page in id order, which is the key's order; `TEXT` compares bytewise, as
+//! `TokenId` does). The scopes are one `TEXT` of the scope names joined by single spaces (a
+//! scope name is a word, so the join is unambiguous; no scopes is the empty string), and the
+//! secret is its 32-byte SHA-256 digest, never the secret itself.
+//!
+//! `idempotency_key` holds the first request made under each key, with the response to replay
+//! (up to `limits::IDEMPOTENCY_RESPONSE_BYTES_MAX`). An ordinary rowid table, unlike `job`:
+//! SQLite keeps rows of several megabytes better in a table B-tree than in the index B-tree a
+//! `WITHOUT ROWID` table is. `idempotency_key_by_expiry` serves `purge_idempotency`, which
+//! deletes the earliest expired keys first.
+//!
+//! # Version 4: job counts kept with every write
+//!
+//! `job_count` holds how many jobs each (queue, state) has, so `counts` and `queue_stats`
+//! read a handful of rows instead of scanning `job` (a Prometheus scrape calls them, and the
+//! file may hold ten million jobs). Three row triggers on `job` keep it, in the same
+//! statement, hence the same transaction, as the change they count: `job_count_inserted`
+//! (+1 for the new row), `job_count_moved` (after an update of `queue` or `state` that changes
+//! either: -1 for the old pair, +1 for the new; a heartbeat, which changes neither, does not
+//! fire it) and `job_count_deleted` (-1). Every write path is covered without a line of Rust,
+//! including ones added later, the next occurrences a claim stores, and a rolled-back
+//! statement or savepoint, whose trigger writes SQLite undoes with it. The step fills the
+//! table from the jobs already stored, in the migration's one transaction.
+//!
+//! A count that reaches zero keeps its row (the running count of an idle queue goes to zero
+//! and back all day; an update is cheaper than a delete and a re-insert); reads leave zero
+//! rows out, and the purge duty deletes them, so the table holds no more than the (queue,
+//! state) pairs in use since the last purge. `CHECK (count >= 0)` turns a broken count into a
+//! failed write rather than a silently wrong number.
+//!
+//! The cost is on the write path: one upsert or update of a row of this small, always cached
+//! table per job inserted, two per state change (claim, complete, fail, release, cancel,
+//! revive, rescue) and one per job purged, all inside the writer's transaction.
 
 use punctual_core::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
@@ -118,6 +155,66 @@ const MIGRATIONS: &[Migration] = &[
             CHECK ((holder IS NULL) = (expires_at_us IS NULL))
         );
         INSERT INTO leader (id, term) VALUES (1, 0);
+    ",
+    },
+    Migration {
+        name: "create the api_token and idempotency_key tables",
+        sql: "
+        CREATE TABLE api_token (
+            id            TEXT    NOT NULL PRIMARY KEY,
+            label         TEXT    NOT NULL,
+            scopes        TEXT    NOT NULL,
+            secret_sha256 BLOB    NOT NULL CHECK (length(secret_sha256) = 32),
+            created_at_us INTEGER NOT NULL,
+            expires_at_us INTEGER,
+            revoked_at_us INTEGER
+        ) WITHOUT ROWID;
+
+        CREATE TABLE idempotency_key (
+            key           TEXT    NOT NULL PRIMARY KEY,
+            fingerprint   TEXT    NOT NULL,
+            created_at_us INTEGER NOT NULL,
+            expires_at_us INTEGER NOT NULL,
+            response      TEXT    NOT NULL
+        );
+
+        -- purge_idempotency: keys by expiry.
+        CREATE INDEX idempotency_key_by_expiry ON idempotency_key (expires_at_us);
+    ",
+    },
+    Migration {
+        name: "keep job counts in the job_count table",
+        sql: "
+        CREATE TABLE job_count (
+            queue TEXT    NOT NULL,
+            state INTEGER NOT NULL,
+            count INTEGER NOT NULL CHECK (count >= 0),
+            PRIMARY KEY (queue, state)
+        ) WITHOUT ROWID;
+
+        INSERT INTO job_count (queue, state, count)
+            SELECT queue, state, count(*) FROM job GROUP BY queue, state;
+
+        CREATE TRIGGER job_count_inserted AFTER INSERT ON job
+        BEGIN
+            INSERT INTO job_count (queue, state, count) VALUES (NEW.queue, NEW.state, 1)
+                ON CONFLICT (queue, state) DO UPDATE SET count = count + 1;
+        END;
+
+        CREATE TRIGGER job_count_moved AFTER UPDATE OF queue, state ON job
+            WHEN OLD.queue IS NOT NEW.queue OR OLD.state IS NOT NEW.state
+        BEGIN
+            UPDATE job_count SET count = count - 1
+                WHERE queue = OLD.queue AND state = OLD.state;
+            INSERT INTO job_count (queue, state, count) VALUES (NEW.queue, NEW.state, 1)
+                ON CONFLICT (queue, state) DO UPDATE SET count = count + 1;
+        END;
+
+        CREATE TRIGGER job_count_deleted AFTER DELETE ON job
+        BEGIN
+            UPDATE job_count SET count = count - 1
+                WHERE queue = OLD.queue AND state = OLD.state;
+        END;
     ",
     },
 ];

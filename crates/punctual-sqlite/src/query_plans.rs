@@ -75,6 +75,15 @@ fn hot_statements_use_their_indexes() {
             reads::NEXT_LEASE_EXPIRY,
             "SCAN job USING COVERING INDEX job_running_by_lease_expiry",
         ),
+        (reads::COUNTS, "SCAN job_count"),
+        (
+            reads::DUE_IN_QUEUE,
+            "SEARCH job USING INDEX job_pending_by_queue (queue=? AND priority=? AND run_at_us<?)",
+        ),
+        (
+            transitions::PURGE_IDEMPOTENCY,
+            "SEARCH idempotency_key USING COVERING INDEX idempotency_key_by_expiry (expires_at_us<?)",
+        ),
     ];
     for (sql, expected) in expectations {
         let steps = plan(&connection, sql);
@@ -83,7 +92,12 @@ fn hot_statements_use_their_indexes() {
             "expected {expected:?} in the plan of {sql}\nplan: {steps:#?}"
         );
         for step in &steps {
-            assert!(step != "SCAN job", "a full scan in {sql}: {steps:#?}");
+            for table in ["job", "idempotency_key"] {
+                assert!(
+                    *step != format!("SCAN {table}"),
+                    "a full scan in {sql}: {steps:#?}"
+                );
+            }
             assert!(!step.contains("TEMP B-TREE"), "a sort in {sql}: {steps:#?}");
         }
     }

@@ -1,4 +1,5 @@
-//! How a job is laid out in a `job` row, and how a row becomes a `Job` again.
+//! How a job is laid out in a `job` row, and how a row becomes a `Job` again; likewise an API
+//! token in an `api_token` row and an idempotency record in an `idempotency_key` row.
 //!
 //! Owns the state codes, the column list every `SELECT` and `RETURNING` uses, the conversions of
 //! durations and timestamps to integers (and of a kinds filter to an `rarray`), and a small
@@ -11,8 +12,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use punctual_core::{
-    Job, JobId, JobState, Kind, Lease, LeaseToken, NodeId, Payload, Priority, Queue, RetryPolicy,
-    Schedule, Timestamp,
+    ApiToken, IdempotencyKey, IdempotencyRecord, Job, JobId, JobState, Kind, Lease, LeaseToken,
+    NodeId, Payload, Priority, Queue, RetryPolicy, Schedule, Timestamp, TokenId,
 };
 use rusqlite::Row;
 use rusqlite::types::Value;
@@ -264,6 +265,72 @@ pub(crate) fn job_from_row(row: &Row<'_>, names: &mut Names) -> Result<Job, Fail
     })
 }
 
+/// The columns `token_from_row` reads, in its order.
+macro_rules! token_columns {
+    () => {
+        "id, label, scopes, secret_sha256, created_at_us, expires_at_us, revoked_at_us"
+    };
+}
+pub(crate) use token_columns;
+
+/// A token's scopes as the `scopes` column holds them: the names joined by single spaces. A
+/// validated scope is a word (no space), so `scopes_from_column` splits them back exactly.
+pub(crate) fn scopes_column(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+fn scopes_from_column(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|scope| !scope.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Reads a row selected with `token_columns!()`.
+pub(crate) fn token_from_row(row: &Row<'_>) -> Result<ApiToken, Failure> {
+    let id_text = row.get_ref(0)?.as_str()?;
+    let id = TokenId::new(id_text)
+        .map_err(|error| corrupt(format!("stored token id {id_text:?}: {error}")))?;
+    let digest = row.get_ref(3)?.as_blob()?;
+    let secret_sha256: [u8; 32] = digest.try_into().map_err(|_| {
+        corrupt(format!(
+            "token {id}'s secret digest is {} bytes, not 32",
+            digest.len()
+        ))
+    })?;
+    Ok(ApiToken {
+        label: row.get(1)?,
+        scopes: scopes_from_column(row.get_ref(2)?.as_str()?),
+        secret_sha256,
+        created_at: Timestamp::from_micros(row.get(4)?),
+        expires_at: row.get::<_, Option<i64>>(5)?.map(Timestamp::from_micros),
+        revoked_at: row.get::<_, Option<i64>>(6)?.map(Timestamp::from_micros),
+        id,
+    })
+}
+
+/// The columns `record_from_row` reads, in its order.
+macro_rules! record_columns {
+    () => {
+        "key, fingerprint, created_at_us, expires_at_us, response"
+    };
+}
+pub(crate) use record_columns;
+
+/// Reads a row selected with `record_columns!()`.
+pub(crate) fn record_from_row(row: &Row<'_>) -> Result<IdempotencyRecord, Failure> {
+    let key_text = row.get_ref(0)?.as_str()?;
+    let key = IdempotencyKey::new(key_text)
+        .map_err(|error| corrupt(format!("stored idempotency key {key_text:?}: {error}")))?;
+    Ok(IdempotencyRecord {
+        key,
+        fingerprint: row.get(1)?,
+        created_at: Timestamp::from_micros(row.get(2)?),
+        expires_at: Timestamp::from_micros(row.get(3)?),
+        response: row.get(4)?,
+    })
+}
+
 /// The retry policy's columns: base, max (both microseconds) and jitter percent.
 pub(crate) fn retry_columns(retry: &RetryPolicy) -> (i64, i64, i64) {
     (
@@ -308,5 +375,16 @@ mod tests {
             assert_eq!(state.is_final(), (3..=5).contains(&code));
         }
         assert!(state_from_code(6).is_err());
+    }
+
+    #[test]
+    fn scopes_round_trip_through_their_column() {
+        for scopes in [
+            Vec::new(),
+            vec!["read".to_owned()],
+            vec!["jobs-read".to_owned(), "jobs_write".to_owned()],
+        ] {
+            assert_eq!(scopes_from_column(&scopes_column(&scopes)), scopes);
+        }
     }
 }

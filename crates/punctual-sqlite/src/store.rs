@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState, Kind,
-    LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store, StoreError,
-    Timestamp, ValidationError, check_kinds, limits, truncate_error,
+    ApiToken, ClaimRequest, ClaimedJob, Cursor, FailOutcome, IdempotencyRecord, Idempotent, Job,
+    JobFilter, JobId, JobPage, JobState, Kind, LeaderTerm, LeaseToken, NewJob, NodeId, Queue,
+    QueueStats, RescueOutcome, StateCount, Store, StoreError, Timestamp, TokenId, ValidationError,
+    check_kinds, limits, truncate_error,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -29,8 +30,9 @@ use crate::writer::{self, Command, Reply};
 /// Tuning for `SqliteStore::open_with`. Every value is a bound, and each is at least 1.
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
-    /// Read-only connections for `get`, `list`, `counts`, `next_due` and `next_lease_expiry`;
-    /// more lets more reads run at once beside the writer.
+    /// Read-only connections for `get`, `list`, `counts`, `queue_stats`, `next_due`,
+    /// `next_lease_expiry` and the token reads; more lets more reads run at once beside the
+    /// writer.
     pub read_connections: usize,
     /// Most commands committed in one transaction (one fsync). Larger batches amortise the
     /// fsync further but make the first command of a batch wait for the last.
@@ -199,20 +201,28 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
+/// Refuses a batch `insert` would refuse before it reaches the writer: too many jobs, or one
+/// that fails `NewJob::validate` at `now` (a struct literal may skip `NewJob::new`; one invalid
+/// job refuses the whole batch). Checked here, on the caller's thread, to keep the one writer
+/// thread for writing.
+fn check_batch(jobs: &[NewJob], now: Timestamp) -> Result<(), StoreError> {
+    if jobs.len() > limits::INSERT_BATCH_MAX {
+        return Err(StoreError::Invalid(ValidationError::TooLong {
+            field: "batch",
+            bytes: jobs.len(),
+            limit: limits::INSERT_BATCH_MAX,
+        }));
+    }
+    for job in jobs {
+        job.validate(now)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
-        if jobs.len() > limits::INSERT_BATCH_MAX {
-            return Err(StoreError::Invalid(ValidationError::TooLong {
-                field: "batch",
-                bytes: jobs.len(),
-                limit: limits::INSERT_BATCH_MAX,
-            }));
-        }
-        // A struct literal may skip `NewJob::new`; one invalid job refuses the whole batch.
-        for job in &jobs {
-            job.validate(now)?;
-        }
+        check_batch(&jobs, now)?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -341,6 +351,11 @@ impl Store for SqliteStore {
         self.read(reads::counts).await
     }
 
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
+        self.read(move |reader| reads::queue_stats(reader, now))
+            .await
+    }
+
     async fn next_due(
         &self,
         queues: Option<&[Queue]>,
@@ -412,5 +427,78 @@ impl Store for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn insert_idempotent(
+        &self,
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Idempotent, StoreError> {
+        record.validate()?;
+        if let Err(refused) = check_batch(&jobs, now) {
+            // A held key is answered whatever the batch: a replay never looks at it. Only a
+            // read, so no writer round trip; nothing is written either way.
+            let key = record.key;
+            let held = self
+                .read(move |reader| reads::held_record(reader, &key, now))
+                .await?;
+            return match held {
+                Some(held) => Ok(Idempotent::Replayed(held)),
+                None => Err(refused),
+            };
+        }
+        self.write(|reply| Command::InsertIdempotent {
+            jobs,
+            record,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge_idempotency(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.write(|reply| Command::PurgeIdempotency {
+            term,
+            now,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        token.validate()?;
+        self.write(|reply| Command::InsertToken { token, reply })
+            .await
+    }
+
+    async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        let id = id.clone();
+        self.read(move |reader| reads::get_token(reader, &id)).await
+    }
+
+    async fn list_tokens(
+        &self,
+        after: Option<&TokenId>,
+        limit: usize,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = after.cloned();
+        self.read(move |reader| reads::list_tokens(reader, after.as_ref(), limit))
+            .await
+    }
+
+    async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
+        let id = id.clone();
+        self.write(|reply| Command::RevokeToken { id, now, reply })
+            .await
     }
 }

@@ -2,10 +2,13 @@
 //! connection inside the group-commit transaction.
 //!
 //! Owns what each `Store` write does to the `job` table: insert, claim, the fenced lease
-//! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge; and to
-//! the `leader` row: lead and resign, and the check of a term that fences rescue and purge. Each
-//! function either succeeds or returns a `Failure`. Insert, claim and rescue make several
-//! writes and may stop half way: the writer runs them in a savepoint and rolls it back. Every
+//! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge; to the
+//! `leader` row: lead and resign, and the check of a term that fences the leader duties; to
+//! `idempotency_key`: the insert under a key and its purge; and to `api_token`: insert and
+//! revoke. (`job_count` is kept by triggers on `job`, see `migrations`; only the purge touches
+//! it here, to drop zero counts.) Each function either succeeds or returns a `Failure`.
+//! Insert, claim, rescue, purge and the insert under a key make several writes and may stop
+//! half way: the writer runs them in a savepoint and rolls it back. Every
 //! other function makes at most one write statement, which SQLite undoes by itself if it fails,
 //! and the writer runs those without a savepoint: keep them to one write each, or move them to
 //! `Writer::settle` in `writer`.
@@ -14,8 +17,9 @@
 //! the system clock: `now` is always the caller's.
 
 use punctual_core::{
-    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, NewJob, NodeId,
-    Priority, Queue, RescueOutcome, StoreError, Timestamp, check_run_at, limits,
+    ApiToken, ClaimRequest, FailOutcome, IdempotencyRecord, Idempotent, Job, JobId, JobState,
+    LeaderTerm, LeaseToken, NewJob, NodeId, Priority, Queue, RescueOutcome, StoreError, Timestamp,
+    TokenId, check_run_at, limits,
 };
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,9 +29,11 @@ use rusqlite::vtab::array::Array;
 use rusqlite::{Connection, Statement, params};
 
 use crate::error::{Failure, is_primary_key_violation};
+use crate::reads::held_record_on;
 use crate::rows::{
     Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, kind_array, micros,
-    retry_columns, retry_from_columns, state_from_code,
+    retry_columns, retry_from_columns, scopes_column, state_from_code, token_columns,
+    token_from_row,
 };
 
 // The statements whose speed matters with many jobs stored, named so that `query_plans` can
@@ -74,10 +80,19 @@ pub(crate) const EXPIRED_LEASES: &str = "SELECT id, lease_holder, lease_token, a
      FROM job WHERE state = 1 AND lease_expires_at_us <= ?1
      ORDER BY lease_expires_at_us, id LIMIT ?2";
 
+/// Deletes the zero counts of `job_count` (see `migrations`), so it holds only the (queue,
+/// state) pairs in use since the last purge.
+pub(crate) const PURGE_ZERO_COUNTS: &str = "DELETE FROM job_count WHERE count = 0";
+
 /// Deletes finished jobs that finished before `?1`, oldest first.
 pub(crate) const PURGE_FINISHED: &str = "DELETE FROM job WHERE id IN (
          SELECT id FROM job WHERE state IN (3, 4, 5) AND finished_at_us < ?1
          ORDER BY finished_at_us, id LIMIT ?2)";
+
+/// Deletes up to `?2` idempotency records expired at `?1`, the earliest expiry first.
+pub(crate) const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_key WHERE rowid IN (
+         SELECT rowid FROM idempotency_key WHERE expires_at_us <= ?1
+         ORDER BY expires_at_us LIMIT ?2)";
 
 /// The write every completion makes (the hottest statement of all).
 pub(crate) const COMPLETE: &str = "UPDATE job SET state = 3, finished_at_us = ?3,
@@ -645,7 +660,8 @@ pub(crate) fn rescue_expired(
 }
 
 /// Deletes up to `limit` finished jobs that finished before `finished_before`, oldest first;
-/// fenced by `term` at `now`. One write statement (the check only reads).
+/// fenced by `term` at `now`. Then drops the zero counts, which the purge (and the day's
+/// traffic) leave: two write statements, so the writer runs it in a savepoint.
 pub(crate) fn purge_finished(
     connection: &Connection,
     term: LeaderTerm,
@@ -656,5 +672,97 @@ pub(crate) fn purge_finished(
     check_leader(connection, term, now)?;
     let mut statement = connection.prepare_cached(PURGE_FINISHED)?;
     let deleted = statement.execute(params![finished_before.as_micros(), sql_count(limit)])?;
+    connection.prepare_cached(PURGE_ZERO_COUNTS)?.execute([])?;
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+}
+
+/// `insert` under an idempotency key (see `Store::insert_idempotent`): a record live at `now`
+/// is returned and nothing is written; otherwise the jobs are inserted and `record` is kept,
+/// replacing an expired one under its key. The batch and the record were checked by the
+/// caller. Several writes: the writer runs it in a savepoint, so a duplicate id undoes the
+/// jobs before it and keeps no record. The look-up and the writes are in the writer's one
+/// transaction, so no other write comes between them.
+pub(crate) fn insert_idempotent(
+    connection: &Connection,
+    jobs: Vec<NewJob>,
+    record: &IdempotencyRecord,
+    now: Timestamp,
+) -> Result<Idempotent, Failure> {
+    if let Some(held) = held_record_on(connection, &record.key, now)? {
+        return Ok(Idempotent::Replayed(held));
+    }
+    let ids = insert(connection, jobs, now)?;
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO idempotency_key (key, fingerprint, created_at_us, expires_at_us, response)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (key) DO UPDATE SET
+             fingerprint = excluded.fingerprint, created_at_us = excluded.created_at_us,
+             expires_at_us = excluded.expires_at_us, response = excluded.response",
+    )?;
+    statement.execute(params![
+        record.key.as_str(),
+        record.fingerprint,
+        record.created_at.as_micros(),
+        record.expires_at.as_micros(),
+        record.response,
+    ])?;
+    Ok(Idempotent::Inserted(ids))
+}
+
+/// Deletes up to `limit` idempotency records expired at `now`, the earliest first; fenced by
+/// `term`. One write statement (the check only reads).
+pub(crate) fn purge_idempotency(
+    connection: &Connection,
+    term: LeaderTerm,
+    now: Timestamp,
+    limit: usize,
+) -> Result<u64, Failure> {
+    check_leader(connection, term, now)?;
+    let mut statement = connection.prepare_cached(PURGE_IDEMPOTENCY)?;
+    let deleted = statement.execute(params![now.as_micros(), sql_count(limit)])?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+}
+
+/// Stores a checked token; `TokenExists` if its id is taken. One write statement.
+pub(crate) fn insert_token(connection: &Connection, token: &ApiToken) -> Result<(), Failure> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO api_token (id, label, scopes, secret_sha256, created_at_us, expires_at_us,
+                                revoked_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let inserted = statement.execute(params![
+        token.id.as_str(),
+        token.label,
+        scopes_column(&token.scopes),
+        token.secret_sha256.as_slice(),
+        token.created_at.as_micros(),
+        token.expires_at.map(Timestamp::as_micros),
+        token.revoked_at.map(Timestamp::as_micros),
+    ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(error) if is_primary_key_violation(&error) => {
+            Err(StoreError::TokenExists(token.id.clone()).into())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Revokes a token at `now`, keeping an earlier revocation's time; `TokenNotFound` if there is
+/// none. One write statement.
+pub(crate) fn revoke_token(
+    connection: &Connection,
+    id: &TokenId,
+    now: Timestamp,
+) -> Result<ApiToken, Failure> {
+    let mut statement = connection.prepare_cached(concat!(
+        "UPDATE api_token SET revoked_at_us = coalesce(revoked_at_us, ?2) WHERE id = ?1
+         RETURNING ",
+        token_columns!()
+    ))?;
+    let mut rows = statement.query(params![id.as_str(), now.as_micros()])?;
+    match rows.next()? {
+        Some(row) => token_from_row(row),
+        None => Err(StoreError::TokenNotFound(id.clone()).into()),
+    }
 }

@@ -21,8 +21,8 @@
 use std::time::Duration;
 
 use punctual_core::{
-    ClaimRequest, FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, NewJob, NodeId,
-    RescueOutcome, StoreError, Timestamp,
+    ApiToken, ClaimRequest, FailOutcome, IdempotencyRecord, Idempotent, Job, JobId, JobState,
+    LeaderTerm, LeaseToken, NewJob, NodeId, RescueOutcome, StoreError, Timestamp, TokenId,
 };
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -107,6 +107,29 @@ pub(crate) enum Command {
         limit: usize,
         now: Timestamp,
         reply: Reply<u64>,
+    },
+    InsertIdempotent {
+        /// Checked by the caller, as `Insert`'s are; so is the record.
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+        now: Timestamp,
+        reply: Reply<Idempotent>,
+    },
+    PurgeIdempotency {
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+        reply: Reply<u64>,
+    },
+    InsertToken {
+        /// Checked by the caller.
+        token: ApiToken,
+        reply: Reply<()>,
+    },
+    RevokeToken {
+        id: TokenId,
+        now: Timestamp,
+        reply: Reply<ApiToken>,
     },
 }
 
@@ -210,7 +233,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Runs a command whose transition may make several writes (insert, claim, rescue) inside
+    /// Runs a command whose transition may make several writes (insert, claim, rescue, purge,
+    /// the insert under an idempotency key) inside
     /// its own savepoint, so that on failure exactly its own writes are undone.
     fn settle<T: Send + 'static>(
         &mut self,
@@ -237,8 +261,9 @@ impl Writer {
     }
 
     /// Runs a command whose transition makes at most one write statement (the fenced lease
-    /// operations, cancel, reschedule, purge), without a savepoint: SQLite already undoes a
-    /// failed statement alone and keeps the transaction, so a savepoint would add nothing but
+    /// operations, cancel, reschedule, the idempotency purge, the token writes), without a
+    /// savepoint: SQLite already undoes a failed statement alone, with what its triggers
+    /// wrote (the job counts), and keeps the transaction, so a savepoint would add nothing but
     /// cost (about 15 % of the throughput benchmark's writer time, measured). A failure that
     /// takes the whole transaction with it is caught by `commit_batch` either way.
     fn settle_one_statement<T: Send + 'static>(
@@ -338,9 +363,33 @@ impl Command {
                 limit,
                 now,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, _| {
+            } => writer.settle(reply, |connection, _| {
                 transitions::purge_finished(connection, term, finished_before, limit, now)
             }),
+            Command::InsertIdempotent {
+                jobs,
+                record,
+                now,
+                reply,
+            } => writer.settle(reply, |connection, _| {
+                transitions::insert_idempotent(connection, jobs, &record, now)
+            }),
+            Command::PurgeIdempotency {
+                term,
+                now,
+                limit,
+                reply,
+            } => writer.settle_one_statement(reply, |connection, _| {
+                transitions::purge_idempotency(connection, term, now, limit)
+            }),
+            Command::InsertToken { token, reply } => writer
+                .settle_one_statement(reply, |connection, _| {
+                    transitions::insert_token(connection, &token)
+                }),
+            Command::RevokeToken { id, now, reply } => writer
+                .settle_one_statement(reply, |connection, _| {
+                    transitions::revoke_token(connection, &id, now)
+                }),
         }
     }
 
@@ -359,6 +408,10 @@ impl Command {
             Command::Resign { reply, .. } => refuse(reply, reason),
             Command::RescueExpired { reply, .. } => refuse(reply, reason),
             Command::PurgeFinished { reply, .. } => refuse(reply, reason),
+            Command::InsertIdempotent { reply, .. } => refuse(reply, reason),
+            Command::PurgeIdempotency { reply, .. } => refuse(reply, reason),
+            Command::InsertToken { reply, .. } => refuse(reply, reason),
+            Command::RevokeToken { reply, .. } => refuse(reply, reason),
         }
     }
 }

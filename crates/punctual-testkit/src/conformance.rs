@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use punctual_core::{
-    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, LeaderTerm,
-    Lease, LeaseToken, NewJob, Payload, Priority, Queue, RescueOutcome, RetryPolicy, Schedule,
-    StateCount, Store, StoreError, Timestamp, ValidationError, limits, truncate_error,
+    ApiToken, ClaimRequest, Cursor, FailOutcome, IdempotencyKey, IdempotencyRecord, Idempotent,
+    Job, JobFilter, JobId, JobOptions, JobState, LeaderTerm, Lease, LeaseToken, NewJob, Payload,
+    Priority, Queue, QueueStats, RescueOutcome, RetryPolicy, Schedule, StateCount, StateCounts,
+    Store, StoreError, Timestamp, TokenId, ValidationError, limits, truncate_error,
 };
 
 use crate::fixtures::{NOW, job_id, kind, new_job, node, queue};
@@ -1757,6 +1758,7 @@ pub async fn list_filters_by_queue_state_and_kind(store: Arc<dyn Store>) {
         queue: Some(queue("beta")),
         state: Some(JobState::Scheduled),
         kind: Some(kind("email")),
+        ..JobFilter::default()
     };
     assert_eq!(listed(all_three).await, vec![4]);
     let nowhere = JobFilter {
@@ -2174,4 +2176,914 @@ pub async fn large_payload_round_trips(store: Arc<dyn Store>) {
     let id = insert_one(store, new).await;
     assert_eq!(get(store, id).await.payload.as_str(), text);
     assert_eq!(claim_one(store, NOW).await.payload.as_str(), text);
+}
+
+pub async fn list_filters_by_due_range(store: Arc<dyn Store>) {
+    let store = &*store;
+    let at = |offset| NOW.add(seconds(offset));
+    let in_queue = |sequence, name: &str, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name));
+        new_job("conformance.job", run_at, options, NOW)
+    };
+    insert(
+        store,
+        vec![
+            in_queue(1, "alpha", at(0)),
+            in_queue(2, "beta", at(10)),
+            in_queue(3, "alpha", at(20)),
+            in_queue(4, "alpha", at(30)),
+            // A microsecond before +20 s: the bounds are exact to the microsecond.
+            in_queue(5, "beta", at(20).sub(Duration::from_micros(1))),
+        ],
+    )
+    .await;
+    let listed = |filter: JobFilter| async move {
+        let sequences: Vec<u64> = list_all(store, filter)
+            .await
+            .iter()
+            .map(|job| {
+                (0..10)
+                    .find(|n| job_id(NOW, *n) == job.id)
+                    .expect("a known id")
+            })
+            .collect();
+        sequences
+    };
+    let range = |from: Option<u64>, before: Option<u64>| JobFilter {
+        due_from: from.map(at),
+        due_before: before.map(at),
+        ..JobFilter::default()
+    };
+    // `due_from` is inclusive, `due_before` exclusive.
+    assert_eq!(listed(range(Some(10), None)).await, vec![2, 3, 4, 5]);
+    assert_eq!(listed(range(None, Some(20))).await, vec![1, 2, 5]);
+    assert_eq!(listed(range(Some(10), Some(20))).await, vec![2, 5]);
+    assert_eq!(listed(range(Some(20), Some(21))).await, vec![3]);
+    // An empty or inverted range matches nothing.
+    assert_eq!(listed(range(Some(20), Some(20))).await, Vec::<u64>::new());
+    assert_eq!(listed(range(Some(30), Some(10))).await, Vec::<u64>::new());
+    // With the other filters, each must match.
+    let alpha_early = JobFilter {
+        queue: Some(queue("alpha")),
+        ..range(None, Some(25))
+    };
+    assert_eq!(listed(alpha_early).await, vec![1, 3]);
+
+    // The range follows `run_at` as transitions move it: a retry moves the job later.
+    let claimed = claim_one(store, at(0)).await;
+    assert_eq!(claimed.id, job_id(NOW, 1));
+    let retry = FailOutcome::Retry { at: at(40) };
+    store
+        .fail(claimed.id, token_of(&claimed), "boom", retry, at(0))
+        .await
+        .expect("fail");
+    assert_eq!(listed(range(Some(35), None)).await, vec![1]);
+    let retrying_early = JobFilter {
+        state: Some(JobState::Retrying),
+        ..range(None, Some(35))
+    };
+    assert_eq!(listed(retrying_early).await, Vec::<u64>::new());
+
+    // Pages of one, through the cursor, see the same jobs.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(range(Some(10), Some(35)), after, 1)
+            .await
+            .expect("list");
+        seen.extend(ids(&page.jobs));
+        match page.next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    let expected: Vec<JobId> = [2, 3, 4, 5].iter().map(|n| job_id(NOW, *n)).collect();
+    assert_eq!(seen, expected);
+}
+
+/// The counts a full listing gives, in `counts`' order (queue, then state), zeros left out.
+async fn counts_from_listing(store: &dyn Store) -> Vec<StateCount> {
+    let mut tally: std::collections::BTreeMap<(Queue, JobState), u64> = Default::default();
+    for job in list_all(store, JobFilter::default()).await {
+        *tally.entry((job.queue, job.state)).or_default() += 1;
+    }
+    tally
+        .into_iter()
+        .map(|((queue, state), count)| StateCount {
+            queue,
+            state,
+            count,
+        })
+        .collect()
+}
+
+/// `counts` must agree with the jobs actually stored, after every kind of write.
+async fn assert_counts_exact(store: &dyn Store, after: &str) {
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        counts_from_listing(store).await,
+        "counts after {after}"
+    );
+}
+
+pub async fn counts_stay_exact_across_every_transition(store: Arc<dyn Store>) {
+    let store = &*store;
+    let at = |offset| NOW.add(seconds(offset));
+    assert_counts_exact(store, "nothing").await;
+    let in_queue = |sequence, name: &str, attempt_max| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name))
+            .attempt_max(attempt_max)
+            .retry(retry_without_jitter());
+        new_job("conformance.job", NOW, options, NOW)
+    };
+    let jobs: Vec<NewJob> = (1..=8)
+        .map(|n| in_queue(n, if n % 2 == 0 { "beta" } else { "alpha" }, 2))
+        .collect();
+    insert(store, jobs).await;
+    assert_counts_exact(store, "insert").await;
+    let count = |name: &str, state, count| StateCount {
+        queue: queue(name),
+        state,
+        count,
+    };
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        vec![
+            count("alpha", JobState::Scheduled, 4),
+            count("beta", JobState::Scheduled, 4),
+        ]
+    );
+
+    // A refused insert counts nothing.
+    let clash = in_queue(1, "gamma", 1);
+    assert!(store.insert(vec![job(NOW), clash], NOW).await.is_err());
+    assert_counts_exact(store, "a refused insert").await;
+
+    let claimed = claim(store, request(8, at(0)), at(0)).await;
+    assert_eq!(claimed.len(), 8);
+    assert_counts_exact(store, "claim").await;
+    let [a, b, c, d, e, f, g, _h] = <[Job; 8]>::try_from(claimed).expect("eight claimed");
+
+    store
+        .extend_lease(a.id, token_of(&a), at(60), at(1))
+        .await
+        .expect("extend");
+    assert_counts_exact(store, "extend_lease").await;
+    store
+        .complete(a.id, token_of(&a), at(1))
+        .await
+        .expect("complete");
+    assert_counts_exact(store, "complete").await;
+    // A second completion under the same token changes nothing, a stale one neither.
+    store
+        .complete(a.id, token_of(&a), at(1))
+        .await
+        .expect("complete again");
+    assert!(store.complete(b.id, LeaseToken(99), at(1)).await.is_err());
+    assert_counts_exact(store, "a repeated and a stale completion").await;
+
+    let retry = FailOutcome::Retry { at: at(5) };
+    store
+        .fail(b.id, token_of(&b), "boom", retry, at(1))
+        .await
+        .expect("fail retry");
+    assert_counts_exact(store, "fail with retry").await;
+    store
+        .fail(c.id, token_of(&c), "fatal", FailOutcome::Dead, at(1))
+        .await
+        .expect("fail dead");
+    assert_counts_exact(store, "fail dead").await;
+    store
+        .release(d.id, token_of(&d), at(1))
+        .await
+        .expect("release");
+    assert_counts_exact(store, "release").await;
+    store.cancel(e.id, at(1)).await.expect("cancel running");
+    assert_counts_exact(store, "cancel of a running job").await;
+    // d is pending again after its release.
+    store.cancel(d.id, at(1)).await.expect("cancel pending");
+    assert_counts_exact(store, "cancel of a pending job").await;
+    assert!(store.cancel(d.id, at(1)).await.is_err());
+    assert_counts_exact(store, "a refused cancel").await;
+
+    // Reschedule: a pending job moves (no count changes), a dead and a cancelled job revive.
+    store
+        .reschedule(b.id, at(3), at(2))
+        .await
+        .expect("reschedule pending");
+    assert_counts_exact(store, "reschedule of a pending job").await;
+    store
+        .reschedule(c.id, at(3), at(2))
+        .await
+        .expect("revive dead");
+    store
+        .reschedule(e.id, at(3), at(2))
+        .await
+        .expect("revive cancelled");
+    assert_counts_exact(store, "reschedule revives").await;
+
+    // Rescue: f, g and h have an attempt left (retrying); claimed again, f and g have none
+    // (dead).
+    let rescued = rescue(store, at(0).add(LEASE), 10).await;
+    assert_eq!(rescued.len(), 3, "{rescued:?}");
+    assert_counts_exact(store, "rescue to retrying").await;
+    let later = at(0).add(LEASE).add(seconds(60));
+    let again = claim(store, request(10, later), later).await;
+    assert!(
+        ids(&again).contains(&f.id) && ids(&again).contains(&g.id),
+        "{again:?}"
+    );
+    assert_counts_exact(store, "a second claim").await;
+    let rescued = rescue(store, later.add(LEASE), 10).await;
+    assert!(
+        rescued
+            .iter()
+            .any(|outcome| outcome.id == f.id && outcome.state == JobState::Dead),
+        "{rescued:?}"
+    );
+    assert_counts_exact(store, "rescue to dead").await;
+
+    // Purge: every finished job goes.
+    let far = later.add(seconds(86_400));
+    assert!(purge(store, far, 100).await > 0);
+    assert_counts_exact(store, "purge").await;
+
+    // A recurring job's next occurrence is counted with the claim that stores it.
+    let options = JobOptions::default()
+        .queue(queue("recurring"))
+        .schedule(Schedule::interval(seconds(60)).expect("valid"));
+    insert_one(store, new_job("conformance.every", far, options, NOW)).await;
+    let recurring = ClaimRequest {
+        queues: Some(vec![queue("recurring")]),
+        ..request(1, far)
+    };
+    assert_eq!(claim(store, recurring, far).await.len(), 1);
+    assert_counts_exact(store, "a claim that stores the next occurrence").await;
+    let counts = store.counts().await.expect("counts");
+    assert!(counts.contains(&count("recurring", JobState::Scheduled, 1)));
+    assert!(counts.contains(&count("recurring", JobState::Running, 1)));
+}
+
+pub async fn queue_stats_reports_counts_due_and_oldest_due(store: Arc<dyn Store>) {
+    let store = &*store;
+    assert_eq!(
+        store.queue_stats(NOW).await.expect("queue_stats"),
+        Vec::new()
+    );
+    let at = |offset| NOW.add(seconds(offset));
+    let in_queue = |sequence, name: &str, priority, run_at| {
+        let options = JobOptions::default()
+            .id(job_id(NOW, sequence))
+            .queue(queue(name))
+            .priority(Priority::new(priority).expect("valid"));
+        new_job("conformance.job", run_at, options, NOW)
+    };
+    insert(
+        store,
+        vec![
+            // beta: due at -30 s (priority 9), -10 s and 0 s (priority 0), one at +60 s.
+            in_queue(1, "beta", 0, at(0)),
+            in_queue(2, "beta", 9, NOW.sub(seconds(30))),
+            in_queue(3, "beta", 0, NOW.sub(seconds(10))),
+            in_queue(4, "beta", 5, at(60)),
+            // alpha: one due, to be claimed (running is not due); one to finish.
+            in_queue(5, "alpha", 0, NOW.sub(seconds(5))),
+            in_queue(6, "alpha", 0, NOW.sub(seconds(6))),
+            // gamma: nothing due yet.
+            in_queue(7, "gamma", 3, at(1)),
+        ],
+    )
+    .await;
+    let alpha = ClaimRequest {
+        queues: Some(vec![queue("alpha")]),
+        ..request(2, NOW)
+    };
+    let claimed = claim(store, alpha, NOW).await;
+    assert_eq!(ids(&claimed), vec![job_id(NOW, 6), job_id(NOW, 5)]);
+    store
+        .complete(claimed[0].id, token_of(&claimed[0]), NOW)
+        .await
+        .expect("complete");
+
+    let counts = |entries: &[(JobState, u64)]| {
+        let mut counts = StateCounts::default();
+        for (state, count) in entries {
+            counts.add(*state, *count);
+        }
+        counts
+    };
+    let stats = store.queue_stats(NOW).await.expect("queue_stats");
+    assert_eq!(
+        stats,
+        vec![
+            QueueStats {
+                queue: queue("alpha"),
+                counts: counts(&[(JobState::Running, 1), (JobState::Succeeded, 1)]),
+                due: 0,
+                oldest_due: None,
+            },
+            QueueStats {
+                queue: queue("beta"),
+                counts: counts(&[(JobState::Scheduled, 4)]),
+                due: 3,
+                oldest_due: Some(NOW.sub(seconds(30))),
+            },
+            QueueStats {
+                queue: queue("gamma"),
+                counts: counts(&[(JobState::Scheduled, 1)]),
+                due: 0,
+                oldest_due: None,
+            },
+        ]
+    );
+    // The counts are those of `counts`.
+    let flat: Vec<StateCount> = stats
+        .iter()
+        .flat_map(|stats| {
+            JobState::ALL.iter().filter_map(|state| {
+                let count = stats.counts.get(*state);
+                (count > 0).then(|| StateCount {
+                    queue: stats.queue.clone(),
+                    state: *state,
+                    count,
+                })
+            })
+        })
+        .collect();
+    assert_eq!(flat, store.counts().await.expect("counts"));
+
+    // Due means `run_at <= now`, exactly; a retrying job is due like a scheduled one.
+    let at_one = store.queue_stats(at(1)).await.expect("queue_stats");
+    assert_eq!(at_one[2].due, 1);
+    assert_eq!(at_one[2].oldest_due, Some(at(1)));
+    let just_before = at(1).sub(Duration::from_micros(1));
+    assert_eq!(
+        store.queue_stats(just_before).await.expect("stats")[2].due,
+        0
+    );
+    let running = claimed[1].clone();
+    let retry = FailOutcome::Retry {
+        at: NOW.sub(seconds(60)),
+    };
+    store
+        .fail(running.id, token_of(&running), "boom", retry, NOW)
+        .await
+        .expect("fail");
+    let alpha = &store.queue_stats(NOW).await.expect("queue_stats")[0];
+    assert_eq!(
+        alpha.counts,
+        counts(&[(JobState::Retrying, 1), (JobState::Succeeded, 1)])
+    );
+    assert_eq!(
+        (alpha.due, alpha.oldest_due),
+        (1, Some(NOW.sub(seconds(60))))
+    );
+
+    // A queue whose last job is purged is no longer listed.
+    store.cancel(running.id, NOW).await.expect("cancel");
+    assert_eq!(purge(store, at(3_600), 10).await, 2);
+    let listed: Vec<Queue> = store
+        .queue_stats(NOW)
+        .await
+        .expect("queue_stats")
+        .into_iter()
+        .map(|stats| stats.queue)
+        .collect();
+    assert_eq!(listed, vec![queue("beta"), queue("gamma")]);
+}
+
+pub async fn queue_stats_caps_the_due_count(store: Arc<dyn Store>) {
+    let store = &*store;
+    // More due jobs than the cap, across two priority levels, so the cap falls in the second.
+    let total = limits::DUE_COUNT_MAX as usize + 5;
+    let urgent = total / 2;
+    let jobs: Vec<NewJob> = (0..total)
+        .map(|n| {
+            let priority = if n < urgent { 0 } else { 7 };
+            let options = JobOptions::default()
+                .id(job_id(NOW, n as u64))
+                .queue(queue("backlog"))
+                .priority(Priority::new(priority).expect("valid"));
+            // The oldest is among the less urgent jobs.
+            let run_at = NOW.sub(Duration::from_millis(n as u64));
+            new_job("conformance.job", run_at, options, NOW)
+        })
+        .collect();
+    for batch in jobs.chunks(limits::INSERT_BATCH_MAX) {
+        insert(store, batch.to_vec()).await;
+    }
+    let stats = store.queue_stats(NOW).await.expect("queue_stats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].due, limits::DUE_COUNT_MAX);
+    assert_eq!(
+        stats[0].oldest_due,
+        Some(NOW.sub(Duration::from_millis(total as u64 - 1)))
+    );
+    // The counts are not capped.
+    assert_eq!(stats[0].counts.get(JobState::Scheduled), total as u64);
+    assert_eq!(stats[0].counts.total(), total as u64);
+}
+
+/// A record under `key`, made at `created_at`, held for `ttl`.
+fn record(key: &str, fingerprint: &str, created_at: Timestamp, ttl: Duration) -> IdempotencyRecord {
+    IdempotencyRecord {
+        key: IdempotencyKey::new(key).expect("a valid key"),
+        fingerprint: fingerprint.to_owned(),
+        response: format!("{{\"first\":\"{fingerprint}\"}}"),
+        created_at,
+        expires_at: created_at.add(ttl),
+    }
+}
+
+fn inserted(result: Result<Idempotent, StoreError>) -> Vec<JobId> {
+    match result {
+        Ok(Idempotent::Inserted(ids)) => ids,
+        other => panic!("expected Inserted, got {other:?}"),
+    }
+}
+
+fn replayed(result: Result<Idempotent, StoreError>) -> IdempotencyRecord {
+    match result {
+        Ok(Idempotent::Replayed(record)) => record,
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+}
+
+pub async fn insert_idempotent_inserts_then_replays_the_first_record(store: Arc<dyn Store>) {
+    let store = &*store;
+    let ttl = seconds(3_600);
+    // A response of the largest size, with characters that need care in every encoding.
+    let mut response = String::from("{\"text\":\"é☃\\\"'\",\"pad\":\"");
+    while response.len() + 2 < limits::IDEMPOTENCY_RESPONSE_BYTES_MAX {
+        response.push('x');
+    }
+    response.push_str("\"}");
+    let first = IdempotencyRecord {
+        response,
+        ..record("tok-1:order-42", "sha256:aa", NOW, ttl)
+    };
+    let jobs = vec![job_numbered(1, NOW), job_numbered(2, NOW)];
+    let ids = inserted(store.insert_idempotent(jobs, first.clone(), NOW).await);
+    assert_eq!(ids, vec![job_id(NOW, 1), job_id(NOW, 2)]);
+    assert_eq!(get(store, ids[0]).await.state, JobState::Scheduled);
+
+    // A retry under the key, whatever it carries, gets the first record and inserts nothing.
+    let later = NOW.add(seconds(60));
+    let retry = record("tok-1:order-42", "sha256:bb", later, ttl);
+    let again = store
+        .insert_idempotent(vec![job_numbered(3, later)], retry, later)
+        .await;
+    assert_eq!(replayed(again), first);
+    assert_eq!(store.get(job_id(NOW, 3)).await.expect("get"), None);
+    assert_eq!(list_all(store, JobFilter::default()).await.len(), 2);
+
+    // Just before the expiry it is still held.
+    let last_moment = first.expires_at.sub(Duration::from_micros(1));
+    let retry = record("tok-1:order-42", "sha256:cc", last_moment, ttl);
+    let again = store
+        .insert_idempotent(vec![job_numbered(4, last_moment)], retry, last_moment)
+        .await;
+    assert_eq!(replayed(again), first);
+
+    // Another key is another request; an empty batch is one too.
+    let other = record("tok-1:order-43", "sha256:aa", NOW, ttl);
+    let ids = inserted(
+        store
+            .insert_idempotent(vec![job_numbered(5, NOW)], other, NOW)
+            .await,
+    );
+    assert_eq!(ids, vec![job_id(NOW, 5)]);
+    let empty = record("tok-2:nothing", "sha256:00", NOW, ttl);
+    assert_eq!(
+        inserted(
+            store
+                .insert_idempotent(Vec::new(), empty.clone(), NOW)
+                .await
+        ),
+        Vec::new()
+    );
+    let again = store
+        .insert_idempotent(vec![job_numbered(6, NOW)], empty.clone(), NOW)
+        .await;
+    assert_eq!(replayed(again), empty);
+    assert_eq!(store.get(job_id(NOW, 6)).await.expect("get"), None);
+}
+
+pub async fn insert_idempotent_replaces_an_expired_record(store: Arc<dyn Store>) {
+    let store = &*store;
+    let ttl = seconds(10);
+    let first = record("key", "sha256:aa", NOW, ttl);
+    inserted(
+        store
+            .insert_idempotent(vec![job_numbered(1, NOW)], first.clone(), NOW)
+            .await,
+    );
+    // At its expiry the key is free: the new request inserts, and its record replaces the old.
+    let expired_at = first.expires_at;
+    let second = record("key", "sha256:bb", expired_at, ttl);
+    let ids = inserted(
+        store
+            .insert_idempotent(
+                vec![job_numbered(2, expired_at)],
+                second.clone(),
+                expired_at,
+            )
+            .await,
+    );
+    assert_eq!(ids, vec![job_id(NOW, 2)]);
+    let later = expired_at.add(seconds(1));
+    let third = record("key", "sha256:cc", later, ttl);
+    let again = store
+        .insert_idempotent(vec![job_numbered(3, later)], third, later)
+        .await;
+    assert_eq!(replayed(again), second);
+    let stored: Vec<JobId> = ids_of_all(store).await;
+    assert_eq!(stored, vec![job_id(NOW, 1), job_id(NOW, 2)]);
+}
+
+async fn ids_of_all(store: &dyn Store) -> Vec<JobId> {
+    ids(&list_all(store, JobFilter::default()).await)
+}
+
+pub async fn insert_idempotent_refuses_an_invalid_record(store: Arc<dyn Store>) {
+    let store = &*store;
+    let valid = record("key", "sha256:aa", NOW, seconds(60));
+    let invalid = [
+        IdempotencyRecord {
+            expires_at: NOW,
+            ..valid.clone()
+        },
+        IdempotencyRecord {
+            expires_at: NOW.add(limits::IDEMPOTENCY_TTL_MAX).add(seconds(1)),
+            ..valid.clone()
+        },
+        IdempotencyRecord {
+            fingerprint: String::new(),
+            ..valid.clone()
+        },
+        IdempotencyRecord {
+            fingerprint: "tab\there".to_owned(),
+            ..valid.clone()
+        },
+        IdempotencyRecord {
+            response: "x".repeat(limits::IDEMPOTENCY_RESPONSE_BYTES_MAX + 1),
+            ..valid.clone()
+        },
+    ];
+    for record in invalid {
+        let result = store
+            .insert_idempotent(vec![job_numbered(1, NOW)], record, NOW)
+            .await;
+        assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+    }
+    assert!(ids_of_all(store).await.is_empty());
+    // Nothing was kept under the key: a valid request inserts.
+    inserted(
+        store
+            .insert_idempotent(vec![job_numbered(1, NOW)], valid, NOW)
+            .await,
+    );
+}
+
+pub async fn insert_idempotent_keeps_no_record_when_the_batch_fails(store: Arc<dyn Store>) {
+    let store = &*store;
+    let existing = insert_one(store, job_numbered(1, NOW)).await;
+    let under_key = record("key", "sha256:aa", NOW, seconds(60));
+
+    // A duplicate id: nothing of the batch, and no record.
+    let clash = job_numbered(1, NOW);
+    let result = store
+        .insert_idempotent(vec![job_numbered(2, NOW), clash], under_key.clone(), NOW)
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Duplicate(id)) if id == existing),
+        "{result:?}"
+    );
+    // An invalid job, and a batch over the limit: the same.
+    let invalid = NewJob {
+        attempt_max: 0,
+        ..job_numbered(3, NOW)
+    };
+    let result = store
+        .insert_idempotent(vec![invalid], under_key.clone(), NOW)
+        .await;
+    assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+    let too_many: Vec<NewJob> = (0..=limits::INSERT_BATCH_MAX)
+        .map(|n| job_numbered(100 + n as u64, NOW))
+        .collect();
+    let result = store
+        .insert_idempotent(too_many, under_key.clone(), NOW)
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Invalid(ValidationError::TooLong {
+                field: "batch",
+                ..
+            }))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(ids_of_all(store).await, vec![existing]);
+
+    // The key is still free.
+    let ids = inserted(
+        store
+            .insert_idempotent(vec![job_numbered(2, NOW)], under_key.clone(), NOW)
+            .await,
+    );
+    assert_eq!(ids, vec![job_id(NOW, 2)]);
+    // Once it is held, a retry is answered with the record even when its batch would fail:
+    // the batch of a replayed request is never looked at.
+    let bad = NewJob {
+        attempt_max: 0,
+        ..job_numbered(4, NOW)
+    };
+    assert_eq!(
+        replayed(
+            store
+                .insert_idempotent(vec![bad], under_key.clone(), NOW)
+                .await
+        ),
+        under_key
+    );
+    assert_eq!(
+        replayed(
+            store
+                .insert_idempotent(vec![job_numbered(1, NOW)], under_key.clone(), NOW)
+                .await
+        ),
+        under_key
+    );
+}
+
+pub async fn purge_idempotency_is_fenced_and_limited(store: Arc<dyn Store>) {
+    let store = &*store;
+    for (n, ttl) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
+        let record = record(&format!("key-{n}"), "sha256:aa", NOW, seconds(ttl));
+        inserted(store.insert_idempotent(Vec::new(), record, NOW).await);
+    }
+    let at = |offset| NOW.add(seconds(offset));
+    let purge_idempotency = |now: Timestamp, limit: usize| async move {
+        let term = lead_alone(store, now).await;
+        let purged = store
+            .purge_idempotency(term, now, limit)
+            .await
+            .expect("purge_idempotency");
+        resign_alone(store, term).await;
+        purged
+    };
+    // Before +25 s two have expired, taken one per call with a limit of one.
+    assert_eq!(purge_idempotency(at(25), 0).await, 0);
+    assert_eq!(purge_idempotency(at(25), 1).await, 1);
+    assert_eq!(purge_idempotency(at(25), 10).await, 1);
+    assert_eq!(purge_idempotency(at(25), 10).await, 0);
+
+    // A deposed leader is refused and deletes nothing; neither does a term never granted.
+    let deposed = lead(store, "node-a", None, at(25)).await.expect("leads");
+    let now = at(25).add(LEADERSHIP);
+    let current = lead(store, "node-b", None, now).await.expect("takes over");
+    assert_not_leader(store.purge_idempotency(deposed, now, 10).await, deposed);
+    let unknown = LeaderTerm(current.0 + 1);
+    assert_not_leader(store.purge_idempotency(unknown, now, 10).await, unknown);
+    // Only the expired one of the two left goes; the live one still answers retries.
+    let purge_as_current = |now: Timestamp| async move {
+        store
+            .purge_idempotency(current, now, 10)
+            .await
+            .expect("purge_idempotency")
+    };
+    assert_eq!(purge_as_current(at(39)).await, 1);
+    let retry = record("key-4", "sha256:bb", at(39), seconds(60));
+    let held = replayed(
+        store
+            .insert_idempotent(vec![job_numbered(1, at(39))], retry, at(39))
+            .await,
+    );
+    assert_eq!(held.expires_at, at(40));
+    // An expiry at `now` has expired.
+    assert_eq!(purge_as_current(at(40)).await, 1);
+    assert_eq!(purge_as_current(at(40)).await, 0);
+}
+
+/// A valid token with id `id`.
+fn token(id: &str) -> ApiToken {
+    ApiToken {
+        id: TokenId::new(id).expect("a valid token id"),
+        label: format!("token {id} ☃"),
+        scopes: vec!["jobs-read".to_owned(), "jobs_write".to_owned()],
+        secret_sha256: std::array::from_fn(|n| (n * 37 % 256) as u8),
+        created_at: NOW,
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+pub async fn insert_token_then_get_round_trips_and_a_taken_id_is_refused(store: Arc<dyn Store>) {
+    let store = &*store;
+    let full = ApiToken {
+        scopes: (0..limits::TOKEN_SCOPES_MAX)
+            .map(|n| format!("scope{n:02}"))
+            .collect(),
+        secret_sha256: [0xff; 32],
+        expires_at: Some(NOW.add(Duration::from_micros(86_400_000_001))),
+        ..token("full")
+    };
+    let bare = ApiToken {
+        scopes: Vec::new(),
+        label: "l".repeat(limits::TOKEN_LABEL_BYTES_MAX),
+        secret_sha256: [0; 32],
+        // Stored as given, even already revoked.
+        revoked_at: Some(NOW),
+        ..token(&"b".repeat(limits::TOKEN_ID_BYTES_MAX))
+    };
+    for token in [&full, &bare] {
+        store
+            .insert_token(token.clone())
+            .await
+            .expect("insert_token");
+        assert_eq!(
+            store
+                .get_token(&token.id)
+                .await
+                .expect("get_token")
+                .as_ref(),
+            Some(token)
+        );
+    }
+    let taken = ApiToken {
+        label: "another".to_owned(),
+        ..token("full")
+    };
+    let result = store.insert_token(taken).await;
+    assert!(
+        matches!(&result, Err(StoreError::TokenExists(id)) if *id == full.id),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.get_token(&full.id).await.expect("get_token"),
+        Some(full)
+    );
+    let missing = TokenId::new("missing").expect("valid");
+    assert_eq!(store.get_token(&missing).await.expect("get_token"), None);
+}
+
+pub async fn insert_token_refuses_an_invalid_token(store: Arc<dyn Store>) {
+    let store = &*store;
+    let invalid = [
+        ApiToken {
+            label: String::new(),
+            ..token("t1")
+        },
+        ApiToken {
+            label: "bell\u{7}".to_owned(),
+            ..token("t2")
+        },
+        ApiToken {
+            scopes: vec!["write".to_owned(), "read".to_owned()],
+            ..token("t3")
+        },
+        ApiToken {
+            scopes: vec!["has space".to_owned()],
+            ..token("t4")
+        },
+        ApiToken {
+            scopes: (0..=limits::TOKEN_SCOPES_MAX)
+                .map(|n| format!("scope{n:02}"))
+                .collect(),
+            ..token("t5")
+        },
+    ];
+    for token in invalid {
+        let id = token.id.clone();
+        let result = store.insert_token(token).await;
+        assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+        assert_eq!(store.get_token(&id).await.expect("get_token"), None);
+    }
+    assert!(store.list_tokens(None, 10).await.expect("list").is_empty());
+}
+
+pub async fn list_tokens_pages_in_id_order_and_caps_the_page(shared: Arc<dyn Store>) {
+    let store = &*shared;
+    assert!(store.list_tokens(None, 10).await.expect("list").is_empty());
+    // Byte order: '-' < '0' < 'B' < '_' < 'a' (not a locale's order, which ignores '-' and
+    // folds case).
+    for id in ["a", "_x", "B", "0z", "-y", "ab"] {
+        store.insert_token(token(id)).await.expect("insert_token");
+    }
+    store
+        .revoke_token(&TokenId::new("B").expect("valid"), NOW)
+        .await
+        .expect("revoke");
+    let names = |tokens: Vec<ApiToken>| -> Vec<String> {
+        tokens
+            .into_iter()
+            .map(|token| token.id.as_str().to_owned())
+            .collect()
+    };
+    let all = store.list_tokens(None, 100).await.expect("list");
+    assert!(all.iter().any(|token| token.revoked_at == Some(NOW)));
+    assert_eq!(names(all), ["-y", "0z", "B", "_x", "a", "ab"]);
+    let mut seen = Vec::new();
+    let mut after: Option<TokenId> = None;
+    loop {
+        let page = store.list_tokens(after.as_ref(), 4).await.expect("list");
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.id.clone());
+        seen.extend(names(page));
+    }
+    assert_eq!(seen, ["-y", "0z", "B", "_x", "a", "ab"]);
+    // After an id that is not stored: the next in order.
+    let between = TokenId::new("C").expect("valid");
+    assert_eq!(
+        names(store.list_tokens(Some(&between), 10).await.expect("list")),
+        ["_x", "a", "ab"]
+    );
+    assert!(store.list_tokens(None, 0).await.expect("list").is_empty());
+
+    // A page never holds more than `limits::PAGE_SIZE_MAX`. Inserted concurrently, so a store
+    // that commits in groups does not pay a commit per token.
+    let mut inserts = tokio::task::JoinSet::new();
+    for n in 0..limits::PAGE_SIZE_MAX {
+        let store = Arc::clone(&shared);
+        inserts.spawn(async move { store.insert_token(token(&format!("many{n:04}"))).await });
+    }
+    while let Some(joined) = inserts.join_next().await {
+        joined
+            .expect("an insert task panicked")
+            .expect("insert_token");
+    }
+    let page = store
+        .list_tokens(None, limits::PAGE_SIZE_MAX * 10)
+        .await
+        .expect("list");
+    assert_eq!(page.len(), limits::PAGE_SIZE_MAX);
+    let last = page.last().map(|token| token.id.clone());
+    let rest = store
+        .list_tokens(last.as_ref(), limits::PAGE_SIZE_MAX)
+        .await
+        .expect("list");
+    assert_eq!(rest.len(), 6);
+}
+
+pub async fn revoke_token_is_idempotent_and_keeps_the_first_time(store: Arc<dyn Store>) {
+    let store = &*store;
+    let expiring = ApiToken {
+        expires_at: Some(NOW.add(seconds(3_600))),
+        ..token("ops")
+    };
+    store
+        .insert_token(expiring.clone())
+        .await
+        .expect("insert_token");
+    store
+        .insert_token(token("other"))
+        .await
+        .expect("insert_token");
+    let first = NOW.add(seconds(10));
+    let revoked = store
+        .revoke_token(&expiring.id, first)
+        .await
+        .expect("revoke");
+    let expected = ApiToken {
+        revoked_at: Some(first),
+        ..expiring.clone()
+    };
+    assert_eq!(revoked, expected);
+    assert!(!revoked.is_active(first));
+    // Again, later: nothing changes, and it is still Ok.
+    let again = store
+        .revoke_token(&expiring.id, first.add(seconds(50)))
+        .await
+        .expect("revoke again");
+    assert_eq!(again, expected);
+    assert_eq!(
+        store.get_token(&expiring.id).await.expect("get_token"),
+        Some(expected)
+    );
+    // Only that token.
+    let other = TokenId::new("other").expect("valid");
+    assert_eq!(
+        store
+            .get_token(&other)
+            .await
+            .expect("get_token")
+            .and_then(|token| token.revoked_at),
+        None
+    );
+    let missing = TokenId::new("missing").expect("valid");
+    let result = store.revoke_token(&missing, first).await;
+    assert!(
+        matches!(&result, Err(StoreError::TokenNotFound(id)) if *id == missing),
+        "{result:?}"
+    );
+    assert_eq!(store.get_token(&missing).await.expect("get_token"), None);
 }

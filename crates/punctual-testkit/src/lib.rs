@@ -109,6 +109,19 @@ macro_rules! store_conformance_suite {
             resign_lets_another_node_lead_at_once,
             unknown_ids_give_not_found,
             large_payload_round_trips,
+            list_filters_by_due_range,
+            counts_stay_exact_across_every_transition,
+            queue_stats_reports_counts_due_and_oldest_due,
+            queue_stats_caps_the_due_count,
+            insert_idempotent_inserts_then_replays_the_first_record,
+            insert_idempotent_replaces_an_expired_record,
+            insert_idempotent_refuses_an_invalid_record,
+            insert_idempotent_keeps_no_record_when_the_batch_fails,
+            purge_idempotency_is_fenced_and_limited,
+            insert_token_then_get_round_trips_and_a_taken_id_is_refused,
+            insert_token_refuses_an_invalid_token,
+            list_tokens_pages_in_id_order_and_caps_the_page,
+            revoke_token_is_idempotent_and_keeps_the_first_time,
         );
     };
 }

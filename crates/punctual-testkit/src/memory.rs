@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use punctual_core::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState, Kind,
-    LeaderTerm, Lease, LeaseToken, NewJob, NodeId, Priority, Queue, RescueOutcome, StateCount,
-    Store, StoreError, Timestamp, ValidationError, check_kinds, check_run_at, limits,
+    ApiToken, ClaimRequest, ClaimedJob, Cursor, FailOutcome, IdempotencyKey, IdempotencyRecord,
+    Idempotent, Job, JobFilter, JobId, JobPage, JobState, Kind, LeaderTerm, Lease, LeaseToken,
+    NewJob, NodeId, Priority, Queue, QueueStats, RescueOutcome, StateCount, StateCounts, Store,
+    StoreError, Timestamp, TokenId, ValidationError, check_kinds, check_run_at, limits,
     truncate_error,
 };
 
@@ -60,7 +61,13 @@ struct Jobs {
     running: BTreeSet<(Timestamp, JobId)>,
     /// Finished jobs by when they finished.
     finished: BTreeSet<(Timestamp, JobId)>,
+    /// How many jobs each queue holds in each state, kept by `put` and `take` (no zero entries).
+    counts: BTreeMap<(Queue, JobState), u64>,
     leader: Leadership,
+    /// Idempotency records by key, and their keys by expiry.
+    idempotency: BTreeMap<IdempotencyKey, IdempotencyRecord>,
+    idempotency_expiry: BTreeSet<(Timestamp, IdempotencyKey)>,
+    tokens: BTreeMap<TokenId, ApiToken>,
 }
 
 /// Who leads, under which term, until when. `term` is the last term granted (0: never); it is
@@ -115,6 +122,10 @@ impl MemoryStore {
 impl Jobs {
     /// Stores `job` (new, or put back after `take`) and indexes it by its state.
     fn put(&mut self, job: Job) {
+        *self
+            .counts
+            .entry((job.queue.clone(), job.state))
+            .or_default() += 1;
         if job.state.is_pending() {
             self.pending.entry(job.queue.clone()).or_default().insert((
                 job.priority,
@@ -140,6 +151,12 @@ impl Jobs {
     /// Removes a job and its index entries; the caller changes it and `put`s it back, or drops it.
     fn take(&mut self, id: JobId) -> Option<Job> {
         let job = self.by_id.remove(&id)?;
+        let key = (job.queue.clone(), job.state);
+        let count = self.counts.get_mut(&key).expect("a stored job is counted");
+        *count -= 1;
+        if *count == 0 {
+            self.counts.remove(&key);
+        }
         if job.state.is_pending() {
             let index = self
                 .pending
@@ -158,6 +175,21 @@ impl Jobs {
             self.finished.remove(&(finished_at, job.id));
         }
         Some(job)
+    }
+
+    /// Stores a checked batch (`check_batch`), all or none: a duplicate id refuses all of it.
+    fn insert(&mut self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
+        let mut batch = BTreeSet::new();
+        for job in &jobs {
+            if self.by_id.contains_key(&job.id) || !batch.insert(job.id) {
+                return Err(StoreError::Duplicate(job.id));
+            }
+        }
+        let ids = jobs.iter().map(|job| job.id).collect();
+        for job in jobs {
+            self.put(job.into_job(now));
+        }
+        Ok(ids)
     }
 
     /// Takes a job its caller holds under `token`: it must exist (else `NotFound`) and be running
@@ -222,6 +254,23 @@ impl Jobs {
     }
 }
 
+/// Refuses a batch `insert` would refuse before looking at the store: too many jobs, or one
+/// that fails `NewJob::validate` (a struct literal may skip `NewJob::new`).
+fn check_batch(jobs: &[NewJob], now: Timestamp) -> Result<(), StoreError> {
+    if jobs.len() > limits::INSERT_BATCH_MAX {
+        return Err(ValidationError::TooLong {
+            field: "batch",
+            bytes: jobs.len(),
+            limit: limits::INSERT_BATCH_MAX,
+        }
+        .into());
+    }
+    for job in jobs {
+        job.validate(now)?;
+    }
+    Ok(())
+}
+
 /// A kinds filter as a set, for lookups.
 fn kind_set(kinds: Option<&[Kind]>) -> Option<BTreeSet<&Kind>> {
     kinds.map(|kinds| kinds.iter().collect())
@@ -244,33 +293,102 @@ fn conflict(job: &Job, operation: &'static str) -> StoreError {
 #[async_trait]
 impl Store for MemoryStore {
     async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
-        if jobs.len() > limits::INSERT_BATCH_MAX {
-            return Err(ValidationError::TooLong {
-                field: "batch",
-                bytes: jobs.len(),
-                limit: limits::INSERT_BATCH_MAX,
-            }
-            .into());
-        }
-        // A struct literal may skip `NewJob::new`; one invalid job refuses the whole batch.
-        for job in &jobs {
-            job.validate(now)?;
-        }
-        let mut stored = self.lock();
-        // Check the whole batch before writing any of it: all or none.
-        let mut batch = BTreeSet::new();
-        for job in &jobs {
-            if stored.by_id.contains_key(&job.id) || !batch.insert(job.id) {
-                return Err(StoreError::Duplicate(job.id));
-            }
-        }
-        let ids = jobs.iter().map(|job| job.id).collect();
-        for job in jobs {
-            stored.put(job.into_job(now));
-        }
-        Ok(ids)
+        check_batch(&jobs, now)?;
+        self.lock().insert(jobs, now)
     }
 
+    async fn insert_idempotent(
+        &self,
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Idempotent, StoreError> {
+        record.validate()?;
+        let mut stored = self.lock();
+        if let Some(held) = stored
+            .idempotency
+            .get(&record.key)
+            .filter(|held| held.is_live(now))
+        {
+            return Ok(Idempotent::Replayed(held.clone()));
+        }
+        check_batch(&jobs, now)?;
+        let ids = stored.insert(jobs, now)?;
+        if let Some(expired) = stored.idempotency.remove(&record.key) {
+            stored
+                .idempotency_expiry
+                .remove(&(expired.expires_at, expired.key));
+        }
+        stored
+            .idempotency_expiry
+            .insert((record.expires_at, record.key.clone()));
+        stored.idempotency.insert(record.key.clone(), record);
+        Ok(Idempotent::Inserted(ids))
+    }
+
+    async fn purge_idempotency(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let mut stored = self.lock();
+        stored.leader.fence(term, now)?;
+        let expired: Vec<(Timestamp, IdempotencyKey)> = stored
+            .idempotency_expiry
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(limit)
+            .cloned()
+            .collect();
+        for entry in &expired {
+            stored.idempotency_expiry.remove(entry);
+            stored.idempotency.remove(&entry.1);
+        }
+        Ok(u64::try_from(expired.len()).expect("a count fits in u64"))
+    }
+
+    async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        token.validate()?;
+        let mut stored = self.lock();
+        if stored.tokens.contains_key(&token.id) {
+            return Err(StoreError::TokenExists(token.id));
+        }
+        stored.tokens.insert(token.id.clone(), token);
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        Ok(self.lock().tokens.get(id).cloned())
+    }
+
+    async fn list_tokens(
+        &self,
+        after: Option<&TokenId>,
+        limit: usize,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        let start = match after {
+            Some(id) => std::ops::Bound::Excluded(id.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(self
+            .lock()
+            .tokens
+            .range((start, std::ops::Bound::Unbounded))
+            .take(limit.min(limits::PAGE_SIZE_MAX))
+            .map(|(_, token)| token.clone())
+            .collect())
+    }
+
+    async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
+        let mut stored = self.lock();
+        let token = stored
+            .tokens
+            .get_mut(id)
+            .ok_or_else(|| StoreError::TokenNotFound(id.clone()))?;
+        token.revoked_at.get_or_insert(now);
+        Ok(token.clone())
+    }
     async fn claim(
         &self,
         request: ClaimRequest,
@@ -475,14 +593,7 @@ impl Store for MemoryStore {
             .by_id
             .range((start, std::ops::Bound::Unbounded))
             .map(|(_, job)| job)
-            .filter(|job| {
-                filter
-                    .queue
-                    .as_ref()
-                    .is_none_or(|queue| *queue == job.queue)
-            })
-            .filter(|job| filter.state.is_none_or(|state| state == job.state))
-            .filter(|job| filter.kind.as_ref().is_none_or(|kind| *kind == job.kind))
+            .filter(|job| filter.matches(job))
             .take(limit)
             .cloned()
             .collect();
@@ -491,19 +602,57 @@ impl Store for MemoryStore {
     }
 
     async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
-        let stored = self.lock();
-        let mut counts: BTreeMap<(Queue, JobState), u64> = BTreeMap::new();
-        for job in stored.by_id.values() {
-            *counts.entry((job.queue.clone(), job.state)).or_default() += 1;
-        }
-        Ok(counts
-            .into_iter()
+        Ok(self
+            .lock()
+            .counts
+            .iter()
             .map(|((queue, state), count)| StateCount {
-                queue,
-                state,
-                count,
+                queue: queue.clone(),
+                state: *state,
+                count: *count,
             })
             .collect())
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
+        let stored = self.lock();
+        let mut stats: Vec<QueueStats> = Vec::new();
+        for ((queue, state), count) in &stored.counts {
+            if stats.last().is_none_or(|last| last.queue != *queue) {
+                if stats.len() == limits::QUEUES_LISTED_MAX {
+                    break;
+                }
+                stats.push(QueueStats {
+                    queue: queue.clone(),
+                    counts: StateCounts::default(),
+                    due: 0,
+                    oldest_due: None,
+                });
+            }
+            let last = stats.last_mut().expect("pushed above");
+            last.counts.add(*state, *count);
+        }
+        for queue in &mut stats {
+            let Some(index) = stored.pending.get(&queue.queue) else {
+                continue;
+            };
+            // Within one priority the due jobs are a prefix of the index: its first entry is
+            // the oldest, and the count walks no further than the cap.
+            let mut due = 0u64;
+            for priority in priorities() {
+                let range = (priority, Timestamp::from_micros(i64::MIN), id_first())
+                    ..=(priority, now, id_last());
+                let mut entries = index.range(range).peekable();
+                if let Some((_, run_at, _)) = entries.peek() {
+                    queue.oldest_due =
+                        Some(queue.oldest_due.map_or(*run_at, |old| old.min(*run_at)));
+                }
+                let left = usize::try_from(limits::DUE_COUNT_MAX - due).unwrap_or(usize::MAX);
+                due += entries.take(left).count() as u64;
+            }
+            queue.due = due;
+        }
+        Ok(stats)
     }
 
     async fn next_due(

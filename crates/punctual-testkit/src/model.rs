@@ -9,14 +9,20 @@
 //!
 //! Two nodes contend for leadership too: they lead, renew, resign, and run the leader duties
 //! with the latest term granted (current or not), or now and then a made-up one.
+//!
+//! Besides each call's answer, `counts` is compared after every step (it is kept by the store
+//! with every write, so a write that forgets it shows at once), and the sequences include
+//! `queue_stats`, inserts under idempotency keys (held, expired, or invalid) with their purge,
+//! and API tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use punctual_core::{
-    ClaimRequest, Cursor, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind,
-    LeaderTerm, LeaseToken, NewJob, NodeId, Payload, Priority, Queue, RescueOutcome, RetryPolicy,
-    StateCount, Store, StoreError, Timestamp, limits,
+    ApiToken, ClaimRequest, Cursor, FailOutcome, IdempotencyKey, IdempotencyRecord, Idempotent,
+    Job, JobFilter, JobId, JobOptions, JobState, Kind, LeaderTerm, LeaseToken, NewJob, NodeId,
+    Payload, Priority, Queue, QueueStats, RescueOutcome, RetryPolicy, StateCount, Store,
+    StoreError, Timestamp, TokenId, limits,
 };
 
 use crate::MemoryStore;
@@ -53,10 +59,30 @@ pub async fn matches_memory_model(store: Arc<dyn Store>, seed: u64) {
             run.now
         );
         run.observe(&operation, &expected);
+        let actual = apply(&*store, &Operation::Counts, run.now).await;
+        let expected = apply(&model, &Operation::Counts, run.now).await;
+        assert_eq!(
+            actual, expected,
+            "seed {seed}, step {step}: counts differ after {operation:?}"
+        );
     }
     let actual = everything(&*store).await;
     let expected = everything(&model).await;
     assert_eq!(actual, expected, "seed {seed}: the final listings differ");
+    for operation in [
+        Operation::QueueStats,
+        Operation::ListTokens {
+            after: None,
+            limit: limits::PAGE_SIZE_MAX,
+        },
+    ] {
+        let actual = apply(&*store, &operation, run.now).await;
+        let expected = apply(&model, &operation, run.now).await;
+        assert_eq!(
+            actual, expected,
+            "seed {seed}: the final {operation:?} differs"
+        );
+    }
 }
 
 /// One call of a `Store` method, with its inputs.
@@ -113,6 +139,19 @@ enum Operation {
         term: LeaderTerm,
         finished_before: Timestamp,
     },
+    QueueStats,
+    InsertIdempotent {
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+    },
+    PurgeIdempotency(LeaderTerm),
+    InsertToken(ApiToken),
+    GetToken(TokenId),
+    ListTokens {
+        after: Option<TokenId>,
+        limit: usize,
+    },
+    RevokeToken(TokenId),
     /// Not a store call: time passes.
     Advance(Duration),
 }
@@ -131,6 +170,10 @@ enum Outcome {
     Rescued(Vec<RescueOutcome>),
     Purged(u64),
     Term(Option<LeaderTerm>),
+    Stats(Vec<QueueStats>),
+    Idempotent(Idempotent),
+    Token(Option<ApiToken>),
+    Tokens(Vec<ApiToken>),
     /// The error's `Debug` text: its variant and every field.
     Error(String),
 }
@@ -207,6 +250,28 @@ async fn apply(store: &dyn Store, operation: &Operation, now: Timestamp) -> Outc
             .purge_finished(*term, *finished_before, TAKE_ALL, now)
             .await
             .map(Outcome::Purged),
+        Operation::QueueStats => store.queue_stats(now).await.map(Outcome::Stats),
+        Operation::InsertIdempotent { jobs, record } => store
+            .insert_idempotent(jobs.clone(), record.clone(), now)
+            .await
+            .map(Outcome::Idempotent),
+        Operation::PurgeIdempotency(term) => store
+            .purge_idempotency(*term, now, TAKE_ALL)
+            .await
+            .map(Outcome::Purged),
+        Operation::InsertToken(token) => store
+            .insert_token(token.clone())
+            .await
+            .map(|()| Outcome::Done),
+        Operation::GetToken(id) => store.get_token(id).await.map(Outcome::Token),
+        Operation::ListTokens { after, limit } => store
+            .list_tokens(after.as_ref(), *limit)
+            .await
+            .map(Outcome::Tokens),
+        Operation::RevokeToken(id) => store
+            .revoke_token(id, now)
+            .await
+            .map(|token| Outcome::Token(Some(token))),
         Operation::Advance(_) => Ok(Outcome::Done),
     };
     result.unwrap_or_else(|error: StoreError| Outcome::Error(format!("{error:?}")))
@@ -247,7 +312,7 @@ const NODES: [&str; 2] = ["node-a", "node-b"];
 
 impl Run {
     fn next_operation(&mut self) -> Operation {
-        match self.random.below(100) {
+        match self.random.below(112) {
             0..14 => Operation::Insert(self.new_jobs()),
             14..33 => Operation::Claim(self.claim_request()),
             33..43 => {
@@ -311,7 +376,62 @@ impl Run {
                 queues: self.queues(),
                 kinds: self.kinds(),
             },
-            _ => Operation::NextLeaseExpiry,
+            99 => Operation::NextLeaseExpiry,
+            100..102 => Operation::QueueStats,
+            102..106 => Operation::InsertIdempotent {
+                jobs: self.new_jobs(),
+                record: self.record(),
+            },
+            106 => Operation::PurgeIdempotency(self.duty_term()),
+            107 => Operation::InsertToken(self.token()),
+            108 => Operation::GetToken(self.token_id()),
+            109 => {
+                let after = self.random.chance(50).then(|| self.token_id());
+                let limit = usize::try_from(self.random.below(4)).expect("below 4");
+                Operation::ListTokens { after, limit }
+            }
+            _ => Operation::RevokeToken(self.token_id()),
+        }
+    }
+
+    /// A record under one of a few keys, held for up to 20 s; now and then an invalid one.
+    fn record(&mut self) -> IdempotencyRecord {
+        let key = format!("key-{}", self.random.below(4));
+        let ttl_ms = if self.random.chance(5) {
+            0
+        } else {
+            1 + self.random.below(20_000)
+        };
+        IdempotencyRecord {
+            key: IdempotencyKey::new(&key).expect("a valid key"),
+            fingerprint: format!("sha256:{}", self.random.below(3)),
+            response: format!("{{\"step\":{}}}", self.random.below(1_000)),
+            created_at: self.now,
+            expires_at: self.now.add(Duration::from_millis(ttl_ms)),
+        }
+    }
+
+    fn token_id(&mut self) -> TokenId {
+        TokenId::new(&format!("tok-{}", self.random.below(5))).expect("a valid token id")
+    }
+
+    /// A token under one of a few ids (so some inserts find it taken); now and then an
+    /// invalid one (scopes out of order).
+    fn token(&mut self) -> ApiToken {
+        let scopes = if self.random.chance(10) {
+            vec!["write".to_owned(), "read".to_owned()]
+        } else {
+            vec!["read".to_owned()]
+        };
+        let expires_at = self.random.chance(50).then(|| self.offset(1_000, 60_000));
+        ApiToken {
+            id: self.token_id(),
+            label: format!("model token {}", self.random.below(100)),
+            scopes,
+            secret_sha256: [u8::try_from(self.random.below(256)).expect("below 256"); 32],
+            created_at: self.now,
+            expires_at,
+            revoked_at: None,
         }
     }
 
@@ -431,6 +551,8 @@ impl Run {
                 .chance(30)
                 .then(|| JobState::ALL[self.random.below(6) as usize]),
             kind: self.random.chance(20).then(|| kind("model.a")),
+            due_from: self.random.chance(25).then(|| self.offset(-5_000, 20_000)),
+            due_before: self.random.chance(25).then(|| self.offset(0, 30_000)),
         };
         let after = self.random.chance(50).then(|| Cursor(self.id()));
         let limit = usize::try_from(self.random.below(10)).expect("below 10");

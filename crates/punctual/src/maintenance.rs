@@ -1,6 +1,7 @@
 //! Leader duties and other background work: the leadership loop elects this node through the
 //! store (or renews its term), and while it leads, the rescuer ends expired leases (a holder that
-//! died) and the purger deletes finished jobs past their retention. Also forwards the store's
+//! died) and the purger deletes finished jobs past their retention and expired idempotency keys.
+//! Also forwards the store's
 //! insert hints to the dispatcher.
 //!
 //! The duties run on one node at a time: several nodes sharing a store would otherwise all scan
@@ -168,6 +169,22 @@ pub(crate) async fn purge(inner: Arc<Inner>) {
                 }
                 Err(error) => {
                     duty_failed(&inner, "purge_finished", error);
+                    break;
+                }
+            }
+        }
+        // Expired idempotency keys go with the same duty, in passes of the same size.
+        loop {
+            let now = inner.clock.now();
+            match inner
+                .store
+                .purge_idempotency(term, now, PASS_ROWS_MAX)
+                .await
+            {
+                Ok(count) if count < PASS_ROWS_MAX as u64 => break,
+                Ok(_) => {}
+                Err(error) => {
+                    duty_failed(&inner, "purge_idempotency", error);
                     break;
                 }
             }

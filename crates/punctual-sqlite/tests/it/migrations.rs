@@ -1,8 +1,8 @@
 //! The schema is applied once, reopening changes nothing, and a newer schema is refused.
 
-use punctual_core::{Store, StoreError};
+use punctual_core::{ClaimRequest, FailOutcome, JobOptions, JobState, Store, StoreError};
 use punctual_sqlite::{SCHEMA_VERSION, SqliteStore};
-use punctual_testkit::fixtures::NOW;
+use punctual_testkit::fixtures::{NOW, new_job, node, queue};
 
 use crate::{job, open};
 
@@ -38,12 +38,20 @@ async fn a_new_file_gets_the_schema_once_and_reopening_changes_nothing() {
     assert_eq!(
         objects,
         [
+            "table api_token",
+            "table idempotency_key",
+            "index idempotency_key_by_expiry",
             "table job",
+            "table job_count",
+            "trigger job_count_deleted",
+            "trigger job_count_inserted",
+            "trigger job_count_moved",
             "index job_finished_by_time",
             "index job_pending_by_priority",
             "index job_pending_by_queue",
             "index job_running_by_lease_expiry",
             "table leader",
+            "index sqlite_autoindex_idempotency_key_1",
         ]
     );
 
@@ -86,4 +94,62 @@ fn a_file_that_is_not_a_database_is_refused_as_corrupt() {
         Err(StoreError::Corrupt(_)) => {}
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+/// Schema step 4 starts the job counts from the jobs a file already holds. A file from before
+/// it is made by taking the step back out of a current one (its table and triggers dropped,
+/// `user_version` set to 3), with jobs in several queues and states left in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_step_counts_the_jobs_already_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("punctual.db");
+    let store = open(&path);
+    let jobs = (0..7)
+        .map(|n| {
+            let name = if n < 4 { "alpha" } else { "beta" };
+            new_job(
+                "sqlite.test",
+                NOW,
+                JobOptions::default().queue(queue(name)),
+                NOW,
+            )
+        })
+        .collect();
+    store.insert(jobs, NOW).await.expect("insert");
+    let request = ClaimRequest {
+        holder: node("node-a"),
+        queues: None,
+        kinds: None,
+        limit: 3,
+        due_by: NOW,
+        lease: std::time::Duration::from_secs(30),
+    };
+    let claimed = store.claim(request, NOW).await.expect("claim");
+    let token = claimed[0].lease.as_ref().expect("leased").token;
+    store
+        .fail(claimed[0].id, token, "boom", FailOutcome::Dead, NOW)
+        .await
+        .expect("fail");
+    let before = store.counts().await.expect("counts");
+    assert_eq!(before.iter().map(|count| count.count).sum::<u64>(), 7);
+    assert!(
+        before
+            .iter()
+            .any(|count| count.state == JobState::Dead && count.count == 1)
+    );
+    drop(store);
+
+    let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    connection
+        .execute_batch(
+            "DROP TRIGGER job_count_inserted; DROP TRIGGER job_count_moved;
+             DROP TRIGGER job_count_deleted; DROP TABLE job_count;
+             PRAGMA user_version = 3;",
+        )
+        .expect("take step 4 back out");
+    drop(connection);
+
+    let store = open(&path);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    assert_eq!(store.counts().await.expect("counts"), before);
 }

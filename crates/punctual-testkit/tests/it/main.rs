@@ -46,9 +46,9 @@ mod model {
 
     use async_trait::async_trait;
     use punctual_core::{
-        ClaimRequest, ClaimedJob, Cursor, FailOutcome, Job, JobFilter, JobId, JobPage, JobState,
-        Kind, LeaderTerm, LeaseToken, NewJob, NodeId, Queue, RescueOutcome, StateCount, Store,
-        StoreError, Timestamp,
+        ApiToken, ClaimRequest, ClaimedJob, Cursor, FailOutcome, IdempotencyRecord, Idempotent,
+        Job, JobFilter, JobId, JobPage, JobState, Kind, LeaderTerm, LeaseToken, NewJob, NodeId,
+        Queue, QueueStats, RescueOutcome, StateCount, Store, StoreError, Timestamp, TokenId,
     };
     use punctual_testkit::MemoryStore;
 
@@ -182,6 +182,41 @@ mod model {
             self.0
                 .purge_finished(term, finished_before, limit, now)
                 .await
+        }
+        async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
+            self.0.queue_stats(now).await
+        }
+        async fn insert_idempotent(
+            &self,
+            jobs: Vec<NewJob>,
+            record: IdempotencyRecord,
+            now: Timestamp,
+        ) -> Result<Idempotent, StoreError> {
+            self.0.insert_idempotent(jobs, record, now).await
+        }
+        async fn purge_idempotency(
+            &self,
+            term: LeaderTerm,
+            now: Timestamp,
+            limit: usize,
+        ) -> Result<u64, StoreError> {
+            self.0.purge_idempotency(term, now, limit).await
+        }
+        async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError> {
+            self.0.insert_token(token).await
+        }
+        async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+            self.0.get_token(id).await
+        }
+        async fn list_tokens(
+            &self,
+            after: Option<&TokenId>,
+            limit: usize,
+        ) -> Result<Vec<ApiToken>, StoreError> {
+            self.0.list_tokens(after, limit).await
+        }
+        async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
+            self.0.revoke_token(id, now).await
         }
     }
 

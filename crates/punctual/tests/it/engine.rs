@@ -832,6 +832,51 @@ impl Store for RemoteStore {
             .purge_finished(term, finished_before, limit, now)
             .await
     }
+    async fn queue_stats(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<punctual_core::QueueStats>, StoreError> {
+        self.link()?.queue_stats(now).await
+    }
+    async fn insert_idempotent(
+        &self,
+        jobs: Vec<NewJob>,
+        record: punctual_core::IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<punctual_core::Idempotent, StoreError> {
+        self.link()?.insert_idempotent(jobs, record, now).await
+    }
+    async fn purge_idempotency(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.link()?.purge_idempotency(term, now, limit).await
+    }
+    async fn insert_token(&self, token: punctual_core::ApiToken) -> Result<(), StoreError> {
+        self.link()?.insert_token(token).await
+    }
+    async fn get_token(
+        &self,
+        id: &punctual_core::TokenId,
+    ) -> Result<Option<punctual_core::ApiToken>, StoreError> {
+        self.link()?.get_token(id).await
+    }
+    async fn list_tokens(
+        &self,
+        after: Option<&punctual_core::TokenId>,
+        limit: usize,
+    ) -> Result<Vec<punctual_core::ApiToken>, StoreError> {
+        self.link()?.list_tokens(after, limit).await
+    }
+    async fn revoke_token(
+        &self,
+        id: &punctual_core::TokenId,
+        now: Timestamp,
+    ) -> Result<punctual_core::ApiToken, StoreError> {
+        self.link()?.revoke_token(id, now).await
+    }
     async fn listen(&self) -> Result<Option<Box<dyn punctual_core::InsertHints>>, StoreError> {
         let receiver = self.hints.lock().expect("not poisoned").take();
         Ok(receiver.map(|receiver| {
