@@ -55,6 +55,46 @@
 //! so of two requests under one key the second waits on the first's row until it commits or
 //! rolls back, and then finds the key held (and replays) or free (and inserts).
 //!
+//! # Version 4: job counts kept with every write
+//!
+//! `counts` and `queue_stats` must stay cheap with ten million jobs stored (a Prometheus scrape
+//! calls them), so the number of jobs per (queue, state) is kept in `punctual_job_counts` by
+//! three statement-level triggers on `punctual_jobs`, in the transaction of the change they
+//! count: after `INSERT` (+1 per new row), after `UPDATE` (+1 per new row version, -1 per old,
+//! summed per (queue, state): a heartbeat nets zero and writes nothing) and after `DELETE`
+//! (-1), each reading its statement's transition tables, so a claim of 1,000 jobs or a batch
+//! of 1,000 completions adds two upserts, not 2,000. Every path that writes jobs is covered,
+//! the caller's own transaction included (`insert_in`, `complete_in`, or plain SQL), and a
+//! rolled-back transaction rolls its counts back with it. An `AFTER TRUNCATE` trigger empties
+//! the counts with the jobs.
+//!
+//! One row per (queue, state) would be a hot row: every node's every commit would update it,
+//! and each would wait for the one before to commit. So the rows are split by a `slot`
+//! (0 to 63), and `counts` sums them. A transaction takes a slot of its own on its first
+//! counted write (`punctual_job_counts_slot`: the first slot whose transaction-scoped advisory
+//! lock it gets without waiting, remembered for the rest of the transaction in the
+//! `punctual.job_counts_slot` setting), so no two transactions in flight write the same count
+//! row: no waits, and no lock-order deadlocks between a store's statements and a caller's
+//! own transaction. Past 64 transactions writing at once, the 65th shares a slot chosen by
+//! its backend's pid, which is correct (the row lock orders the two) but may wait. Slots are
+//! taken lowest first, so with the few writers of a typical cluster the counts live in the
+//! first few slots.
+//!
+//! A slot's row may hold a negative count (a job counted in on one slot and out on another);
+//! only the sum over slots means anything, and a negative sum is reported as `Corrupt`. Rows
+//! whose count is zero, and sets of rows of a (queue, state) whose counts sum to zero, are
+//! deleted by `purge_finished` (locked `SKIP LOCKED`, so it never waits for a writer), which
+//! keeps the table at most (queue, state) pairs in use times the slots in use.
+//!
+//! The step takes the jobs table's lock that writers conflict with, creates the triggers and
+//! fills the counts from the jobs already stored, all in the migration's transaction: a node
+//! of an older version writing meanwhile waits for it, and is then counted by the triggers.
+//!
+//! The cost is on the write path: per job-writing statement, the transition tables (the
+//! changed rows, kept in memory), a small aggregate, and an upsert of one row per (queue,
+//! state) it changed (HOT: `count` is not indexed, and the table's fillfactor leaves room);
+//! per transaction, one advisory try-lock. Reads sum a few rows.
+//!
 //! # Churn: what is updated, what is deleted (issue 3, item 8)
 //!
 //! A job is one row for its whole life. It is inserted once, updated in place at each transition
@@ -220,6 +260,126 @@ const MIGRATIONS: &[Migration] = &[
         -- purge_idempotency: keys by expiry, the earliest first.
         CREATE INDEX punctual_idempotency_keys_by_expiry
             ON punctual_idempotency_keys (expires_at_us, key);
+    "#,
+    },
+    Migration {
+        name: "keep job counts in the job counts table",
+        sql: r#"
+        -- Writers wait until the counts are filled and the triggers in place.
+        LOCK TABLE punctual_jobs IN SHARE ROW EXCLUSIVE MODE;
+
+        CREATE TABLE punctual_job_counts (
+            count bigint   NOT NULL,
+            state smallint NOT NULL CHECK (state BETWEEN 0 AND 5),
+            slot  smallint NOT NULL CHECK (slot BETWEEN 0 AND 63),
+            queue text     NOT NULL,
+            CONSTRAINT punctual_job_counts_pkey PRIMARY KEY (queue, state, slot)
+        ) WITH (fillfactor = 50);
+
+        INSERT INTO punctual_job_counts (queue, state, slot, count)
+            SELECT queue, state, 0, count(*) FROM punctual_jobs GROUP BY queue, state;
+
+        -- The slot of this transaction's count rows: the first whose advisory lock it gets
+        -- without waiting (kept until the transaction ends), or, with all 64 taken, one
+        -- shared by the backend's pid. Remembered in a transaction-local setting.
+        CREATE FUNCTION punctual_job_counts_slot() RETURNS smallint
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            taken smallint := nullif(current_setting('punctual.job_counts_slot', true), '');
+        BEGIN
+            IF taken IS NOT NULL THEN
+                RETURN taken;
+            END IF;
+            FOR candidate IN 0..63 LOOP
+                IF pg_try_advisory_xact_lock(hashtext('punctual_job_counts'), candidate) THEN
+                    taken := candidate;
+                    EXIT;
+                END IF;
+            END LOOP;
+            IF taken IS NULL THEN
+                taken := pg_backend_pid() % 64;
+            END IF;
+            PERFORM set_config('punctual.job_counts_slot', taken::text, true);
+            RETURN taken;
+        END
+        $$;
+
+        -- The trigger functions name tables unqualified; `SET search_path FROM CURRENT` pins
+        -- them to this schema, whatever the search_path of the connection that writes jobs
+        -- (a caller's own transaction may have another).
+        CREATE FUNCTION punctual_jobs_count_inserted() RETURNS trigger
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+            INSERT INTO punctual_job_counts AS counts (queue, state, slot, count)
+            SELECT queue, state, punctual_job_counts_slot(), count(*)
+            FROM inserted
+            GROUP BY queue, state
+            ORDER BY queue, state
+            ON CONFLICT (queue, state, slot)
+                DO UPDATE SET count = counts.count + EXCLUDED.count;
+            RETURN NULL;
+        END
+        $$;
+
+        CREATE FUNCTION punctual_jobs_count_updated() RETURNS trigger
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+            INSERT INTO punctual_job_counts AS counts (queue, state, slot, count)
+            SELECT queue, state, punctual_job_counts_slot(), sum(change)
+            FROM (
+                SELECT queue, state, 1 AS change FROM updated_new
+                UNION ALL
+                SELECT queue, state, -1 AS change FROM updated_old
+            ) AS changes
+            GROUP BY queue, state
+            HAVING sum(change) <> 0
+            ORDER BY queue, state
+            ON CONFLICT (queue, state, slot)
+                DO UPDATE SET count = counts.count + EXCLUDED.count;
+            RETURN NULL;
+        END
+        $$;
+
+        CREATE FUNCTION punctual_jobs_count_deleted() RETURNS trigger
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+            INSERT INTO punctual_job_counts AS counts (queue, state, slot, count)
+            SELECT queue, state, punctual_job_counts_slot(), -count(*)
+            FROM deleted
+            GROUP BY queue, state
+            ORDER BY queue, state
+            ON CONFLICT (queue, state, slot)
+                DO UPDATE SET count = counts.count + EXCLUDED.count;
+            RETURN NULL;
+        END
+        $$;
+
+        CREATE FUNCTION punctual_jobs_count_truncated() RETURNS trigger
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+            DELETE FROM punctual_job_counts;
+            RETURN NULL;
+        END
+        $$;
+
+        CREATE TRIGGER punctual_jobs_count_inserted
+            AFTER INSERT ON punctual_jobs
+            REFERENCING NEW TABLE AS inserted
+            FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_count_inserted();
+
+        CREATE TRIGGER punctual_jobs_count_updated
+            AFTER UPDATE ON punctual_jobs
+            REFERENCING OLD TABLE AS updated_old NEW TABLE AS updated_new
+            FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_count_updated();
+
+        CREATE TRIGGER punctual_jobs_count_deleted
+            AFTER DELETE ON punctual_jobs
+            REFERENCING OLD TABLE AS deleted
+            FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_count_deleted();
+
+        CREATE TRIGGER punctual_jobs_count_truncated
+            AFTER TRUNCATE ON punctual_jobs
+            FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_count_truncated();
     "#,
     },
 ];

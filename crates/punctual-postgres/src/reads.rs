@@ -98,14 +98,21 @@ pub(crate) async fn list(
     Ok(JobPage { jobs, next })
 }
 
+/// The kept counts (see `migrations`): the slots' rows of each (queue, state) summed, zeros
+/// left out. Reads the counts table only, a few rows per (queue, state), however many jobs
+/// are stored.
+macro_rules! totals {
+    () => {
+        "SELECT queue, state, sum(count)::bigint AS count FROM punctual_job_counts
+         GROUP BY queue, state HAVING sum(count) <> 0"
+    };
+}
+
 /// Counts per queue and state, sorted here (by queue name's bytes, then `JobState`'s order) so
 /// the order does not depend on the database's collation.
 pub(crate) async fn counts(store: &PgStore) -> Result<Vec<StateCount>, StoreError> {
     let client = store.client().await?;
-    let statement = client
-        .prepare_cached("SELECT queue, state, count(*) FROM punctual_jobs GROUP BY queue, state")
-        .await
-        .map_err(pg)?;
+    let statement = client.prepare_cached(totals!()).await.map_err(pg)?;
     let rows = client.query(&statement, &[]).await.map_err(pg)?;
     let mut counts = rows
         .iter()
@@ -134,10 +141,10 @@ pub(crate) async fn counts(store: &PgStore) -> Result<Vec<StateCount>, StoreErro
 /// queue), the levels one after the other under one `LIMIT $3`, which stops the walk at the
 /// cap however the jobs fall across levels; the oldest is the least of each level's first
 /// entry. One statement, so the counts and the due jobs are of one snapshot.
-const QUEUE_STATS: &str = r#"
-    WITH totals AS (
-        SELECT queue, state, count(*) AS count FROM punctual_jobs GROUP BY queue, state
-    ), listed AS (
+const QUEUE_STATS: &str = concat!(
+    "WITH totals AS (",
+    totals!(),
+    r#"), listed AS (
         SELECT queue FROM totals GROUP BY queue ORDER BY queue COLLATE "C" LIMIT $1
     )
     SELECT listed.queue,
@@ -166,7 +173,8 @@ const QUEUE_STATS: &str = r#"
              LIMIT 1
          ) AS first)
     FROM listed
-    ORDER BY listed.queue COLLATE "C""#;
+    ORDER BY listed.queue COLLATE "C""#
+);
 
 pub(crate) async fn queue_stats(
     store: &PgStore,

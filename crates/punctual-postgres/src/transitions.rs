@@ -3,7 +3,9 @@
 //! Owns the fenced writes of a lease holder (`extend_lease`, `fail`, `release`; `complete` is
 //! the same kind of `UPDATE` for many jobs at once, in `completer`), the user's `cancel` and
 //! `reschedule`, and the leader duties `rescue_expired` and `purge_finished` (each fenced by the
-//! leader's term, checked first in its own transaction: see `leader`). Must not
+//! leader's term, checked first in its own transaction: see `leader`; the purge also folds the
+//! job counts' zero rows). The job counts of every write here are kept by the jobs table's
+//! triggers (see `migrations`), in the write's own statement. Must not
 //! change a job whose lease token is not the caller's: a fenced write is one
 //! `UPDATE ... WHERE id = $1 AND lease_token = $2 AND lease_expires_at_us IS NOT NULL`, so the
 //! check and the change are one atomic step, and a refused write changes nothing.
@@ -362,8 +364,33 @@ pub(crate) async fn rescue_expired(
     Ok(outcomes)
 }
 
+/// Deletes count rows that add nothing (see `migrations`): rows at zero, and sets of one
+/// (queue, state)'s rows that sum to zero, at most `$1` rows looked at. Rows a writer holds are
+/// skipped, never waited for; the rows deleted are locked first and their counts are the
+/// newest, so what they sum to (zero) is what leaves the totals, and the totals stay exact.
+const FOLD_ZERO_COUNTS: &str = "
+    WITH candidates AS MATERIALIZED (
+        SELECT queue, state, slot, count FROM punctual_job_counts
+        WHERE count = 0 OR (queue, state) IN (
+            SELECT queue, state FROM punctual_job_counts
+            GROUP BY queue, state HAVING sum(count) = 0)
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ), doomed AS (
+        SELECT queue, state, slot FROM candidates
+        WHERE count = 0 OR (queue, state) IN (
+            SELECT queue, state FROM candidates GROUP BY queue, state HAVING sum(count) = 0)
+    )
+    DELETE FROM punctual_job_counts AS counts USING doomed
+    WHERE counts.queue = doomed.queue AND counts.state = doomed.state
+        AND counts.slot = doomed.slot";
+
+/// Most count rows one purge looks at for `FOLD_ZERO_COUNTS`; the next purge takes the rest.
+const FOLD_ROWS_MAX: i64 = 10_000;
+
 /// Deletes up to `limit` final jobs that finished before `finished_before`, oldest first, if
-/// `term` is the current leader's at `now`.
+/// `term` is the current leader's at `now`; then deletes count rows that add nothing, so the
+/// counts table stays as small as the (queue, state) pairs in use.
 pub(crate) async fn purge_finished(
     store: &PgStore,
     term: LeaderTerm,
@@ -394,6 +421,14 @@ pub(crate) async fn purge_finished(
             &statement,
             &[&finished_before.as_micros(), &sql_count(limit)],
         )
+        .await
+        .map_err(pg)?;
+    let fold = transaction
+        .prepare_cached(FOLD_ZERO_COUNTS)
+        .await
+        .map_err(pg)?;
+    transaction
+        .execute(&fold, &[&FOLD_ROWS_MAX])
         .await
         .map_err(pg)?;
     transaction.commit().await.map_err(pg)?;

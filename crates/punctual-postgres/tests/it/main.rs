@@ -1,8 +1,9 @@
 //! punctual-postgres's integration tests, the crate's one test binary: the shared store
 //! conformance suite against a real PostgreSQL, then what only PostgreSQL can show (concurrent
 //! claimers, concurrent migrations, the database's clock, LISTEN/NOTIFY, leadership across
-//! nodes, requests under one idempotency key at once, work inside the caller's own
-//! transaction, the jobs table's health and dropping a schema).
+//! nodes, job counts kept across nodes and transactions, requests under one idempotency key
+//! at once, work inside the caller's own transaction, the jobs table's health and dropping a
+//! schema).
 //!
 //! Each test gets its own schema `t_<unix seconds>_<pid>_<counter>`, dropped when the test ends;
 //! schemas a crashed run left behind are dropped by the first test of a run an hour later.
@@ -22,6 +23,7 @@ use tokio_postgres::NoTls;
 
 mod claims;
 mod clock;
+mod counts;
 mod housekeeping;
 mod idempotency;
 mod in_transaction;
