@@ -394,13 +394,14 @@ impl Run {
         }
     }
 
-    /// A record under one of a few keys, held for up to 20 s; now and then an invalid one.
+    /// A record under one of a few keys, held for up to 45 s (so some keys are still held when
+    /// asked again, some have expired); now and then an invalid one.
     fn record(&mut self) -> IdempotencyRecord {
         let key = format!("key-{}", self.random.below(4));
         let ttl_ms = if self.random.chance(5) {
             0
         } else {
-            1 + self.random.below(20_000)
+            1 + self.random.below(45_000)
         };
         IdempotencyRecord {
             key: IdempotencyKey::new(&key).expect("a valid key"),
