@@ -20,7 +20,7 @@ pub use job::{
     Job, JobId, JobOptions, Kind, Lease, LeaseToken, NewJob, NodeId, Payload, Priority, Queue,
     ValidationError, check_run_at, truncate_error,
 };
-pub use retry::RetryPolicy;
+pub use retry::{FailDirective, RetryPolicy};
 pub use schedule::Schedule;
 pub use state::JobState;
 pub use store::{

@@ -56,3 +56,5 @@ pub const IDEMPOTENCY_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const QUEUES_LISTED_MAX: usize = 1_000;
 /// `QueueStats::due` counts due jobs up to this many per queue, so a backlog costs a bounded walk.
 pub const DUE_COUNT_MAX: u64 = 10_000;
+/// Longest delay a failed attempt may ask for before its retry (`FailDirective::After`).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);

@@ -3,8 +3,23 @@
 use std::time::Duration;
 
 use crate::job::ValidationError;
+use crate::limits;
 use crate::store::FailOutcome;
 use crate::time::Timestamp;
+
+/// What a failed attempt asks of the retry decision, beyond its error message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailDirective {
+    /// Retry after the policy's backoff (the usual case).
+    #[default]
+    Backoff,
+    /// Retry no sooner than this long from now (a webhook's `429`/`503` with `Retry-After`, a
+    /// worker that knows when to come back), capped at `limits::RETRY_AFTER_MAX`. No jitter:
+    /// the one asking chose the time.
+    After(Duration),
+    /// Do not retry: the job is dead whatever attempts remain (a webhook's `410 Gone`).
+    Permanent,
+}
 
 /// How long to wait before the next attempt: `backoff_base * 2^(attempt - 1)`, capped at
 /// `backoff_max`, then reduced by up to `jitter_percent` percent at random so that jobs that
@@ -80,22 +95,43 @@ impl RetryPolicy {
 
     /// Retry or give up after attempt `attempt` of `attempt_max` failed at `now`.
     pub fn decide(&self, attempt: u32, attempt_max: u32, now: Timestamp, unit: f64) -> FailOutcome {
+        self.decide_directed(attempt, attempt_max, now, unit, FailDirective::Backoff)
+    }
+
+    /// `decide`, steered by what the failed attempt asked for: the one place a failure's fate
+    /// is decided, for in-process handlers and remote workers alike. The attempts are a hard
+    /// bound: no directive retries a job whose last attempt failed.
+    pub fn decide_directed(
+        &self,
+        attempt: u32,
+        attempt_max: u32,
+        now: Timestamp,
+        unit: f64,
+        directive: FailDirective,
+    ) -> FailOutcome {
         if attempt >= attempt_max {
             return FailOutcome::Dead;
         }
-        FailOutcome::Retry {
-            at: now.add(self.backoff_with_jitter(attempt, unit)),
+        match directive {
+            FailDirective::Backoff => FailOutcome::Retry {
+                at: now.add(self.backoff_with_jitter(attempt, unit)),
+            },
+            FailDirective::After(delay) => FailOutcome::Retry {
+                at: now.add(delay.min(limits::RETRY_AFTER_MAX)),
+            },
+            FailDirective::Permanent => FailOutcome::Dead,
         }
     }
 
-    /// `decide` with jitter drawn from the thread's random generator.
+    /// `decide_directed` with jitter drawn from the thread's random generator.
     pub fn decide_with_random_jitter(
         &self,
         attempt: u32,
         attempt_max: u32,
         now: Timestamp,
+        directive: FailDirective,
     ) -> FailOutcome {
-        self.decide(attempt, attempt_max, now, rand::random::<f64>())
+        self.decide_directed(attempt, attempt_max, now, rand::random::<f64>(), directive)
     }
 }
 
@@ -109,6 +145,36 @@ impl Default for RetryPolicy {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn directives_steer_the_retry_but_never_past_attempt_max() {
+        let policy = RetryPolicy::DEFAULT;
+        let now = Timestamp::from_millis(0);
+        let after = FailDirective::After(Duration::from_secs(90));
+        assert_eq!(
+            policy.decide_directed(1, 3, now, 0.9, after),
+            FailOutcome::Retry {
+                at: now.add(Duration::from_secs(90))
+            }
+        );
+        let far = FailDirective::After(Duration::from_secs(400 * 24 * 3600));
+        assert_eq!(
+            policy.decide_directed(1, 3, now, 0.0, far),
+            FailOutcome::Retry {
+                at: now.add(limits::RETRY_AFTER_MAX)
+            }
+        );
+        assert_eq!(
+            policy.decide_directed(1, 3, now, 0.0, FailDirective::Permanent),
+            FailOutcome::Dead
+        );
+        for directive in [FailDirective::Backoff, after, FailDirective::Permanent] {
+            assert_eq!(
+                policy.decide_directed(3, 3, now, 0.0, directive),
+                FailOutcome::Dead
+            );
+        }
+    }
 
     #[test]
     fn gives_up_after_attempt_max() {

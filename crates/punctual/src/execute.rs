@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use punctual_core::{FailOutcome, Job, JobState, LeaseToken, StoreError, Timestamp};
+use punctual_core::{FailDirective, FailOutcome, Job, JobState, LeaseToken, StoreError, Timestamp};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 
 use crate::dispatch::store_retry_delay;
 use crate::event::Event;
-use crate::handler::{BoxError, JobContext};
+use crate::handler::{BoxError, JobContext, JobError};
 use crate::scheduler::Inner;
 
 /// How many times a completion or failure is retried when the store is unavailable, at least;
@@ -26,19 +26,23 @@ const RECORD_ATTEMPTS_MIN: u32 = 8;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Succeeded,
-    Failed(String),
+    /// The error's message, and what it asked of the retry (a `JobError`'s directive).
+    Failed(String, FailDirective),
 }
 
 /// The handler's result, with a panic or abort turned into an error message.
 pub(crate) fn outcome_of(joined: Result<Result<(), BoxError>, JoinError>) -> Outcome {
     match joined {
         Ok(Ok(())) => Outcome::Succeeded,
-        Ok(Err(error)) => Outcome::Failed(error.to_string()),
-        Err(error) if error.is_panic() => Outcome::Failed(format!(
-            "handler panicked: {}",
-            panic_message(error.into_panic())
-        )),
-        Err(_) => Outcome::Failed("handler was aborted".to_owned()),
+        Ok(Err(error)) => match error.downcast_ref::<JobError>() {
+            Some(directed) => Outcome::Failed(directed.message().to_owned(), directed.directive()),
+            None => Outcome::Failed(error.to_string(), FailDirective::Backoff),
+        },
+        Err(error) if error.is_panic() => Outcome::Failed(
+            format!("handler panicked: {}", panic_message(error.into_panic())),
+            FailDirective::Backoff,
+        ),
+        Err(_) => Outcome::Failed("handler was aborted".to_owned(), FailDirective::Backoff),
     }
 }
 
@@ -99,7 +103,15 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
             job.kind.as_str(),
             inner.config.node
         );
-        record_failure(&inner, &job, token, error, lease_until).await;
+        record_failure(
+            &inner,
+            &job,
+            token,
+            error,
+            FailDirective::Backoff,
+            lease_until,
+        )
+        .await;
         return;
     };
     let cancellation = inner.stop_handlers.child_token();
@@ -172,7 +184,9 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
                 Err(error) => report_lost_write(&inner, &job, token, error),
             }
         }
-        Outcome::Failed(error) => record_failure(&inner, &job, token, error, lease_until).await,
+        Outcome::Failed(error, directive) => {
+            record_failure(&inner, &job, token, error, directive, lease_until).await;
+        }
     }
 }
 
@@ -181,11 +195,15 @@ async fn record_failure(
     job: &Job,
     token: LeaseToken,
     error: String,
+    directive: FailDirective,
     lease_until: Timestamp,
 ) {
-    let outcome =
-        job.retry
-            .decide_with_random_jitter(job.attempt, job.attempt_max, inner.clock.now());
+    let outcome = job.retry.decide_with_random_jitter(
+        job.attempt,
+        job.attempt_max,
+        inner.clock.now(),
+        directive,
+    );
     let result = with_retries(inner, "fail", lease_until, || {
         inner
             .store
@@ -398,10 +416,26 @@ mod tests {
             .map(|()| Ok(()));
         assert_eq!(
             outcome_of(panicked),
-            Outcome::Failed("handler panicked: boom".to_owned())
+            Outcome::Failed("handler panicked: boom".to_owned(), FailDirective::Backoff)
         );
         let failed: Result<Result<(), BoxError>, JoinError> = Ok(Err("disk full".into()));
-        assert_eq!(outcome_of(failed), Outcome::Failed("disk full".to_owned()));
+        assert_eq!(
+            outcome_of(failed),
+            Outcome::Failed("disk full".to_owned(), FailDirective::Backoff)
+        );
+        let gone: Result<Result<(), BoxError>, JoinError> =
+            Ok(Err(JobError::permanent("gone").into()));
+        assert_eq!(
+            outcome_of(gone),
+            Outcome::Failed("gone".to_owned(), FailDirective::Permanent)
+        );
+        let later = Duration::from_secs(7);
+        let limited: Result<Result<(), BoxError>, JoinError> =
+            Ok(Err(JobError::retry_after(later, "slow down").into()));
+        assert_eq!(
+            outcome_of(limited),
+            Outcome::Failed("slow down".to_owned(), FailDirective::After(later))
+        );
         assert_eq!(outcome_of(Ok(Ok(()))), Outcome::Succeeded);
     }
 }

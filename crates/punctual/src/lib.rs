@@ -41,11 +41,11 @@ mod scheduler;
 pub use config::Config;
 pub use error::EngineError;
 pub use event::Event;
-pub use handler::{BoxError, Handler, JobContext};
+pub use handler::{BoxError, Handler, JobContext, JobError};
 pub use scheduler::{Scheduler, SchedulerBuilder, StopReport};
 
 pub use punctual_core::{
-    Clock, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind, LeaderTerm, LeaseToken,
-    NewJob, NodeId, Payload, Priority, Queue, RetryPolicy, Schedule, Store, StoreError,
-    SystemClock, Timestamp, ValidationError,
+    Clock, FailDirective, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind,
+    LeaderTerm, LeaseToken, NewJob, NodeId, Payload, Priority, Queue, RetryPolicy, Schedule, Store,
+    StoreError, SystemClock, Timestamp, ValidationError,
 };
