@@ -1,0 +1,10 @@
+//! punctual-server's integration tests: a real node on a real socket, real HTTP requests.
+
+mod auth;
+mod harness;
+mod idempotency;
+mod malformed;
+mod outage;
+mod ssrf;
+mod webhooks;
+mod workers;

@@ -1,0 +1,238 @@
+//! A store outage is a 503 with Retry-After, never a 500, and the node recovers by itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use punctual_core::*;
+use punctual_testkit::MemoryStore;
+use serde_json::json;
+
+use crate::harness::{Server, eventually, node_config};
+
+/// A store that fails every call with `Unavailable` while `down` is set.
+struct Flaky {
+    inner: MemoryStore,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(
+                "the test cut the store off".to_owned(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+macro_rules! pass {
+    ($self:ident, $call:expr) => {{
+        $self.check()?;
+        $call.await
+    }};
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
+        pass!(self, self.inner.insert(jobs, now))
+    }
+    async fn claim(
+        &self,
+        request: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        pass!(self, self.inner.claim(request, now))
+    }
+    async fn extend_lease(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        pass!(self, self.inner.extend_lease(id, token, expires_at, now))
+    }
+    async fn complete(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        pass!(self, self.inner.complete(id, token, now))
+    }
+    async fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: &str,
+        outcome: FailOutcome,
+        now: Timestamp,
+    ) -> Result<JobState, StoreError> {
+        pass!(self, self.inner.fail(id, token, error, outcome, now))
+    }
+    async fn release(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        pass!(self, self.inner.release(id, token, now))
+    }
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        pass!(self, self.inner.cancel(id, now))
+    }
+    async fn reschedule(
+        &self,
+        id: JobId,
+        run_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Job, StoreError> {
+        pass!(self, self.inner.reschedule(id, run_at, now))
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        pass!(self, self.inner.get(id))
+    }
+    async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<JobPage, StoreError> {
+        pass!(self, self.inner.list(filter, after, limit))
+    }
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        pass!(self, self.inner.counts())
+    }
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
+        pass!(self, self.inner.queue_stats(now))
+    }
+    async fn next_due(
+        &self,
+        queues: Option<&[Queue]>,
+        kinds: Option<&[Kind]>,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        pass!(self, self.inner.next_due(queues, kinds))
+    }
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        pass!(self, self.inner.next_lease_expiry())
+    }
+    async fn lead(
+        &self,
+        node: &NodeId,
+        term: Option<LeaderTerm>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        pass!(self, self.inner.lead(node, term, lease, now))
+    }
+    async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
+        pass!(self, self.inner.resign(node, term))
+    }
+    async fn rescue_expired(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RescueOutcome>, StoreError> {
+        pass!(self, self.inner.rescue_expired(term, now, limit))
+    }
+    async fn purge_finished(
+        &self,
+        term: LeaderTerm,
+        finished_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        pass!(
+            self,
+            self.inner.purge_finished(term, finished_before, limit, now)
+        )
+    }
+    async fn insert_idempotent(
+        &self,
+        jobs: Vec<NewJob>,
+        record: IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Idempotent, StoreError> {
+        pass!(self, self.inner.insert_idempotent(jobs, record, now))
+    }
+    async fn purge_idempotency(
+        &self,
+        term: LeaderTerm,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        pass!(self, self.inner.purge_idempotency(term, now, limit))
+    }
+    async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        pass!(self, self.inner.insert_token(token))
+    }
+    async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        pass!(self, self.inner.get_token(id))
+    }
+    async fn list_tokens(
+        &self,
+        after: Option<&TokenId>,
+        limit: usize,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        pass!(self, self.inner.list_tokens(after, limit))
+    }
+    async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
+        pass!(self, self.inner.revoke_token(id, now))
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_a_503_with_retry_after_and_the_node_recovers() {
+    let flaky = Arc::new(Flaky {
+        inner: MemoryStore::new(),
+        down: AtomicBool::new(false),
+    });
+    let server = Server::start_on(flaky.clone(), node_config("flaky")).await;
+    let id = server
+        .create(&json!({"kind": "k", "delay_ms": 60000}))
+        .await;
+    // Let the token cache lapse, so authentication too must ask the store.
+    tokio::time::sleep(punctual_server::auth::CACHE_TTL + Duration::from_millis(100)).await;
+    flaky.down.store(true, Ordering::SeqCst);
+    for (method, path) in [
+        ("GET", format!("/v1/jobs/{id}")),
+        ("POST", "/v1/jobs".to_owned()),
+        ("GET", "/v1/queues".to_owned()),
+    ] {
+        let body = (method == "POST").then(|| json!({"kind": "k"}));
+        let answer = server
+            .request(method, &path, Some(&server.admin), body.as_ref())
+            .await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (503, "unavailable"),
+            "{method} {path}: {answer:?}"
+        );
+        assert_eq!(answer.headers["retry-after"], "1");
+    }
+    let ready = server.request("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        server.request("GET", "/healthz", None, None).await.status,
+        200
+    );
+
+    flaky.down.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(5), "readiness", || async {
+        server.request("GET", "/readyz", None, None).await.status == 200
+    })
+    .await;
+    assert_eq!(server.job(&id).await["state"], "scheduled");
+    assert_eq!(
+        server.job_count().await,
+        1,
+        "the refused creation stored nothing"
+    );
+    server.node.stop().await;
+}
