@@ -9,6 +9,7 @@ pub mod api;
 mod app;
 pub mod auth;
 pub mod body;
+pub mod config;
 pub mod dto;
 pub mod error;
 mod metered;
