@@ -5,6 +5,7 @@ mod harness;
 mod idempotency;
 mod malformed;
 mod outage;
+mod python_worker;
 mod ssrf;
 mod webhooks;
 mod workers;
