@@ -1,5 +1,5 @@
-//! The `punctual` binary: the demo, the benchmark, PostgreSQL migrations, and commands to
-//! schedule and inspect jobs.
+//! The `punctual` binary: `serve` (a node: the engine and the HTTP API), the demo, the
+//! benchmark, PostgreSQL migrations, API tokens, and commands to schedule and inspect jobs.
 //!
 //! The only place errors become exit codes (`anyhow` here and in the benchmark harness it calls,
 //! typed errors in the libraries below).
@@ -7,6 +7,8 @@
 mod demo;
 mod jobs;
 mod migrate;
+mod serve;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: the engine, the HTTP API and the webhook executor (see punctual.example.toml).
+    Serve(punctual_server::config::ServeArgs),
+    /// Create, list or revoke API tokens, directly on the store.
+    Tokens(tokens::TokensArgs),
+    /// Print a new webhook signing secret (whsec_...), for webhooks.secrets.
+    WebhookSecret,
     /// Run the brief's demo on a real SQLite file: three jobs at 2 s, 3.5 s and 5 s.
     Demo(demo::DemoArgs),
     /// Measure a workload (see docs/benchmarks.md).
@@ -44,6 +52,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Tokens(args) => tokens::run(args),
+        Command::WebhookSecret => {
+            println!("{}", punctual_server::webhook::sign::Secret::generate());
+            Ok(())
+        }
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => punctual_bench::run(args),
         Command::Migrate(args) => migrate::run(args),
