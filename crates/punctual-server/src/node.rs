@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use punctual::{Config, Scheduler, StopReport};
+use punctual::{Config, Event, FailOutcome, Scheduler, StopReport};
 use punctual_core::{Clock, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -109,7 +109,10 @@ impl Node {
             .config(config.engine.clone())
             .handler(WEBHOOK_KIND, executor)
             .accept_unknown_kinds(true)
-            .observer(move |event| observed.observe(event))
+            .observer(move |event| {
+                observed.observe(event);
+                log(event);
+            })
             .build()?;
         let listener =
             TcpListener::bind(config.listen)
@@ -195,6 +198,38 @@ impl Node {
             "punctual stopped"
         );
         report
+    }
+}
+
+/// Logs what an operator should see: refused writes of a lost lease, rescues, leadership.
+/// Successes and ordinary failures are counted in the metrics, not logged one by one.
+fn log(event: &Event) {
+    match event {
+        Event::LeaseLost { id, kind, token } => {
+            tracing::warn!(job = %id, kind = %kind, token = token.0, "lease lost: this node's write was refused; the job is another holder's now");
+        }
+        Event::Rescued(outcome) => tracing::info!(
+            job = %outcome.id,
+            holder = %outcome.holder,
+            token = outcome.token.0,
+            state = outcome.state.as_str(),
+            "rescued a job whose holder's lease expired"
+        ),
+        Event::LeaderElected { term } => {
+            tracing::info!(term = term.0, "this node now leads (rescue, purge)")
+        }
+        Event::LeaderLost { term } => tracing::info!(term = term.0, "this node no longer leads"),
+        Event::Failed {
+            id,
+            kind,
+            attempt,
+            attempt_max,
+            error,
+            outcome: FailOutcome::Dead,
+        } => {
+            tracing::warn!(job = %id, kind = %kind, attempt, attempt_max, error = %error, "a job is dead: its last attempt failed");
+        }
+        _ => {}
     }
 }
 
