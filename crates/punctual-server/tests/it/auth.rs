@@ -5,7 +5,14 @@
 use punctual_server::auth::Scope;
 use serde_json::json;
 
-use crate::harness::Server;
+use crate::harness::{Backend, Server};
+
+crate::on_every_store!(
+    every_documented_route_is_served_and_guarded_by_its_scope,
+    undocumented_routes_and_methods_are_problems,
+    tokens_are_created_listed_and_revoked_through_the_api_and_secrets_never_shown,
+    metrics_need_a_read_token_and_show_the_jobs,
+);
 
 /// The routes anyone may call.
 const PUBLIC: [&str; 3] = ["/healthz", "/readyz", "/v1/openapi.json"];
@@ -47,9 +54,8 @@ fn held(scope: Scope) -> &'static [&'static str] {
     }
 }
 
-#[tokio::test]
-async fn every_documented_route_is_served_and_guarded_by_its_scope() {
-    let server = Server::start().await;
+pub async fn every_documented_route_is_served_and_guarded_by_its_scope(backend: Backend) {
+    let server = Server::start(backend).await;
     let routes = documented(&server).await;
     assert!(routes.len() >= 20, "{routes:?}");
     let revoked = server.token(&[Scope::Admin]).await;
@@ -123,7 +129,7 @@ async fn every_documented_route_is_served_and_guarded_by_its_scope() {
             }
         }
     }
-    server.node.stop().await;
+    server.stop().await;
 }
 
 async fn scoped_tokens(server: &Server) -> Vec<(Scope, String)> {
@@ -134,9 +140,8 @@ async fn scoped_tokens(server: &Server) -> Vec<(Scope, String)> {
     tokens
 }
 
-#[tokio::test]
-async fn undocumented_routes_and_methods_are_problems() {
-    let server = Server::start().await;
+pub async fn undocumented_routes_and_methods_are_problems(backend: Backend) {
+    let server = Server::start(backend).await;
     let missing = server.get("/v1/nothing").await;
     assert_eq!((missing.status, missing.code()), (404, "not_found"));
     assert_eq!(missing.headers["content-type"], "application/problem+json");
@@ -144,12 +149,13 @@ async fn undocumented_routes_and_methods_are_problems() {
         .request("PUT", "/v1/jobs", Some(&server.admin), Some(&json!({})))
         .await;
     assert_eq!((method.status, method.code()), (405, "method_not_allowed"));
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn tokens_are_created_listed_and_revoked_through_the_api_and_secrets_never_shown() {
-    let server = Server::start().await;
+pub async fn tokens_are_created_listed_and_revoked_through_the_api_and_secrets_never_shown(
+    backend: Backend,
+) {
+    let server = Server::start(backend).await;
     let created = server
         .post(
             "/v1/tokens",
@@ -198,12 +204,11 @@ async fn tokens_are_created_listed_and_revoked_through_the_api_and_secrets_never
         after.status, 401,
         "revoked at once on the node that revoked it"
     );
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn metrics_need_a_read_token_and_show_the_jobs() {
-    let server = Server::start().await;
+pub async fn metrics_need_a_read_token_and_show_the_jobs(backend: Backend) {
+    let server = Server::start(backend).await;
     let _ = server
         .create(&json!({"kind": "report", "delay_ms": 60000, "queue": "nightly"}))
         .await;
@@ -223,5 +228,5 @@ async fn metrics_need_a_read_token_and_show_the_jobs() {
         "{text}"
     );
     assert!(text.contains("punctual_http_requests_total"), "{text}");
-    server.node.stop().await;
+    server.stop().await;
 }

@@ -11,13 +11,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use punctual::Config;
 use punctual_core::{Clock, NodeId, Store, SystemClock};
+use punctual_postgres::{PgOptions, PgStore};
 use punctual_server::auth::{Scope, issue};
 use punctual_server::webhook::guard::NameResolver;
 use punctual_server::webhook::sign::{Secret, verify};
 use punctual_server::{Node, NodeConfig};
+use punctual_sqlite::SqliteStore;
 use punctual_testkit::MemoryStore;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 
 /// The secret every test node signs with.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -68,10 +70,185 @@ pub fn node_config(node: &str) -> NodeConfig {
     }
 }
 
+/// Which store a test's node runs on. Every behaviour test runs on each (`on_every_store!`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub fn database_url() -> String {
+    std::env::var("PUNCTUAL_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// Whether PostgreSQL answers, asked once per test binary. Under `CI=true` a missing server
+/// fails the run; elsewhere its tests are skipped with a loud message.
+pub async fn postgres_available() -> bool {
+    static AVAILABLE: OnceCell<bool> = OnceCell::const_new();
+    *AVAILABLE
+        .get_or_init(|| async {
+            let url = database_url();
+            let probe = PgStore::connect_with(&url, PgOptions { pool_size: 1, ..PgOptions::default() });
+            match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                Ok(Ok(_)) => true,
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "no answer within 5 s".to_owned(),
+                    };
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "PostgreSQL is not reachable at {url} ({reason}), and CI=true needs it"
+                    );
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\n*** SKIPPED: PostgreSQL not reachable at {url} ({reason}); the server's \
+                         PostgreSQL tests did not run. Set PUNCTUAL_TEST_DATABASE_URL or start it. ***\n"
+                    );
+                    false
+                }
+            }
+        })
+        .await
+}
+
+/// A test's store, and what must be cleaned up after it.
+pub struct Place {
+    pub backend: Backend,
+    pub store: Arc<dyn Store>,
+    /// The SQLite file's directory.
+    pub dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL schema.
+    pub schema: Option<String>,
+}
+
+impl Place {
+    pub async fn new(backend: Backend) -> Place {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        match backend {
+            Backend::Memory => Place {
+                backend,
+                store: Arc::new(MemoryStore::new()),
+                dir: None,
+                schema: None,
+            },
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let store = SqliteStore::open(dir.path().join("punctual.db")).expect("open SQLite");
+                Place {
+                    backend,
+                    store: Arc::new(store),
+                    dir: Some(dir),
+                    schema: None,
+                }
+            }
+            Backend::Postgres => {
+                let seconds = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs();
+                let counter = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let schema = format!("srv_{seconds}_{}_{counter}", std::process::id());
+                let store = PgStore::connect_with(&database_url(), pg_options(&schema))
+                    .await
+                    .expect("connect to PostgreSQL");
+                Place {
+                    backend,
+                    store: Arc::new(store),
+                    dir: None,
+                    schema: Some(schema),
+                }
+            }
+        }
+    }
+
+    /// The same store opened again (a restarted node): a new SQLite handle on the same file, a
+    /// new pool on the same schema.
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        match self.backend {
+            Backend::Memory => self.store.clone(),
+            Backend::Sqlite => {
+                let path = self
+                    .dir
+                    .as_ref()
+                    .expect("a directory")
+                    .path()
+                    .join("punctual.db");
+                Arc::new(SqliteStore::open(path).expect("reopen SQLite"))
+            }
+            Backend::Postgres => {
+                let schema = self.schema.as_deref().expect("a schema");
+                Arc::new(
+                    PgStore::connect_with(&database_url(), pg_options(schema))
+                        .await
+                        .expect("reconnect"),
+                )
+            }
+        }
+    }
+
+    async fn clean_up(&self) {
+        if let Some(schema) = &self.schema
+            && let Ok(store) = PgStore::connect_with(&database_url(), pg_options(schema)).await
+        {
+            // A schema left by a failed drop is named by its time; nothing else uses it.
+            let _ = store.drop_schema().await;
+        }
+    }
+}
+
+fn pg_options(schema: &str) -> PgOptions {
+    PgOptions {
+        schema: Some(schema.to_owned()),
+        pool_size: 8,
+        ..PgOptions::default()
+    }
+}
+
+/// Runs each named `async fn(Backend)` as a test on every store: `memory::name`,
+/// `sqlite::name`, `postgres::name` (skipped loudly when PostgreSQL is missing outside CI).
+#[macro_export]
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::harness::Backend::Memory).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::harness::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if !$crate::harness::postgres_available().await {
+                        return;
+                    }
+                    super::$test($crate::harness::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A running node, with an admin token and a client.
 pub struct Server {
     pub node: Node,
     pub store: Arc<dyn Store>,
+    pub place: Place,
     pub base: String,
     pub admin: String,
     pub client: reqwest::Client,
@@ -93,23 +270,50 @@ impl Answer {
 }
 
 impl Server {
-    pub async fn start() -> Server {
-        Server::start_on(Arc::new(MemoryStore::new()), node_config("node-a")).await
-    }
-
-    pub async fn start_on(store: Arc<dyn Store>, config: NodeConfig) -> Server {
-        Server::start_with(store, config, None).await
+    /// A node on a fresh store of `backend`, with the test settings.
+    pub async fn start(backend: Backend) -> Server {
+        Server::start_with(backend, node_config("node-a"), None).await
     }
 
     pub async fn start_with(
-        store: Arc<dyn Store>,
+        backend: Backend,
         config: NodeConfig,
         resolver: Option<Arc<dyn NameResolver>>,
     ) -> Server {
+        let place = Place::new(backend).await;
+        let store = place.store.clone();
+        Server::run(place, store, config, resolver, None).await
+    }
+
+    /// A node on `store` (a test's own, such as a store that fails on demand).
+    pub async fn start_on(store: Arc<dyn Store>, config: NodeConfig) -> Server {
+        let place = Place {
+            backend: Backend::Memory,
+            store: store.clone(),
+            dir: None,
+            schema: None,
+        };
+        Server::run(place, store, config, None, None).await
+    }
+
+    /// Starts a node; makes an admin token unless given one already stored.
+    async fn run(
+        place: Place,
+        store: Arc<dyn Store>,
+        config: NodeConfig,
+        resolver: Option<Arc<dyn NameResolver>>,
+        admin: Option<String>,
+    ) -> Server {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (admin, record) =
-            issue("test admin", &[Scope::Admin], None, clock.now()).expect("valid");
-        store.insert_token(record).await.expect("stored");
+        let admin = match admin {
+            Some(admin) => admin,
+            None => {
+                let (admin, record) =
+                    issue("test admin", &[Scope::Admin], None, clock.now()).expect("valid");
+                store.insert_token(record).await.expect("stored");
+                admin
+            }
+        };
         let node = match resolver {
             Some(resolver) => {
                 Node::start_with_resolver(store.clone(), clock, config, resolver).await
@@ -121,10 +325,34 @@ impl Server {
         Server {
             node,
             store,
+            place,
             base,
             admin,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Stops this node and starts another on the same store, as a restart does, with the same
+    /// admin token.
+    pub async fn restart(self) -> Server {
+        self.node.stop().await;
+        let Server {
+            node,
+            store,
+            place,
+            admin,
+            ..
+        } = self;
+        drop(node);
+        drop(store);
+        let store = place.reopen().await;
+        Server::run(place, store, node_config("node-b"), None, Some(admin)).await
+    }
+
+    /// Stops the node and drops the test's schema.
+    pub async fn stop(self) {
+        self.node.stop().await;
+        self.place.clean_up().await;
     }
 
     /// A token with `scopes`, stored directly.

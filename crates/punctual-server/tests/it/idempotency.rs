@@ -1,8 +1,43 @@
 //! `Idempotency-Key`: a retried creation never creates a second job.
 
-use serde_json::json;
+use crate::harness::{Answer, Backend, Server, answer};
 
-use crate::harness::{Answer, Server, answer};
+crate::on_every_store!(
+    a_replay_gets_the_first_answer_and_a_different_body_is_refused,
+    a_refused_request_keeps_no_key_and_batches_replay_too,
+);
+
+mod durable {
+    use crate::harness::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_replay_after_a_restart_gets_the_first_answer(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if crate::harness::postgres_available().await {
+            super::a_replay_after_a_restart_gets_the_first_answer(Backend::Postgres).await;
+        }
+    }
+}
+
+/// The key is in the store, not the node's memory: a client retrying across a restart (the
+/// node crashed before its answer reached the client) gets the first answer.
+async fn a_replay_after_a_restart_gets_the_first_answer(backend: Backend) {
+    let server = Server::start(backend).await;
+    let body = r#"{"kind": "invoice", "delay_ms": 60000}"#;
+    let first = create_with_key(&server, "/v1/jobs", "across-restart", body).await;
+    assert_eq!(first.status, 201);
+    let server = server.restart().await;
+    let again = create_with_key(&server, "/v1/jobs", "across-restart", body).await;
+    assert_eq!(again.status, 201, "{again:?}");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body, first.body);
+    assert_eq!(server.job_count().await, 1);
+    server.stop().await;
+}
 
 async fn create_with_key(server: &Server, path: &str, key: &str, body: &str) -> Answer {
     let response = server
@@ -18,9 +53,8 @@ async fn create_with_key(server: &Server, path: &str, key: &str, body: &str) -> 
     answer(response).await
 }
 
-#[tokio::test]
-async fn a_replay_gets_the_first_answer_and_a_different_body_is_refused() {
-    let server = Server::start().await;
+pub async fn a_replay_gets_the_first_answer_and_a_different_body_is_refused(backend: Backend) {
+    let server = Server::start(backend).await;
     let body = r#"{"kind": "invoice", "delay_ms": 60000, "payload": {"n": 1}}"#;
     let first = create_with_key(&server, "/v1/jobs", "order-7", body).await;
     assert_eq!(first.status, 201, "{first:?}");
@@ -62,12 +96,11 @@ async fn a_replay_gets_the_first_answer_and_a_different_body_is_refused() {
     assert_eq!(fresh.status, 201);
     assert_ne!(fresh.body["id"], first.body["id"]);
     assert_eq!(server.job_count().await, 2);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_refused_request_keeps_no_key_and_batches_replay_too() {
-    let server = Server::start().await;
+pub async fn a_refused_request_keeps_no_key_and_batches_replay_too(backend: Backend) {
+    let server = Server::start(backend).await;
     let refused = create_with_key(
         &server,
         "/v1/jobs",
@@ -88,6 +121,5 @@ async fn a_refused_request_keeps_no_key_and_batches_replay_too() {
 
     let empty = create_with_key(&server, "/v1/jobs", "", r#"{"kind": "x"}"#).await;
     assert_eq!((empty.status, empty.code()), (400, "bad_request"));
-    let _ = json!({});
-    server.node.stop().await;
+    server.stop().await;
 }

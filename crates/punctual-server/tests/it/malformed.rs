@@ -2,11 +2,17 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::Server;
+use crate::harness::{Backend, Server};
 
-#[tokio::test]
-async fn malformed_creations_are_refused_and_store_nothing() {
-    let server = Server::start().await;
+crate::on_every_store!(
+    malformed_creations_are_refused_and_store_nothing,
+    bodies_that_are_not_json_too_large_or_mistyped_are_refused,
+    listings_refuse_bad_filters_and_pages,
+    listings_filter_and_page,
+);
+
+pub async fn malformed_creations_are_refused_and_store_nothing(backend: Backend) {
+    let server = Server::start(backend).await;
     let url = "http://127.0.0.1:9/hook";
     let cases: Vec<(Value, u16, &str, &str)> = vec![
         (json!({"kind": 7}), 400, "bad_request", "kind"),
@@ -166,12 +172,11 @@ async fn malformed_creations_are_refused_and_store_nothing() {
         );
     }
     assert_eq!(server.job_count().await, 0);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn bodies_that_are_not_json_too_large_or_mistyped_are_refused() {
-    let server = Server::start().await;
+pub async fn bodies_that_are_not_json_too_large_or_mistyped_are_refused(backend: Backend) {
+    let server = Server::start(backend).await;
     let url = format!("{}/v1/jobs", server.base);
     let send = |body: Vec<u8>, content_type: &'static str| {
         server
@@ -238,12 +243,11 @@ async fn bodies_that_are_not_json_too_large_or_mistyped_are_refused() {
     let answer = server.post("/v1/jobs/batch", &json!({"jobs": []})).await;
     assert_eq!(answer.status, 422);
     assert_eq!(server.job_count().await, 0);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn listings_refuse_bad_filters_and_pages() {
-    let server = Server::start().await;
+pub async fn listings_refuse_bad_filters_and_pages(backend: Backend) {
+    let server = Server::start(backend).await;
     for (query, status) in [
         ("state=sleeping", 422),
         ("limit=0", 422),
@@ -258,12 +262,11 @@ async fn listings_refuse_bad_filters_and_pages() {
     }
     let bad_id = server.get("/v1/jobs/not-an-id").await;
     assert_eq!((bad_id.status, bad_id.code()), (404, "not_found"));
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn listings_filter_and_page() {
-    let server = Server::start().await;
+pub async fn listings_filter_and_page(backend: Backend) {
+    let server = Server::start(backend).await;
     let mut ids = Vec::new();
     for index in 0..7 {
         let queue = if index % 2 == 0 { "even" } else { "odd" };
@@ -304,5 +307,5 @@ async fn listings_filter_and_page() {
     let queues = server.get("/v1/queues").await;
     assert_eq!(queues.body["queues"][0]["queue"], "even");
     assert_eq!(queues.body["queues"][0]["counts"]["scheduled"], 4);
-    server.node.stop().await;
+    server.stop().await;
 }

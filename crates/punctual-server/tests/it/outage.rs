@@ -234,5 +234,5 @@ async fn an_outage_is_a_503_with_retry_after_and_the_node_recovers() {
         1,
         "the refused creation stored nothing"
     );
-    server.node.stop().await;
+    server.stop().await;
 }

@@ -32,7 +32,7 @@ fn python() -> Option<&'static str> {
 #[tokio::test]
 async fn the_python_example_worker_claims_works_and_completes() {
     let Some(python) = python() else { return };
-    let server = Server::start().await;
+    let server = Server::start(crate::harness::Backend::Sqlite).await;
     let token = server.token(&[Scope::Worker]).await;
     let mut ids = Vec::new();
     for name in ["Ada", "Grace"] {
@@ -83,5 +83,5 @@ async fn the_python_example_worker_claims_works_and_completes() {
     let job = server.job(&nobody).await;
     assert_eq!(job["state"], "dead", "{job}");
     assert_eq!(job["last_error"], "there is nobody to greet");
-    server.node.stop().await;
+    server.stop().await;
 }

@@ -3,16 +3,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use punctual_testkit::MemoryStore;
 use serde_json::json;
 
-use crate::harness::{FixedResolver, Receiver, Server, node_config};
+use crate::harness::{Backend, FixedResolver, Receiver, Server, node_config};
 
-#[tokio::test]
-async fn private_targets_are_refused_unless_allowed() {
+crate::on_every_store!(
+    private_targets_are_refused_unless_allowed,
+    a_name_that_later_resolves_to_a_refused_address_is_refused_when_sent,
+);
+
+pub async fn private_targets_are_refused_unless_allowed(backend: Backend) {
     let mut config = node_config("guarded");
     config.allow_networks.clear();
-    let server = Server::start_on(Arc::new(MemoryStore::new()), config).await;
+    let server = Server::start_with(backend, config, None).await;
     for url in [
         "http://127.0.0.1:8080/hook",
         "http://localhost:8080/hook",
@@ -31,19 +34,19 @@ async fn private_targets_are_refused_unless_allowed() {
         );
     }
     assert_eq!(server.job_count().await, 0);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_name_that_later_resolves_to_a_refused_address_is_refused_when_sent() {
+pub async fn a_name_that_later_resolves_to_a_refused_address_is_refused_when_sent(
+    backend: Backend,
+) {
     let receiver = Receiver::start().await;
     let mut config = node_config("rebinding");
     config.allow_networks.clear();
     let resolver = Arc::new(FixedResolver(Mutex::new(vec![
         "93.184.216.34".parse().expect("ip"),
     ])));
-    let server =
-        Server::start_with(Arc::new(MemoryStore::new()), config, Some(resolver.clone())).await;
+    let server = Server::start_with(backend, config, Some(resolver.clone())).await;
     let url = format!("http://receiver.test:{}/hook", receiver.address.port());
     // Public when created ...
     let id = server
@@ -57,5 +60,5 @@ async fn a_name_that_later_resolves_to_a_refused_address_is_refused_when_sent() 
     let error = job["last_error"].as_str().expect("an error");
     assert!(error.contains("may not reach"), "{error}");
     assert!(receiver.received().is_empty());
-    server.node.stop().await;
+    server.stop().await;
 }

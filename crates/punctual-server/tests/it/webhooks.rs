@@ -4,11 +4,19 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Receiver, Reply, Server, webhook_job};
+use crate::harness::{Backend, Receiver, Reply, Server, webhook_job};
 
-#[tokio::test]
-async fn a_webhook_job_fires_on_time_signed_and_is_listed() {
-    let server = Server::start().await;
+crate::on_every_store!(
+    a_webhook_job_fires_on_time_signed_and_is_listed,
+    a_failed_webhook_is_retried_with_the_same_id_and_a_larger_token,
+    gone_is_dead_at_once_and_retry_and_redrive_revive_it,
+    rate_limits_are_honoured_and_redirects_not_followed,
+    pending_and_running_jobs_can_be_cancelled,
+    a_batch_is_stored_all_or_none,
+);
+
+pub async fn a_webhook_job_fires_on_time_signed_and_is_listed(backend: Backend) {
+    let server = Server::start(backend).await;
     let receiver = Receiver::start().await;
     let created_at = std::time::Instant::now();
     let id = server
@@ -56,12 +64,11 @@ async fn a_webhook_job_fires_on_time_signed_and_is_listed() {
         .filter_map(|job| job["id"].as_str())
         .collect();
     assert_eq!(ids, vec![id.as_str()]);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_failed_webhook_is_retried_with_the_same_id_and_a_larger_token() {
-    let server = Server::start().await;
+pub async fn a_failed_webhook_is_retried_with_the_same_id_and_a_larger_token(backend: Backend) {
+    let server = Server::start(backend).await;
     let receiver = Receiver::start().await;
     receiver.reply("flaky", vec![Reply::status(500), Reply::status(200)]);
     let id = server
@@ -82,12 +89,11 @@ async fn a_failed_webhook_is_retried_with_the_same_id_and_a_larger_token() {
         .wait_for_state(&id, "succeeded", Duration::from_secs(5))
         .await;
     assert_eq!(job["attempt"], 2);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn gone_is_dead_at_once_and_retry_and_redrive_revive_it() {
-    let server = Server::start().await;
+pub async fn gone_is_dead_at_once_and_retry_and_redrive_revive_it(backend: Backend) {
+    let server = Server::start(backend).await;
     let receiver = Receiver::start().await;
     receiver.reply(
         "gone",
@@ -132,12 +138,11 @@ async fn gone_is_dead_at_once_and_retry_and_redrive_revive_it() {
     server
         .wait_for_state(&second, "succeeded", Duration::from_secs(5))
         .await;
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn rate_limits_are_honoured_and_redirects_not_followed() {
-    let server = Server::start().await;
+pub async fn rate_limits_are_honoured_and_redirects_not_followed(backend: Backend) {
+    let server = Server::start(backend).await;
     let receiver = Receiver::start().await;
     receiver.reply(
         "limited",
@@ -180,12 +185,11 @@ async fn rate_limits_are_honoured_and_redirects_not_followed() {
             .contains("redirects are not followed")
     );
     assert_eq!(receiver.received_on("moved").len(), 1);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn pending_and_running_jobs_can_be_cancelled() {
-    let server = Server::start().await;
+pub async fn pending_and_running_jobs_can_be_cancelled(backend: Backend) {
+    let server = Server::start(backend).await;
     let receiver = Receiver::start().await;
     receiver.reply(
         "slow",
@@ -226,12 +230,11 @@ async fn pending_and_running_jobs_can_be_cancelled() {
     assert_eq!(server.job(&running).await["state"], "cancelled");
     assert_eq!(receiver.received_on("slow").len(), 1);
     assert!(receiver.received_on("never").is_empty());
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_batch_is_stored_all_or_none() {
-    let server = Server::start().await;
+pub async fn a_batch_is_stored_all_or_none(backend: Backend) {
+    let server = Server::start(backend).await;
     let receiver = Receiver::start().await;
     let good = json!({"webhook": {"url": receiver.url("batch")}, "delay_ms": 100});
     let bad = json!({"webhook": {"url": receiver.url("batch")}, "priority": 12});
@@ -257,5 +260,5 @@ async fn a_batch_is_stored_all_or_none() {
     receiver
         .wait_for("batch", 50, Duration::from_secs(10))
         .await;
-    server.node.stop().await;
+    server.stop().await;
 }

@@ -6,11 +6,17 @@ use std::time::{Duration, Instant};
 use punctual_server::auth::Scope;
 use serde_json::json;
 
-use crate::harness::Server;
+use crate::harness::{Backend, Server};
 
-#[tokio::test]
-async fn a_worker_long_polls_claims_extends_and_completes() {
-    let server = Server::start().await;
+crate::on_every_store!(
+    a_worker_long_polls_claims_extends_and_completes,
+    a_worker_whose_lease_was_lost_is_refused_and_changes_nothing,
+    failures_retry_after_the_asked_delay_or_end_the_job,
+    claims_refuse_bad_requests,
+);
+
+pub async fn a_worker_long_polls_claims_extends_and_completes(backend: Backend) {
+    let server = Server::start(backend).await;
     let worker = server.token(&[Scope::Worker]).await;
     let id = server
         .create(&json!({"kind": "resize", "payload": {"image": 7}, "delay_ms": 400}))
@@ -68,12 +74,11 @@ async fn a_worker_long_polls_claims_extends_and_completes() {
         .await;
     assert_eq!(empty.body["jobs"], json!([]));
     assert!(asked.elapsed() < Duration::from_millis(500));
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn a_worker_whose_lease_was_lost_is_refused_and_changes_nothing() {
-    let server = Server::start().await;
+pub async fn a_worker_whose_lease_was_lost_is_refused_and_changes_nothing(backend: Backend) {
+    let server = Server::start(backend).await;
     let worker = server.token(&[Scope::Worker]).await;
     let id = server
         .create(&json!({"kind": "slow", "attempt_max": 5}))
@@ -143,12 +148,11 @@ async fn a_worker_whose_lease_was_lost_is_refused_and_changes_nothing() {
     assert_eq!(job["state"], "running");
     assert_eq!(job["lease"]["holder"], "other");
     assert_eq!(job["lease"]["token"], current);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn failures_retry_after_the_asked_delay_or_end_the_job() {
-    let server = Server::start().await;
+pub async fn failures_retry_after_the_asked_delay_or_end_the_job(backend: Backend) {
+    let server = Server::start(backend).await;
     let worker = server.token(&[Scope::Worker]).await;
     let later = server.create(&json!({"kind": "mail"})).await;
     let never = server.create(&json!({"kind": "mail"})).await;
@@ -192,12 +196,11 @@ async fn failures_retry_after_the_asked_delay_or_end_the_job() {
     ));
     assert!(ahead > 55_000_000, "retried {ahead} µs ahead, not a minute");
     assert_eq!(server.job(&never).await["attempt"], 1);
-    server.node.stop().await;
+    server.stop().await;
 }
 
-#[tokio::test]
-async fn claims_refuse_bad_requests() {
-    let server = Server::start().await;
+pub async fn claims_refuse_bad_requests(backend: Backend) {
+    let server = Server::start(backend).await;
     let worker = server.token(&[Scope::Worker]).await;
     for body in [
         json!({"worker": "w", "kinds": []}),
@@ -225,5 +228,5 @@ async fn claims_refuse_bad_requests() {
         )
         .await;
     assert_eq!(answer.status, 400);
-    server.node.stop().await;
+    server.stop().await;
 }
