@@ -82,6 +82,13 @@ impl Timestamp {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
+    /// RFC 3339 text with every digit the instant has (to the microsecond), for the wire: it
+    /// parses back to the same instant.
+    pub fn to_rfc3339_exact(self) -> String {
+        self.to_chrono()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+
     /// Parses RFC 3339 text (`2026-11-29T09:00:00Z`, `2026-11-29T10:00:00+01:00`).
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         chrono::DateTime::parse_from_rfc3339(text)
@@ -143,5 +150,16 @@ mod tests {
         );
         assert_eq!(Timestamp::from_millis(-1).as_millis(), -1);
         assert_eq!(Timestamp::from_micros(-1).as_millis(), -1);
+        for micros in [
+            1_764_400_000_123_456,
+            1_764_400_000_000_000,
+            1_764_400_000_120_000,
+        ] {
+            let exact = Timestamp::from_micros(micros);
+            assert_eq!(
+                Timestamp::parse_rfc3339(&exact.to_rfc3339_exact()),
+                Some(exact)
+            );
+        }
     }
 }

@@ -471,7 +471,7 @@ impl JobView {
             webhook,
             payload,
             state: job.state.as_str().to_owned(),
-            run_at: job.run_at.to_rfc3339(),
+            run_at: job.run_at.to_rfc3339_exact(),
             schedule: job.schedule.as_ref().map(|schedule| {
                 match (schedule.cron_expression(), schedule.interval_duration()) {
                     (Some((cron, zone)), _) => ScheduleSpec {
@@ -494,15 +494,15 @@ impl JobView {
                 max_ms: millis(job.retry.backoff_max()),
                 jitter_percent: job.retry.jitter_percent(),
             },
-            created_at: job.created_at.to_rfc3339(),
-            started_at: job.started_at.map(Timestamp::to_rfc3339),
-            finished_at: job.finished_at.map(Timestamp::to_rfc3339),
+            created_at: job.created_at.to_rfc3339_exact(),
+            started_at: job.started_at.map(Timestamp::to_rfc3339_exact),
+            finished_at: job.finished_at.map(Timestamp::to_rfc3339_exact),
             last_error: job.last_error.clone(),
             lease_token: job.lease_token.0,
             lease: job.lease.as_ref().map(|lease| LeaseView {
                 holder: lease.holder.to_string(),
                 token: lease.token.0,
-                expires_at: lease.expires_at.to_rfc3339(),
+                expires_at: lease.expires_at.to_rfc3339_exact(),
             }),
         }
     }
@@ -532,7 +532,7 @@ impl JobSummary {
             queue: job.queue.to_string(),
             kind: (job.kind.as_str() != WEBHOOK_KIND).then(|| job.kind.to_string()),
             state: job.state.as_str().to_owned(),
-            run_at: job.run_at.to_rfc3339(),
+            run_at: job.run_at.to_rfc3339_exact(),
         }
     }
 }
@@ -553,8 +553,8 @@ impl ClaimedJobView {
             attempt: job.attempt,
             attempt_max: job.attempt_max,
             lease_token: token.0,
-            lease_expires_at: expires_at.to_rfc3339(),
-            run_at: job.run_at.to_rfc3339(),
+            lease_expires_at: expires_at.to_rfc3339_exact(),
+            run_at: job.run_at.to_rfc3339_exact(),
         }
     }
 }
@@ -573,7 +573,7 @@ impl QueueView {
                 cancelled: counts.get(JobState::Cancelled),
             },
             due: stats.due,
-            oldest_due_at: stats.oldest_due.map(Timestamp::to_rfc3339),
+            oldest_due_at: stats.oldest_due.map(Timestamp::to_rfc3339_exact),
             oldest_due_age_ms: stats
                 .oldest_due
                 .map(|oldest| u64::try_from(now.micros_since(oldest).max(0) / 1_000).unwrap_or(0)),
@@ -587,9 +587,9 @@ impl TokenView {
             id: token.id.to_string(),
             label: token.label.clone(),
             scopes: token.scopes.clone(),
-            created_at: token.created_at.to_rfc3339(),
-            expires_at: token.expires_at.map(Timestamp::to_rfc3339),
-            revoked_at: token.revoked_at.map(Timestamp::to_rfc3339),
+            created_at: token.created_at.to_rfc3339_exact(),
+            expires_at: token.expires_at.map(Timestamp::to_rfc3339_exact),
+            revoked_at: token.revoked_at.map(Timestamp::to_rfc3339_exact),
         }
     }
 }

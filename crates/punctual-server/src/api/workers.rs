@@ -208,7 +208,7 @@ async fn extend_one(
         id: id.to_owned(),
         ok: true,
         state: Some(JobState::Running.as_str().to_owned()),
-        lease_expires_at: Some(expires_at.to_rfc3339()),
+        lease_expires_at: Some(expires_at.to_rfc3339_exact()),
         error: None,
     })
 }

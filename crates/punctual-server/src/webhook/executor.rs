@@ -137,7 +137,7 @@ impl WebhookExecutor {
         insert(
             &mut headers,
             "punctual-scheduled-at",
-            &job.run_at.to_rfc3339(),
+            &job.run_at.to_rfc3339_exact(),
         );
 
         let started = Instant::now();
