@@ -17,6 +17,7 @@
 //! Unlike the library crates, this one reports errors with `anyhow`: it is a harness whose only
 //! caller is the binary, which prints its errors, so no caller acts on a variant.
 
+mod api;
 mod backlog;
 mod cluster;
 mod crash;
@@ -24,6 +25,7 @@ mod fleet;
 mod progress;
 mod report;
 mod scratch_schema;
+mod service;
 mod stats;
 mod store;
 mod tally;
@@ -77,6 +79,17 @@ pub enum Workload {
     Crash,
     /// --nodes worker processes sharing one PostgreSQL; --kills alternately kills and pauses.
     Cluster,
+    /// N no-op jobs all due at one instant, 1 s ahead: lateness of the first and the last.
+    Burst,
+    /// Through a real punctual serve: batch creations, then single creations at 1,000/s.
+    ApiCreate,
+    /// Through a real punctual serve: N webhooks spread over --spread-s to a local receiver.
+    Webhook,
+    /// Through a real punctual serve: N webhooks due at one instant, the receiver answering
+    /// after --receiver-delay-ms.
+    WebhookBurst,
+    /// Through a real punctual serve: N jobs due now, worked by HTTP workers in batches.
+    RemoteWorker,
 }
 
 impl Workload {
@@ -87,6 +100,11 @@ impl Workload {
             Workload::Backlog => "backlog",
             Workload::Crash => "crash",
             Workload::Cluster => "cluster",
+            Workload::Burst => "burst",
+            Workload::ApiCreate => "api-create",
+            Workload::Webhook => "webhook",
+            Workload::WebhookBurst => "webhook-burst",
+            Workload::RemoteWorker => "remote-worker",
         }
     }
 }
@@ -125,6 +143,9 @@ pub struct BenchArgs {
     /// loaded machine a longer lease.
     #[arg(long)]
     lease_ms: Option<u64>,
+    /// webhook-burst: how long the receiver takes to answer, in milliseconds (default 100).
+    #[arg(long)]
+    receiver_delay_ms: Option<u64>,
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -144,6 +165,8 @@ struct Plan {
     lease: Duration,
     /// A PostgreSQL run's own schema.
     schema: Option<String>,
+    /// How long the webhook-burst receiver takes to answer.
+    receiver_delay: Duration,
 }
 
 impl Plan {
@@ -162,11 +185,29 @@ impl Plan {
         if args.kills.is_some() && !matches!(workload, Workload::Crash | Workload::Cluster) {
             bail!("--kills applies only to the crash and cluster workloads");
         }
-        if args.spread_s.is_some() && workload == Workload::Throughput {
-            bail!("--spread-s does not apply to the throughput workload (its jobs are due now)");
+        let spread_applies = matches!(
+            workload,
+            Workload::Timeliness
+                | Workload::Backlog
+                | Workload::Crash
+                | Workload::Cluster
+                | Workload::Webhook
+        );
+        if args.spread_s.is_some() && !spread_applies {
+            bail!(
+                "--spread-s does not apply to the {} workload (its jobs are due now, or all at one instant)",
+                workload.name()
+            );
+        }
+        if args.receiver_delay_ms.is_some() && workload != Workload::WebhookBurst {
+            bail!("--receiver-delay-ms applies only to the webhook-burst workload");
+        }
+        let receiver_delay_ms = args.receiver_delay_ms.unwrap_or(100);
+        if receiver_delay_ms > 60_000 {
+            bail!("--receiver-delay-ms must be at most 60000");
         }
         let jobs = args.jobs.unwrap_or(match workload {
-            Workload::Throughput => 100_000,
+            Workload::Throughput | Workload::ApiCreate | Workload::RemoteWorker => 100_000,
             Workload::Backlog => 1_000_000,
             _ => 10_000,
         });
@@ -184,7 +225,13 @@ impl Plan {
                 )
             })?;
         let concurrency = args.concurrency.unwrap_or(match workload {
-            Workload::Throughput => 1_000,
+            Workload::Throughput | Workload::Webhook | Workload::WebhookBurst | Workload::Burst => {
+                1_000
+            }
+            // Batch creations in flight at once.
+            Workload::ApiCreate => 4,
+            // HTTP workers.
+            Workload::RemoteWorker => 8,
             _ => 256,
         });
         if !(1..=100_000).contains(&concurrency) {
@@ -222,6 +269,7 @@ impl Plan {
             kills,
             lease,
             schema: None,
+            receiver_delay: Duration::from_millis(receiver_delay_ms),
         })
     }
 
@@ -260,6 +308,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Workload::Backlog => backlog::run(&plan, progress).await,
             Workload::Crash => crash::run(&plan, progress).await,
             Workload::Cluster => cluster::run(&plan, progress).await,
+            Workload::Burst => timeliness::run(&plan, progress).await,
+            Workload::ApiCreate => api::api_create(&plan, progress).await,
+            Workload::Webhook | Workload::WebhookBurst => api::webhook(&plan, progress).await,
+            Workload::RemoteWorker => api::remote_worker(&plan, progress).await,
         }
     });
     let elapsed = started.elapsed();

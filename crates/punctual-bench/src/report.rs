@@ -11,6 +11,14 @@ use serde::Serialize;
 
 use super::stats::Lateness;
 
+/// Latency percentiles of requests, in milliseconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RequestMs {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
 /// The figures of one benchmark run. Field names are the JSON contract; `Option` fields are
 /// `null` in JSON when they do not apply to the workload, never left out.
 #[derive(Clone, Debug, Serialize)]
@@ -29,6 +37,12 @@ pub struct Report {
     pub rss_mb_max: Option<f64>,
     pub start_to_first_fire_ms: Option<f64>,
     pub elapsed_s: f64,
+    /// api-create: the latency of single creations, from each request's scheduled time.
+    pub request_ms: Option<RequestMs>,
+    /// webhook, webhook-burst: receipts whose signature did not verify; must be 0.
+    pub bad_signatures: Option<u64>,
+    /// burst, webhook, webhook-burst: the lateness of the first start (or receipt).
+    pub lateness_first_ms: Option<f64>,
     // Fields beyond the contract.
     /// `release` or `debug`: figures from a debug build are not comparable.
     pub build: &'static str,
@@ -75,6 +89,9 @@ impl Report {
             rss_mb_max: None,
             start_to_first_fire_ms: None,
             elapsed_s: 0.0,
+            request_ms: None,
+            bad_signatures: None,
+            lateness_first_ms: None,
             build: if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -141,6 +158,7 @@ impl Report {
             &mut rounded.rss_mb_max,
             &mut rounded.start_to_first_fire_ms,
             &mut rounded.store_bytes_per_job,
+            &mut rounded.lateness_first_ms,
         ]
         .into_iter()
         .flatten()
@@ -154,6 +172,11 @@ impl Report {
                 &mut lateness.p999,
                 &mut lateness.max,
             ] {
+                *value = round(*value);
+            }
+        }
+        if let Some(request) = &mut rounded.request_ms {
+            for value in [&mut request.p50, &mut request.p99, &mut request.max] {
                 *value = round(*value);
             }
         }
@@ -186,6 +209,21 @@ impl Report {
                 ),
             )),
             None => rows.push(("lateness", "-".to_owned())),
+        }
+        if let Some(first) = self.lateness_first_ms {
+            rows.push(("lateness of the first", format!("{first:.3} ms")));
+        }
+        if let Some(request) = &self.request_ms {
+            rows.push((
+                "single create latency",
+                format!(
+                    "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                    request.p50, request.p99, request.max
+                ),
+            ));
+        }
+        if let Some(bad) = self.bad_signatures {
+            rows.push(("bad signatures", bad.to_string()));
         }
         rows.extend([
             ("lost", self.lost.to_string()),

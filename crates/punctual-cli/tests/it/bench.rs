@@ -180,3 +180,64 @@ fn refuses_what_cannot_work() {
         refused(&["--workload", "throughput", "--store", "bench.db"]).contains("sqlite:bench.db")
     );
 }
+
+/// The service workloads run a real `punctual serve` child and drive it over loopback.
+#[test]
+fn the_service_workloads_run_through_a_real_server_and_keep_their_guarantees() {
+    let report = bench(&[
+        "--workload",
+        "api-create",
+        "--store",
+        "sqlite",
+        "--jobs",
+        "2000",
+    ]);
+    assert!(
+        report["enqueue_per_s"].as_f64().expect("a rate") > 0.0,
+        "{report}"
+    );
+    for field in ["p50", "p99", "max"] {
+        assert!(report["request_ms"][field].is_number(), "{report}");
+    }
+    let report = bench(&[
+        "--workload",
+        "webhook",
+        "--store",
+        "sqlite",
+        "--jobs",
+        "300",
+        "--spread-s",
+        "1",
+    ]);
+    assert_eq!(report["bad_signatures"], 0, "{report}");
+    assert!(report["lateness_ms"]["p99"].is_number(), "{report}");
+    let report = bench(&[
+        "--workload",
+        "webhook-burst",
+        "--store",
+        "sqlite",
+        "--jobs",
+        "300",
+        "--receiver-delay-ms",
+        "20",
+    ]);
+    assert_eq!(report["bad_signatures"], 0, "{report}");
+    assert!(report["lateness_first_ms"].is_number(), "{report}");
+    let report = bench(&[
+        "--workload",
+        "remote-worker",
+        "--store",
+        "sqlite",
+        "--jobs",
+        "2000",
+    ]);
+    assert!(
+        report["worked_per_s"].as_f64().expect("a rate") > 0.0,
+        "{report}"
+    );
+    let report = bench(&["--workload", "burst", "--store", "sqlite", "--jobs", "500"]);
+    assert!(report["lateness_first_ms"].is_number(), "{report}");
+    // The service needs a durable store.
+    let refused = refused(&["--workload", "webhook", "--store", "memory", "--jobs", "10"]);
+    assert!(refused.contains("durable store"), "{refused}");
+}
