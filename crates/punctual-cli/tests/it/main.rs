@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod demo;
 mod jobs;
+mod walkthrough;
 
 /// Turns for the tests that must not overlap in this binary (the harness runs tests in
 /// parallel): the cluster tests, which restart PostgreSQL under each other and load the machine
