@@ -1,8 +1,9 @@
-//! Where the job and queue commands find their jobs: a store opened directly (`--store
-//! sqlite:PATH` or `postgres://...`, `sqlite:punctual.db` by default).
+//! Where the job and queue commands find their jobs: a punctual server (`--url`, with
+//! `--token`), or a store opened directly (`--store sqlite:PATH` or `postgres://...`,
+//! `sqlite:punctual.db` by default). Giving both is refused by clap.
 //!
-//! Owns the flags that name it, the opening and closing of a store, and the small runtime each
-//! command runs on. Must not know any command.
+//! Owns the flags that choose, the opening and closing of a store, and the small runtime each
+//! command runs on. Must not know any command: `jobs` and `queues` match on `Endpoint`.
 
 use std::path::PathBuf;
 
@@ -11,15 +12,38 @@ use punctual_core::StoreError;
 use punctual_server::store_url::{
     self, OpenError, OpenedStore, PostgresSettings, PostgresUrl, StoreUrl,
 };
+use reqwest::Url;
 
+use crate::client::{Client, parse_url};
 use crate::failure::Failure;
 
-/// The SQLite file of the job commands when `--store` is not given, in the working directory.
+/// The SQLite file of the job commands when neither `--url` nor `--store` is given, in the
+/// working directory.
 const SQLITE_PATH_DEFAULT: &str = "punctual.db";
 
 /// The flags that say where the jobs are; global, so they go before or after a subcommand.
 #[derive(clap::Args)]
 pub struct EndpointArgs {
+    /// Talk to the punctual server at this address (like http://127.0.0.1:7272) instead of a
+    /// store.
+    #[arg(
+        long,
+        env = "PUNCTUAL_URL",
+        value_name = "URL",
+        global = true,
+        value_parser = parse_url,
+        conflicts_with = "store"
+    )]
+    url: Option<Url>,
+    /// With --url: the API token (pct_...) to send; see `punctual tokens create`.
+    #[arg(
+        long,
+        env = "PUNCTUAL_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// The store to use directly: sqlite:PATH (a SQLite file; schedule creates it, the other
     /// commands need it to exist), or postgres://user@host:port/database for a cluster
     /// [default: sqlite:punctual.db].
@@ -31,9 +55,21 @@ pub struct EndpointArgs {
     schema: Option<String>,
 }
 
+/// Where one command's jobs are.
+pub enum Endpoint {
+    Server(Client),
+    Store(StoreTarget),
+}
+
 impl EndpointArgs {
-    pub fn resolve(self) -> anyhow::Result<StoreTarget> {
-        StoreTarget::from_args(self.store, self.schema)
+    pub fn resolve(self) -> anyhow::Result<Endpoint> {
+        match self.url {
+            Some(url) => Ok(Endpoint::Server(Client::new(url, self.token.as_deref())?)),
+            None => Ok(Endpoint::Store(StoreTarget::from_args(
+                self.store,
+                self.schema,
+            )?)),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `Failure`: why a job or queue command failed, in the terms `main` turns into an exit code:
-//! the problem document the HTTP API would have answered for the same error (a store's, or the
-//! command line's own checks').
+//! the problem document a server answered, the one it would have answered for the same error
+//! (store mode, and the command line's own checks), or a usage error of the kind clap reports.
 //!
 //! Every problem is made by `punctual_server::ApiError` (its constructors, or its conversion
 //! from `StoreError`), so a code means the same here as on the wire in both modes. Must not pick
@@ -11,11 +11,14 @@ use std::fmt;
 use punctual_core::StoreError;
 use punctual_server::{ApiError, Problem};
 
-/// A failure a script can branch on, carried out of a command inside its `anyhow::Error`: a
-/// problem with a stable `code` (`not_found`, `validation_failed`, `unavailable`, ...).
+/// A failure a script can branch on, carried out of a command inside its `anyhow::Error`.
 #[derive(Debug)]
 pub enum Failure {
+    /// A problem with a stable `code` (`not_found`, `validation_failed`, `unavailable`, ...).
     Problem(Problem),
+    /// The command line asks for something the chosen mode cannot do (a webhook job without a
+    /// server): a usage error, like clap's own.
+    Usage(String),
 }
 
 impl Failure {
@@ -48,10 +51,8 @@ impl Failure {
         Failure::from_api(ApiError::unavailable(detail.to_string())).into()
     }
 
-    pub fn problem(&self) -> &Problem {
-        match self {
-            Failure::Problem(problem) => problem,
-        }
+    pub fn usage(message: impl Into<String>) -> anyhow::Error {
+        Failure::Usage(message.into()).into()
     }
 
     /// The failure in `error`'s chain, if any: a command may have added context around it.
@@ -67,6 +68,7 @@ impl fmt::Display for Failure {
         match self {
             // The code is printed by `main`, ahead of any context a command added.
             Failure::Problem(problem) => formatter.write_str(&problem.detail),
+            Failure::Usage(message) => formatter.write_str(message),
         }
     }
 }
@@ -85,9 +87,13 @@ mod tests {
         let error = Err::<(), _>(Failure::store(StoreError::NotFound(id)))
             .context("cancelling")
             .expect_err("an error");
-        let problem = Failure::find(&error).expect("a failure").problem();
-        assert_eq!(problem.code, "not_found");
-        assert_eq!(problem.status, 404);
+        match Failure::find(&error) {
+            Some(Failure::Problem(problem)) => {
+                assert_eq!(problem.code, "not_found");
+                assert_eq!(problem.status, 404);
+            }
+            other => panic!("expected a problem, found {other:?}"),
+        }
         assert_eq!(
             format!("{error:#}"),
             format!("cancelling: job {id} not found")

@@ -1,13 +1,16 @@
 //! `punctual jobs schedule|get|list|cancel|reschedule|retry|redrive|counts` (and `punctual
-//! schedule`, the same as `jobs schedule`), directly on a store (`--store sqlite:PATH`,
-//! `punctual.db` by default, or `postgres://... [--schema NAME]`, whose clock then gives every
-//! `now`).
+//! schedule`, the same as `jobs schedule`), on a punctual server (`--url`) or directly on a store
+//! (`--store sqlite:PATH`, `punctual.db` by default, or `postgres://... [--schema NAME]`, whose
+//! clock then gives every `now`).
 //!
-//! Every input is checked before the store is opened, so a refused input leaves no trace.
-//! punctual-core judges the values, and every error is coded as the HTTP API would code it
-//! (`Failure`), so a script sees the server's codes. The output is the API's wire types
-//! (`render`). These commands run no handlers: that is `punctual serve`'s work.
+//! Every input is checked before anything is sent or opened, so a refused input leaves no
+//! trace. Over HTTP the server judges the values it has rules for (it is their authority, and
+//! the only one for webhook targets); on a store punctual-core does, and every error is coded as
+//! the server would code it (`Failure`), so a script sees the same exit code in both modes.
+//! Both modes print the API's wire types (`render`). These commands run no handlers: that is
+//! `punctual serve`'s work.
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,12 +21,17 @@ use punctual_core::{
     Clock, Cursor, JobFilter, JobId, JobOptions, JobState, Kind, NewJob, Payload, Priority, Queue,
     Schedule, StateCount, StoreError, SystemClock, Timestamp, limits,
 };
-use punctual_server::dto::{JobView, RedriveResult};
+use punctual_server::dto::{
+    CreateJob, JobList, JobView, QueueList, Redrive, RedriveResult, Reschedule, ScheduleSpec,
+    WebhookSpec,
+};
 use punctual_server::store_url::OpenedStore;
 use punctual_server::webhook::target::{RESERVED_KIND_PREFIX, WEBHOOK_KIND};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
-use crate::endpoint::{EndpointArgs, OpenMode, StoreTarget, block_on};
+use crate::client::{Client, idempotency_header};
+use crate::endpoint::{Endpoint, EndpointArgs, OpenMode, StoreTarget, block_on};
 use crate::failure::Failure;
 use crate::render;
 
@@ -37,11 +45,24 @@ const REDRIVE_LIMIT_MAX: u32 = 10_000;
 const REDRIVE_CONCURRENCY: usize = 64;
 
 #[derive(clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["kind", "webhook"])))]
 #[command(group(ArgGroup::new("when").required(true).args(["at", "delay", "cron", "every"])))]
 pub struct ScheduleArgs {
     /// The job's kind: the name of the handler (or remote worker) that runs it.
     #[arg(long, value_name = "KIND")]
-    kind: String,
+    kind: Option<String>,
+    /// With --url: a webhook job instead, which the server sends to this URL at run time.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// The webhook's method: POST, PUT or PATCH [default: POST].
+    #[arg(long, value_name = "METHOD", requires = "webhook")]
+    method: Option<String>,
+    /// A header the webhook is sent with, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE", requires = "webhook")]
+    headers: Vec<String>,
+    /// How long the webhook's receiver may take to answer, 100 to 300000 ms [default: 10000].
+    #[arg(long, value_name = "MS", requires = "webhook")]
+    timeout_ms: Option<u64>,
     /// The job's data, as JSON text [default: null].
     #[arg(long, value_name = "JSON", conflicts_with = "payload_file")]
     payload: Option<String>,
@@ -74,6 +95,10 @@ pub struct ScheduleArgs {
     /// How many attempts the job may have, 1 to 1000 [default: 20].
     #[arg(long, value_name = "N")]
     attempts: Option<u32>,
+    /// With --url: retry safely; the same key with the same job gets the first answer again,
+    /// never a second job (for 24 hours).
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 /// `punctual schedule`: the same as `punctual jobs schedule`.
@@ -189,42 +214,76 @@ enum TargetKind {
     Worker,
 }
 
+impl TargetKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Webhook => "webhook",
+            TargetKind::Worker => "worker",
+        }
+    }
+}
+
 // ---------------------------------------------------------------- schedule
 
 pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
-    let target = command.endpoint.resolve()?;
-    schedule_into(&target, &command.schedule, command.json)
+    let endpoint = command.endpoint.resolve()?;
+    schedule_on(endpoint, &command.schedule, command.json)
 }
 
-fn schedule_into(target: &StoreTarget, args: &ScheduleArgs, json: bool) -> anyhow::Result<()> {
-    // Everything is checked before the store is opened: a refused input leaves no trace.
-    new_job(args, SystemClock.now()).map_err(Failure::invalid_input)?;
-    block_on(
-        target.session(OpenMode::CreateIfMissing, async |opened: &OpenedStore| {
-            let (store, clock) = (&opened.store, &opened.clock);
-            // Made again on the store's clock (the database's, for PostgreSQL), so `--in` counts
-            // from the time every node of a cluster goes by.
-            let job = new_job(args, clock.now()).map_err(Failure::invalid_input)?;
-            let ids = store
-                .insert(vec![job], clock.now())
-                .await
-                .map_err(Failure::store)?;
-            let id = *ids
-                .first()
-                .context("the store returned no id for the job")?;
-            let job = store
-                .get(id)
-                .await
-                .map_err(Failure::store)?
-                .with_context(|| format!("job {id} was stored but cannot be read back"))?;
-            print_scheduled(
-                &JobView::from_job(&job),
-                clock.now(),
-                &target.describe(),
-                json,
+fn schedule_on(endpoint: Endpoint, args: &ScheduleArgs, json: bool) -> anyhow::Result<()> {
+    match endpoint {
+        Endpoint::Server(client) => {
+            let request = create_request(args)?;
+            let headers = idempotency_header(args.idempotency_key.as_deref())?;
+            block_on(async {
+                let job: JobView = client.post("v1/jobs", &request, headers).await?;
+                print_scheduled(&job, SystemClock.now(), &client.describe(), json)
+            })
+        }
+        Endpoint::Store(target) => {
+            if args.webhook.is_some() {
+                return Err(Failure::usage(
+                    "--webhook needs a server: give --url (or PUNCTUAL_URL). The server owns \
+                     webhook targets: it checks their addresses and signs and sends the \
+                     requests, which a store alone cannot",
+                ));
+            }
+            if args.idempotency_key.is_some() {
+                return Err(Failure::usage(
+                    "--idempotency-key needs a server: give --url (or PUNCTUAL_URL). Keys are \
+                     kept per API token, and only a server has one",
+                ));
+            }
+            // Everything is checked before the store is opened: a refused input leaves no trace.
+            new_job(args, SystemClock.now()).map_err(Failure::invalid_input)?;
+            block_on(
+                target.session(OpenMode::CreateIfMissing, async |opened: &OpenedStore| {
+                    let (store, clock) = (&opened.store, &opened.clock);
+                    // Made again on the store's clock (the database's, for PostgreSQL), so `--in`
+                    // counts from the time every node of a cluster goes by.
+                    let job = new_job(args, clock.now()).map_err(Failure::invalid_input)?;
+                    let ids = store
+                        .insert(vec![job], clock.now())
+                        .await
+                        .map_err(Failure::store)?;
+                    let id = *ids
+                        .first()
+                        .context("the store returned no id for the job")?;
+                    let job = store
+                        .get(id)
+                        .await
+                        .map_err(Failure::store)?
+                        .with_context(|| format!("job {id} was stored but cannot be read back"))?;
+                    print_scheduled(
+                        &JobView::from_job(&job),
+                        clock.now(),
+                        &target.describe(),
+                        json,
+                    )
+                }),
             )
-        }),
-    )
+        }
+    }
 }
 
 fn print_scheduled(job: &JobView, now: Timestamp, place: &str, json: bool) -> anyhow::Result<()> {
@@ -297,9 +356,92 @@ fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
     }
 }
 
-/// Turns the command line into a validated job, judged against `now`.
+/// The creation request for a server, from the command line. Only what the request needs is
+/// checked here (durations, JSON, headers); the server judges the rest.
+fn create_request(args: &ScheduleArgs) -> anyhow::Result<CreateJob> {
+    create_request_checked(args).map_err(Failure::invalid_input)
+}
+
+fn create_request_checked(args: &ScheduleArgs) -> anyhow::Result<CreateJob> {
+    let payload = payload(args)?;
+    let payload = RawValue::from_string(payload.as_str().to_owned())
+        .context("invalid --payload: payload is not valid JSON")?;
+    let webhook = match &args.webhook {
+        Some(url) => Some(WebhookSpec {
+            url: url.clone(),
+            method: args.method.clone(),
+            headers: webhook_headers(&args.headers)?,
+            timeout_ms: args.timeout_ms,
+        }),
+        None => None,
+    };
+    let mut request = CreateJob {
+        kind: args.kind.clone(),
+        webhook,
+        payload: Some(payload),
+        queue: args.queue.clone(),
+        priority: priority(args)?.map(Priority::get),
+        attempt_max: args.attempts,
+        ..CreateJob::default()
+    };
+    match when(args)? {
+        // The text as given, once it is known to read: the server keeps its precision.
+        When::At(_) => request.run_at = args.at.clone(),
+        When::In(delay) => {
+            request.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        }
+        When::Cron(cron, zone) => {
+            request.schedule = Some(ScheduleSpec {
+                cron: Some(cron),
+                time_zone: Some(zone),
+                interval_ms: None,
+            });
+        }
+        When::Every(interval) => {
+            request.schedule = Some(ScheduleSpec {
+                cron: None,
+                time_zone: None,
+                interval_ms: Some(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)),
+            });
+        }
+    }
+    Ok(request)
+}
+
+/// `--header 'Name: value'`s as the webhook's headers; a name given twice is refused rather
+/// than one of them dropped.
+fn webhook_headers(headers: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let mut map = BTreeMap::new();
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("invalid --header {header:?}: expected 'Name: value'"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            anyhow::bail!("invalid --header {header:?}: the name is empty");
+        }
+        if map
+            .keys()
+            .any(|known: &String| known.eq_ignore_ascii_case(name))
+        {
+            anyhow::bail!("invalid --header {header:?}: {name} is given twice");
+        }
+        map.insert(name.to_owned(), value.trim().to_owned());
+    }
+    Ok(Some(map))
+}
+
+/// Turns the command line into a validated job for a store, judged against `now`.
 fn new_job(args: &ScheduleArgs, now: Timestamp) -> anyhow::Result<NewJob> {
-    let kind = Kind::new(&args.kind).context("invalid --kind")?;
+    // clap's required group "target" gives a kind here: a webhook was refused before.
+    let kind = args
+        .kind
+        .as_deref()
+        .context("say what runs the job: --kind")?;
+    let kind = Kind::new(kind).context("invalid --kind")?;
     if kind.as_str().starts_with(RESERVED_KIND_PREFIX) {
         // As the server refuses it: a store-made `punctual.webhook` job would skip the checks
         // the server makes of a webhook's target.
@@ -437,7 +579,8 @@ enum Request {
 }
 
 enum RescheduleTo {
-    At(Timestamp),
+    /// The instant, and its text as given (sent as is, keeping its precision).
+    At(Timestamp, String),
     In(Duration),
 }
 
@@ -464,20 +607,19 @@ struct CountLine {
 
 pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     let json = args.json;
-    let target = args.endpoint.resolve()?;
+    let endpoint = args.endpoint.resolve()?;
     let request = match args.command {
-        JobsCommand::Schedule(schedule_args) => {
-            return schedule_into(&target, &schedule_args, json);
-        }
+        JobsCommand::Schedule(schedule_args) => return schedule_on(endpoint, &schedule_args, json),
         JobsCommand::Get { id } => Request::Get(parse_id(&id)?),
         JobsCommand::List(list_args) => list_request(&list_args).map_err(Failure::invalid_input)?,
         JobsCommand::Cancel { id } => Request::Cancel(parse_id(&id)?),
         JobsCommand::Reschedule(reschedule) => {
             let id = parse_id(&reschedule.id)?;
             let to = match (&reschedule.at, &reschedule.delay) {
-                (Some(at), _) => {
-                    RescheduleTo::At(parse_time("--at", at).map_err(Failure::invalid_input)?)
-                }
+                (Some(at), _) => RescheduleTo::At(
+                    parse_time("--at", at).map_err(Failure::invalid_input)?,
+                    at.clone(),
+                ),
                 (None, Some(delay)) => RescheduleTo::In(
                     parse_duration(delay)
                         .context("invalid --in")
@@ -494,12 +636,22 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
         }
         JobsCommand::Counts => Request::Counts,
     };
-    block_on(
-        target.session(OpenMode::MustExist, async |opened: &OpenedStore| {
-            let outcome = on_store(opened, &target, request).await?;
-            print(outcome, opened.clock.now(), json)
-        }),
-    )
+    block_on(async {
+        match endpoint {
+            Endpoint::Server(client) => {
+                let outcome = on_server(&client, request).await?;
+                print(outcome, SystemClock.now(), json)
+            }
+            Endpoint::Store(target) => {
+                target
+                    .session(OpenMode::MustExist, async |opened: &OpenedStore| {
+                        let outcome = on_store(opened, &target, request).await?;
+                        print(outcome, opened.clock.now(), json)
+                    })
+                    .await
+            }
+        }
+    })
 }
 
 fn list_request(args: &ListArgs) -> anyhow::Result<Request> {
@@ -589,6 +741,105 @@ fn redrive_request(args: &RedriveArgs) -> anyhow::Result<Request> {
     })
 }
 
+async fn on_server(client: &Client, request: Request) -> anyhow::Result<Outcome> {
+    let none = reqwest::header::HeaderMap::new;
+    Ok(match request {
+        Request::Get(id) => Outcome::Job(client.get(&format!("v1/jobs/{id}"), &[]).await?),
+        Request::List {
+            filter,
+            after,
+            limit,
+        } => {
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            if let Some(queue) = &filter.queue {
+                query.push(("queue", queue.to_string()));
+            }
+            if let Some(state) = filter.state {
+                query.push(("state", state.as_str().to_owned()));
+            }
+            if let Some(kind) = &filter.kind {
+                query.push(("kind", kind.to_string()));
+            }
+            if let Some(due_from) = filter.due_from {
+                query.push(("due_after", due_from.to_rfc3339()));
+            }
+            if let Some(due_before) = filter.due_before {
+                query.push(("due_before", due_before.to_rfc3339()));
+            }
+            if let Some(after) = after {
+                query.push(("cursor", after.to_string()));
+            }
+            let page: JobList = client.get("v1/jobs", &query).await?;
+            Outcome::Page {
+                jobs: page.jobs,
+                next: page.next_cursor,
+            }
+        }
+        Request::Cancel(id) => Outcome::Changed(
+            "cancelled",
+            client.post_empty(&format!("v1/jobs/{id}/cancel")).await?,
+        ),
+        Request::Reschedule(id, to) => {
+            let body = match to {
+                RescheduleTo::At(_, text) => Reschedule {
+                    run_at: Some(text),
+                    delay_ms: None,
+                },
+                RescheduleTo::In(delay) => Reschedule {
+                    run_at: None,
+                    delay_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                },
+            };
+            let path = format!("v1/jobs/{id}/reschedule");
+            Outcome::Changed("rescheduled", client.post(&path, &body, none()).await?)
+        }
+        Request::Retry(id) => Outcome::Changed(
+            "retrying",
+            client.post_empty(&format!("v1/jobs/{id}/retry")).await?,
+        ),
+        Request::Redrive {
+            queue,
+            kind,
+            target,
+            limit,
+        } => {
+            let body = Redrive {
+                queue: queue.map(|queue| queue.to_string()),
+                kind: kind.map(|kind| kind.to_string()),
+                target: target.map(|target| target.as_str().to_owned()),
+                limit,
+            };
+            Outcome::Redriven(client.post("v1/jobs/redrive", &body, none()).await?)
+        }
+        Request::Counts => {
+            let queues: QueueList = client.get("v1/queues", &[]).await?;
+            let mut lines = Vec::new();
+            for queue in queues.queues {
+                let counts = &queue.counts;
+                for (state, count) in [
+                    (JobState::Scheduled, counts.scheduled),
+                    (JobState::Running, counts.running),
+                    (JobState::Retrying, counts.retrying),
+                    (JobState::Succeeded, counts.succeeded),
+                    (JobState::Dead, counts.dead),
+                    (JobState::Cancelled, counts.cancelled),
+                ] {
+                    // As a store's counts: zero counts are left out. (The server lists up to
+                    // `limits::QUEUES_LISTED_MAX` queues, far more than a deployment has.)
+                    if count > 0 {
+                        lines.push(CountLine {
+                            queue: queue.queue.clone(),
+                            state: state.as_str().to_owned(),
+                            count,
+                        });
+                    }
+                }
+            }
+            Outcome::Counts(lines)
+        }
+    })
+}
+
 async fn on_store(
     opened: &OpenedStore,
     target: &StoreTarget,
@@ -626,7 +877,7 @@ async fn on_store(
         }
         Request::Reschedule(id, to) => {
             let run_at = match to {
-                RescheduleTo::At(run_at) => run_at,
+                RescheduleTo::At(run_at, _) => run_at,
                 RescheduleTo::In(delay) => now.add(delay),
             };
             let job = store
@@ -827,5 +1078,18 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn webhook_headers_read_name_and_value_once_each() {
+        let headers = webhook_headers(&["X-Team: billing".to_owned(), "A:b".to_owned()])
+            .expect("read")
+            .expect("some");
+        assert_eq!(headers["X-Team"], "billing");
+        assert_eq!(headers["A"], "b");
+        assert!(webhook_headers(&["no colon".to_owned()]).is_err());
+        assert!(webhook_headers(&[": empty name".to_owned()]).is_err());
+        assert!(webhook_headers(&["A: 1".to_owned(), "a: 2".to_owned()]).is_err());
+        assert_eq!(webhook_headers(&[]).expect("read"), None);
     }
 }

@@ -1,11 +1,12 @@
 //! The `punctual` binary: `serve` (a node: the engine and the HTTP API), the demo, the
 //! benchmark, PostgreSQL migrations, API tokens, and commands to schedule and inspect jobs and
-//! queues in a store (`--store`).
+//! queues, on a server (`--url`) or directly on a store (`--store`).
 //!
 //! The only place errors become exit codes (`anyhow` here and in the benchmark harness it calls,
 //! typed errors in the libraries below). A command that fails for a reason a script can act on
 //! carries a `Failure` out, and `exit_code` turns its problem code into the exit code.
 
+mod client;
 mod demo;
 mod endpoint;
 mod failure;
@@ -18,7 +19,7 @@ mod tokens;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::failure::Failure;
 
@@ -50,11 +51,11 @@ enum Command {
     Bench(punctual_bench::BenchArgs),
     /// Apply pending schema migrations to a PostgreSQL database (cluster mode).
     Migrate(migrate::MigrateArgs),
-    /// Schedule a job (the same as `punctual jobs schedule`) into a store (--store sqlite:PATH
-    /// or postgres://...).
-    Schedule(jobs::ScheduleCommand),
-    /// Schedule, get, list, cancel, reschedule, retry, redrive or count the jobs in a store
+    /// Schedule a job (the same as `punctual jobs schedule`), on a server (--url) or a store
     /// (--store sqlite:PATH or postgres://...).
+    Schedule(jobs::ScheduleCommand),
+    /// Schedule, get, list, cancel, reschedule, retry, redrive or count jobs, on a server
+    /// (--url) or a store (--store sqlite:PATH or postgres://...).
     Jobs(jobs::JobsArgs),
     /// List queues with their counts by state, due jobs and the oldest due's age.
     Queues(queues::QueuesArgs),
@@ -83,10 +84,16 @@ fn main() -> ExitCode {
     let Err(error) = result else {
         return ExitCode::SUCCESS;
     };
-    match Failure::find(&error).map(Failure::problem) {
-        Some(problem) => {
+    match Failure::find(&error) {
+        Some(Failure::Problem(problem)) => {
             eprintln!("error: {}: {error:#}", problem.code);
             ExitCode::from(exit_code(&problem.code))
+        }
+        Some(Failure::Usage(message)) => {
+            // Reported as clap reports its own usage errors, with the same exit code.
+            let usage = Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message);
+            let _ = usage.print();
+            ExitCode::from(u8::try_from(usage.exit_code()).unwrap_or(2))
         }
         None => {
             eprintln!("error: {error:#}");

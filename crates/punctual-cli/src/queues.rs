@@ -1,12 +1,12 @@
 //! `punctual queues list`: each queue's counts by state, its due jobs and how long the oldest
-//! has waited (`Store::queue_stats`, as `GET /v1/queues` answers it). Answered from counts the
-//! store keeps with every write, so this is cheap on any store.
+//! has waited, from a server (`GET /v1/queues`) or a store (`Store::queue_stats`). Both are
+//! answered from counts the store keeps with every write, so this is cheap on any store.
 
 use clap::Subcommand;
-use punctual_server::dto::QueueView;
+use punctual_server::dto::{QueueList, QueueView};
 use punctual_server::store_url::OpenedStore;
 
-use crate::endpoint::{EndpointArgs, OpenMode, block_on};
+use crate::endpoint::{Endpoint, EndpointArgs, OpenMode, block_on};
 use crate::failure::Failure;
 use crate::render;
 
@@ -29,22 +29,30 @@ enum QueuesCommand {
 
 pub fn run(args: QueuesArgs) -> anyhow::Result<()> {
     let QueuesCommand::List = args.command;
-    let target = args.endpoint.resolve()?;
+    let endpoint = args.endpoint.resolve()?;
     block_on(async {
-        let queues = target
-            .session(OpenMode::MustExist, async |opened: &OpenedStore| {
-                let now = opened.clock.now();
-                let stats = opened
-                    .store
-                    .queue_stats(now)
-                    .await
-                    .map_err(Failure::store)?;
-                Ok(stats
-                    .iter()
-                    .map(|stats| QueueView::from_stats(stats, now))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
+        let queues = match endpoint {
+            Endpoint::Server(client) => {
+                let list: QueueList = client.get("v1/queues", &[]).await?;
+                list.queues
+            }
+            Endpoint::Store(target) => {
+                target
+                    .session(OpenMode::MustExist, async |opened: &OpenedStore| {
+                        let now = opened.clock.now();
+                        let stats = opened
+                            .store
+                            .queue_stats(now)
+                            .await
+                            .map_err(Failure::store)?;
+                        Ok(stats
+                            .iter()
+                            .map(|stats| QueueView::from_stats(stats, now))
+                            .collect::<Vec<_>>())
+                    })
+                    .await?
+            }
+        };
         if args.json {
             for queue in &queues {
                 render::print_json(queue)?;
