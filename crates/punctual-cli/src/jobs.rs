@@ -1,50 +1,68 @@
-//! `punctual schedule` and `punctual jobs`: put a job into a store, and list, show, count or
-//! cancel the jobs in it: a SQLite file (`--store sqlite:PATH`, `punctual.db` by default), or a
-//! PostgreSQL database shared by a cluster (`--store postgres://... [--schema NAME]`), whose
-//! clock then gives every `now`.
+//! `punctual jobs schedule|get|list|cancel|reschedule|retry|redrive|counts` (and `punctual
+//! schedule`, the same as `jobs schedule`), on a punctual server (`--url`) or directly on a store
+//! (`--store sqlite:PATH`, `punctual.db` by default, or `postgres://... [--schema NAME]`, whose
+//! clock then gives every `now`).
 //!
-//! Every input is validated into a `NewJob` by punctual-core before the store is opened, so a
-//! refused input stores nothing. These commands run no handlers (that is `punctual serve`'s
-//! work); they talk to the store directly. The JSON output goes through the DTOs below, because
-//! the core types carry no serde derives.
+//! Every input is checked before anything is sent or opened, so a refused input leaves no
+//! trace. Over HTTP the server judges the values it has rules for (it is their authority, and
+//! the only one for webhook targets); on a store punctual-core does, and every error is coded as
+//! the server would code it (`Failure`), so a script sees the same exit code in both modes.
+//! Both modes print the API's wire types (`render`). These commands run no handlers: that is
+//! `punctual serve`'s work.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{ArgGroup, Subcommand};
+use anyhow::Context as _;
+use clap::{ArgGroup, Subcommand, ValueEnum};
 use punctual_core::{
-    Clock, Cursor, Job, JobFilter, JobId, JobOptions, JobState, Kind, NewJob, Payload, Priority,
-    Queue, Schedule, StateCount, Store, SystemClock, Timestamp, limits,
+    Clock, Cursor, JobFilter, JobId, JobOptions, JobState, Kind, NewJob, Payload, Priority, Queue,
+    Schedule, StateCount, StoreError, SystemClock, Timestamp, limits,
 };
+use punctual_server::dto::{
+    CreateJob, JobList, JobView, QueueList, Redrive, RedriveResult, Reschedule, ScheduleSpec,
+    WebhookSpec,
+};
+use punctual_server::store_url::OpenedStore;
+use punctual_server::webhook::target::{RESERVED_KIND_PREFIX, WEBHOOK_KIND};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
-use punctual_server::store_url::{self, OpenedStore, PostgresSettings, PostgresUrl, StoreUrl};
+use crate::client::{Client, idempotency_header};
+use crate::endpoint::{Endpoint, EndpointArgs, OpenMode, StoreTarget, block_on};
+use crate::failure::Failure;
+use crate::render;
 
-/// The SQLite file of the job commands when `--store` is not given, in the working directory.
-const SQLITE_PATH_DEFAULT: &str = "punctual.db";
 /// The page size of `jobs list` when `--limit` is not given.
 const LIST_LIMIT_DEFAULT: usize = 50;
 /// The longest duration `--in` and `--every` accept as text, a guard before parsing.
 const DURATION_TEXT_MAX: usize = 32;
+/// Most dead jobs one redrive retries: the server's limit, kept on a store too.
+const REDRIVE_LIMIT_MAX: u32 = 10_000;
+/// Reschedules a store-mode redrive keeps in flight at once (the store commits them in groups).
+const REDRIVE_CONCURRENCY: usize = 64;
 
 #[derive(clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["kind", "webhook"])))]
 #[command(group(ArgGroup::new("when").required(true).args(["at", "delay", "cron", "every"])))]
 pub struct ScheduleArgs {
-    /// The store to put the job in: sqlite:PATH (a SQLite file, created if missing), or
-    /// postgres://user@host:port/database for a cluster (its schema is migrated if needed)
-    /// [default: sqlite:punctual.db].
-    #[arg(long, value_name = "STORE")]
-    store: Option<StoreUrl>,
-    /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
-    /// connection's search_path, usually public].
-    #[arg(long, value_name = "NAME", requires = "store")]
-    schema: Option<String>,
-    /// The job's kind: the name of the handler that will run it.
+    /// The job's kind: the name of the handler (or remote worker) that runs it.
     #[arg(long, value_name = "KIND")]
-    kind: String,
+    kind: Option<String>,
+    /// With --url: a webhook job instead, which the server sends to this URL at run time.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// The webhook's method: POST, PUT or PATCH [default: POST].
+    #[arg(long, value_name = "METHOD", requires = "webhook")]
+    method: Option<String>,
+    /// A header the webhook is sent with, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE", requires = "webhook")]
+    headers: Vec<String>,
+    /// How long the webhook's receiver may take to answer, 100 to 300000 ms [default: 10000].
+    #[arg(long, value_name = "MS", requires = "webhook")]
+    timeout_ms: Option<u64>,
     /// The job's data, as JSON text [default: null].
     #[arg(long, value_name = "JSON", conflicts_with = "payload_file")]
     payload: Option<String>,
@@ -61,7 +79,7 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "EXPR")]
     cron: Option<String>,
     /// The IANA time zone the cron expression is read in [default: UTC].
-    // Checked in `new_job`, not with clap's `requires`: clap waives a requirement on an argument
+    // Checked in `when`, not with clap's `requires`: clap waives a requirement on an argument
     // that conflicts with one present, and `--cron` conflicts with `--in` and `--at`.
     #[arg(long, value_name = "ZONE")]
     tz: Option<String>,
@@ -77,23 +95,29 @@ pub struct ScheduleArgs {
     /// How many attempts the job may have, 1 to 1000 [default: 20].
     #[arg(long, value_name = "N")]
     attempts: Option<u32>,
-    /// Print the stored job as one line of JSON.
+    /// With --url: retry safely; the same key with the same job gets the first answer again,
+    /// never a second job (for 24 hours).
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+}
+
+/// `punctual schedule`: the same as `punctual jobs schedule`.
+#[derive(clap::Args)]
+pub struct ScheduleCommand {
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
+    /// Print the stored job as one line of JSON (the API's own).
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args)]
 pub struct JobsArgs {
-    /// The store to read: sqlite:PATH (a SQLite file, which must exist), or
-    /// postgres://user@host:port/database for a cluster (its schema must exist: `punctual
-    /// migrate` or a node creates it) [default: sqlite:punctual.db].
-    #[arg(long, value_name = "STORE", global = true)]
-    store: Option<StoreUrl>,
-    /// With a PostgreSQL --store: the schema punctual's tables are in [default: the
-    /// connection's search_path, usually public].
-    #[arg(long, value_name = "NAME", global = true, requires = "store")]
-    schema: Option<String>,
-    /// Print JSON lines instead of a table.
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    /// Print JSON (the API's own, one value per line) instead of tables.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -102,20 +126,32 @@ pub struct JobsArgs {
 
 #[derive(Subcommand)]
 enum JobsCommand {
-    /// List jobs in id (creation) order, a page at a time.
-    List(ListArgs),
+    /// Schedule a job (also `punctual schedule`).
+    Schedule(ScheduleArgs),
     /// Show one job in full.
-    Show {
+    #[command(visible_alias = "show")]
+    Get {
         /// The job's id.
         id: String,
     },
-    /// Count jobs by queue and state.
-    Counts,
+    /// List jobs in id (creation) order, a page at a time.
+    List(ListArgs),
     /// Cancel a job that has not finished.
     Cancel {
         /// The job's id.
         id: String,
     },
+    /// Move a pending job to a new time, or revive a dead or cancelled one.
+    Reschedule(RescheduleArgs),
+    /// Retry a dead job now, with its attempts reset.
+    Retry {
+        /// The job's id.
+        id: String,
+    },
+    /// Retry every dead job that matches, now.
+    Redrive(RedriveArgs),
+    /// Count jobs by queue and state.
+    Counts,
 }
 
 #[derive(clap::Args)]
@@ -126,157 +162,300 @@ struct ListArgs {
     /// Only jobs in this queue.
     #[arg(long, value_name = "QUEUE")]
     queue: Option<String>,
-    /// Only jobs of this kind.
+    /// Only jobs of this kind (punctual.webhook for webhook jobs).
     #[arg(long, value_name = "KIND")]
     kind: Option<String>,
+    /// Only jobs due at or after this instant (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    due_after: Option<String>,
+    /// Only jobs due before this instant (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    due_before: Option<String>,
     /// At most this many jobs, 1 to 1000.
     #[arg(long, value_name = "N", default_value_t = LIST_LIMIT_DEFAULT)]
     limit: usize,
-    /// Start after this job id (the last id of the previous page).
-    #[arg(long, value_name = "ID")]
+    /// Start after this job id: the cursor the previous page ended with.
+    #[arg(long, visible_alias = "cursor", value_name = "ID")]
     after: Option<String>,
 }
 
-pub fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
-    // Everything is checked before the store is opened: a refused input leaves no trace.
-    new_job(&args, SystemClock.now())?;
-    let target = Target::from_args(args.store.clone(), args.schema.clone())?;
-    block_on(async {
-        let opened = target.open(OpenMode::CreateIfMissing).await?;
-        let (store, clock) = (opened.store.clone(), opened.clock.clone());
-        // Made again on the store's clock (the database's, for PostgreSQL), so `--in` counts
-        // from the time every node of a cluster goes by.
-        let job = new_job(&args, clock.now())?;
-        let ids = store
-            .insert(vec![job], clock.now())
-            .await
-            .context("storing the job")?;
-        let id = *ids
-            .first()
-            .context("the store returned no id for the job")?;
-        let job = store
-            .get(id)
-            .await
-            .context("reading the stored job back")?
-            .with_context(|| format!("job {id} was stored but cannot be read back"))?;
-        if args.json {
-            print_json(&JobDto::from(&job))?;
-        } else {
-            println!("scheduled job {id}");
-            println!(
-                "  kind {}, queue {}, run_at {} ({})",
-                job.kind,
-                job.queue,
-                job.run_at,
-                relative(job.run_at, clock.now())
-            );
-            if let Some(schedule) = &job.schedule {
-                println!("  recurring: {}", describe_schedule(schedule));
+#[derive(clap::Args)]
+#[command(group(ArgGroup::new("when").required(true).args(["at", "delay"])))]
+struct RescheduleArgs {
+    /// The job's id.
+    id: String,
+    /// Due at this instant (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    at: Option<String>,
+    /// Due this long from now (like 30s, 5m, 1d).
+    #[arg(long = "in", value_name = "DURATION")]
+    delay: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RedriveArgs {
+    /// Only dead jobs in this queue.
+    #[arg(long, value_name = "QUEUE")]
+    queue: Option<String>,
+    /// Only dead jobs of this kind.
+    #[arg(long, value_name = "KIND")]
+    kind: Option<String>,
+    /// Only webhook jobs, or only remote workers' jobs.
+    #[arg(long, value_name = "TARGET")]
+    target: Option<TargetKind>,
+    /// Retry at most this many, 1 to 10000 [default: 10000].
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetKind {
+    Webhook,
+    Worker,
+}
+
+impl TargetKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Webhook => "webhook",
+            TargetKind::Worker => "worker",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- schedule
+
+pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
+    let endpoint = command.endpoint.resolve()?;
+    schedule_on(endpoint, &command.schedule, command.json)
+}
+
+fn schedule_on(endpoint: Endpoint, args: &ScheduleArgs, json: bool) -> anyhow::Result<()> {
+    match endpoint {
+        Endpoint::Server(client) => {
+            let request = create_request(args)?;
+            let headers = idempotency_header(args.idempotency_key.as_deref())?;
+            block_on(async {
+                let job: JobView = client.post("v1/jobs", &request, headers).await?;
+                print_scheduled(&job, SystemClock.now(), &client.describe(), json)
+            })
+        }
+        Endpoint::Store(target) => {
+            if args.webhook.is_some() {
+                return Err(Failure::usage(
+                    "--webhook needs a server: give --url (or PUNCTUAL_URL). The server owns \
+                     webhook targets: it checks their addresses and signs and sends the \
+                     requests, which a store alone cannot",
+                ));
             }
-            println!("  {}", target.describe());
+            if args.idempotency_key.is_some() {
+                return Err(Failure::usage(
+                    "--idempotency-key needs a server: give --url (or PUNCTUAL_URL). Keys are \
+                     kept per API token, and only a server has one",
+                ));
+            }
+            // Everything is checked before the store is opened: a refused input leaves no trace.
+            new_job(args, SystemClock.now()).map_err(Failure::invalid_input)?;
+            block_on(
+                target.session(OpenMode::CreateIfMissing, async |opened: &OpenedStore| {
+                    let (store, clock) = (&opened.store, &opened.clock);
+                    // Made again on the store's clock (the database's, for PostgreSQL), so `--in`
+                    // counts from the time every node of a cluster goes by.
+                    let job = new_job(args, clock.now()).map_err(Failure::invalid_input)?;
+                    let ids = store
+                        .insert(vec![job], clock.now())
+                        .await
+                        .map_err(Failure::store)?;
+                    let id = *ids
+                        .first()
+                        .context("the store returned no id for the job")?;
+                    let job = store
+                        .get(id)
+                        .await
+                        .map_err(Failure::store)?
+                        .with_context(|| format!("job {id} was stored but cannot be read back"))?;
+                    print_scheduled(
+                        &JobView::from_job(&job),
+                        clock.now(),
+                        &target.describe(),
+                        json,
+                    )
+                }),
+            )
         }
-        drop(store);
-        opened.close().await;
-        Ok(())
-    })
+    }
 }
 
-/// A `jobs` command with its input checked.
-enum Request {
-    List(JobFilter, Option<Cursor>, usize),
-    Show(JobId),
-    Counts,
-    Cancel(JobId),
+fn print_scheduled(job: &JobView, now: Timestamp, place: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return render::print_json(job);
+    }
+    println!("scheduled job {}", job.id);
+    println!(
+        "  {}, queue {}, run_at {} ({})",
+        render::target(job),
+        job.queue,
+        job.run_at,
+        render::relative_text(&job.run_at, now)
+    );
+    if let Some(schedule) = &job.schedule {
+        println!("  recurring: {}", render::describe_schedule(schedule));
+    }
+    println!("  {place}");
+    Ok(())
 }
 
-pub fn run(args: JobsArgs) -> anyhow::Result<()> {
-    let target = Target::from_args(args.store, args.schema)?;
-    let json = args.json;
-    // Checked before the store is opened, like every input.
-    let request = match &args.command {
-        JobsCommand::List(list_args) => {
-            let (filter, after, limit) = list_request(list_args)?;
-            Request::List(filter, after, limit)
-        }
-        JobsCommand::Show { id } => Request::Show(parse_id(id)?),
-        JobsCommand::Counts => Request::Counts,
-        JobsCommand::Cancel { id } => Request::Cancel(parse_id(id)?),
+/// The job's data from `--payload` or `--payload-file`.
+fn payload(args: &ScheduleArgs) -> anyhow::Result<Payload> {
+    match (&args.payload, &args.payload_file) {
+        (Some(text), _) => Payload::from_json_text(text).context("invalid --payload"),
+        (None, Some(file)) => read_payload_file(file),
+        (None, None) => Ok(Payload::null()),
+    }
+}
+
+fn priority(args: &ScheduleArgs) -> anyhow::Result<Option<Priority>> {
+    let Some(priority) = args.priority else {
+        return Ok(None);
     };
-    block_on(async {
-        let opened = target.open(OpenMode::MustExist).await?;
-        let (store, now) = (opened.store.clone(), opened.clock.now());
-        let result = match request {
-            Request::List(filter, after, limit) => {
-                list(store.as_ref(), now, filter, after, limit, json).await
-            }
-            Request::Show(id) => show_one(store.as_ref(), now, id, &target, json).await,
-            Request::Counts => match store.counts().await.context("counting jobs") {
-                Ok(counts) => print_counts(&counts, json),
-                Err(error) => Err(error),
-            },
-            Request::Cancel(id) => cancel(store.as_ref(), now, id, json).await,
-        };
-        drop(store);
-        opened.close().await;
-        result
-    })
+    let limit = Priority::LOWEST.get();
+    // A value beyond u8 is out of range just like 10 is; say so in the same words.
+    let priority = u8::try_from(priority)
+        .ok()
+        .and_then(|priority| Priority::new(priority).ok())
+        .with_context(|| format!("invalid --priority: {priority} is outside 0 ..= {limit}"))?;
+    Ok(Some(priority))
 }
 
-async fn show_one(
-    store: &dyn Store,
-    now: Timestamp,
-    id: JobId,
-    target: &Target,
-    json: bool,
-) -> anyhow::Result<()> {
-    let job = store
-        .get(id)
-        .await
-        .with_context(|| format!("reading job {id}"))?
-        .with_context(|| format!("no job {id} in {}", target.describe()))?;
-    if json {
-        print_json(&JobDto::from(&job))
+/// When the job runs, as the command line says it.
+enum When {
+    At(Timestamp),
+    In(Duration),
+    Cron(String, String),
+    Every(Duration),
+}
+
+fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
+    if args.tz.is_some() && args.cron.is_none() {
+        anyhow::bail!("--tz applies only to --cron");
+    }
+    if let Some(at) = &args.at {
+        Ok(When::At(parse_time("--at", at)?))
+    } else if let Some(delay) = &args.delay {
+        Ok(When::In(parse_duration(delay).context("invalid --in")?))
+    } else if let Some(expression) = &args.cron {
+        let zone = args.tz.as_deref().unwrap_or("UTC");
+        Ok(When::Cron(expression.clone(), zone.to_owned()))
+    } else if let Some(every) = &args.every {
+        Ok(When::Every(
+            parse_duration(every).context("invalid --every")?,
+        ))
     } else {
-        print!("{}", show(&job, now));
-        Ok(())
+        // clap's required group "when" makes one of the four present.
+        anyhow::bail!("say when the job runs: --at, --in, --cron or --every");
     }
 }
 
-async fn cancel(store: &dyn Store, now: Timestamp, id: JobId, json: bool) -> anyhow::Result<()> {
-    let job = store
-        .cancel(id, now)
-        .await
-        .with_context(|| format!("cancelling job {id}"))?;
-    if json {
-        print_json(&JobDto::from(&job))
-    } else {
-        println!(
-            "cancelled job {id} (kind {}, queue {})",
-            job.kind, job.queue
-        );
-        Ok(())
-    }
+/// The creation request for a server, from the command line. Only what the request needs is
+/// checked here (durations, JSON, headers); the server judges the rest.
+fn create_request(args: &ScheduleArgs) -> anyhow::Result<CreateJob> {
+    create_request_checked(args).map_err(Failure::invalid_input)
 }
 
-/// Turns the command line into a validated job, judged against `now`.
+fn create_request_checked(args: &ScheduleArgs) -> anyhow::Result<CreateJob> {
+    let payload = payload(args)?;
+    let payload = RawValue::from_string(payload.as_str().to_owned())
+        .context("invalid --payload: payload is not valid JSON")?;
+    let webhook = match &args.webhook {
+        Some(url) => Some(WebhookSpec {
+            url: url.clone(),
+            method: args.method.clone(),
+            headers: webhook_headers(&args.headers)?,
+            timeout_ms: args.timeout_ms,
+        }),
+        None => None,
+    };
+    let mut request = CreateJob {
+        kind: args.kind.clone(),
+        webhook,
+        payload: Some(payload),
+        queue: args.queue.clone(),
+        priority: priority(args)?.map(Priority::get),
+        attempt_max: args.attempts,
+        ..CreateJob::default()
+    };
+    match when(args)? {
+        // The text as given, once it is known to read: the server keeps its precision.
+        When::At(_) => request.run_at = args.at.clone(),
+        When::In(delay) => {
+            request.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        }
+        When::Cron(cron, zone) => {
+            request.schedule = Some(ScheduleSpec {
+                cron: Some(cron),
+                time_zone: Some(zone),
+                interval_ms: None,
+            });
+        }
+        When::Every(interval) => {
+            request.schedule = Some(ScheduleSpec {
+                cron: None,
+                time_zone: None,
+                interval_ms: Some(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)),
+            });
+        }
+    }
+    Ok(request)
+}
+
+/// `--header 'Name: value'`s as the webhook's headers; a name given twice is refused rather
+/// than one of them dropped.
+fn webhook_headers(headers: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let mut map = BTreeMap::new();
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("invalid --header {header:?}: expected 'Name: value'"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            anyhow::bail!("invalid --header {header:?}: the name is empty");
+        }
+        if map
+            .keys()
+            .any(|known: &String| known.eq_ignore_ascii_case(name))
+        {
+            anyhow::bail!("invalid --header {header:?}: {name} is given twice");
+        }
+        map.insert(name.to_owned(), value.trim().to_owned());
+    }
+    Ok(Some(map))
+}
+
+/// Turns the command line into a validated job for a store, judged against `now`.
 fn new_job(args: &ScheduleArgs, now: Timestamp) -> anyhow::Result<NewJob> {
-    let kind = Kind::new(&args.kind).context("invalid --kind")?;
-    let payload = match (&args.payload, &args.payload_file) {
-        (Some(text), _) => Payload::from_json_text(text).context("invalid --payload")?,
-        (None, Some(file)) => read_payload_file(file)?,
-        (None, None) => Payload::null(),
-    };
+    // clap's required group "target" gives a kind here: a webhook was refused before.
+    let kind = args
+        .kind
+        .as_deref()
+        .context("say what runs the job: --kind")?;
+    let kind = Kind::new(kind).context("invalid --kind")?;
+    if kind.as_str().starts_with(RESERVED_KIND_PREFIX) {
+        // As the server refuses it: a store-made `punctual.webhook` job would skip the checks
+        // the server makes of a webhook's target.
+        anyhow::bail!(
+            "invalid --kind: {kind:?} is reserved: kinds starting {RESERVED_KIND_PREFIX} are \
+             punctual's own"
+        );
+    }
+    let payload = payload(args)?;
     let mut options = JobOptions::default();
     if let Some(queue) = &args.queue {
         options = options.queue(Queue::new(queue).context("invalid --queue")?);
     }
-    if let Some(priority) = args.priority {
-        let limit = Priority::LOWEST.get();
-        // A value beyond u8 is out of range just like 10 is; say so in the same words.
-        let priority = u8::try_from(priority)
-            .ok()
-            .and_then(|priority| Priority::new(priority).ok())
-            .with_context(|| format!("invalid --priority: {priority} is outside 0 ..= {limit}"))?;
+    if let Some(priority) = priority(args)? {
         options = options.priority(priority);
     }
     if let Some(attempts) = args.attempts {
@@ -288,30 +467,21 @@ fn new_job(args: &ScheduleArgs, now: Timestamp) -> anyhow::Result<NewJob> {
         }
         options = options.attempt_max(attempts);
     }
-
-    if args.tz.is_some() && args.cron.is_none() {
-        anyhow::bail!("--tz applies only to --cron");
-    }
-
-    let job = if let Some(at) = &args.at {
-        let run_at = Timestamp::parse_rfc3339(at).with_context(|| {
-            format!("invalid --at {at:?}: expected RFC 3339, like 2026-11-29T09:00:00Z")
-        })?;
-        NewJob::new(kind, payload, run_at, options, now).context("invalid --at")?
-    } else if let Some(delay) = &args.delay {
-        let delay = parse_duration(delay).context("invalid --in")?;
-        NewJob::new(kind, payload, now.add(delay), options, now).context("invalid --in")?
-    } else if let Some(expression) = &args.cron {
-        let zone = args.tz.as_deref().unwrap_or("UTC");
-        let schedule = Schedule::cron(expression, zone).context("invalid --cron or --tz")?;
-        NewJob::recurring(kind, payload, schedule, options, now).context("invalid --cron")?
-    } else if let Some(every) = &args.every {
-        let interval = parse_duration(every).context("invalid --every")?;
-        let schedule = Schedule::interval(interval).context("invalid --every")?;
-        NewJob::recurring(kind, payload, schedule, options, now).context("invalid --every")?
-    } else {
-        // clap's required group "when" makes one of the four present.
-        anyhow::bail!("say when the job runs: --at, --in, --cron or --every");
+    let job = match when(args)? {
+        When::At(run_at) => {
+            NewJob::new(kind, payload, run_at, options, now).context("invalid --at")?
+        }
+        When::In(delay) => {
+            NewJob::new(kind, payload, now.add(delay), options, now).context("invalid --in")?
+        }
+        When::Cron(expression, zone) => {
+            let schedule = Schedule::cron(&expression, &zone).context("invalid --cron or --tz")?;
+            NewJob::recurring(kind, payload, schedule, options, now).context("invalid --cron")?
+        }
+        When::Every(interval) => {
+            let schedule = Schedule::interval(interval).context("invalid --every")?;
+            NewJob::recurring(kind, payload, schedule, options, now).context("invalid --every")?
+        }
     };
     Ok(job)
 }
@@ -375,12 +545,116 @@ pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(millis))
 }
 
-fn parse_id(text: &str) -> anyhow::Result<JobId> {
-    text.parse::<JobId>()
-        .with_context(|| format!("invalid job id {text:?}: expected a UUID"))
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<Timestamp> {
+    Timestamp::parse_rfc3339(text).with_context(|| {
+        format!("invalid {flag} {text:?}: expected RFC 3339, like 2026-11-29T09:00:00Z")
+    })
 }
 
-fn list_request(args: &ListArgs) -> anyhow::Result<(JobFilter, Option<Cursor>, usize)> {
+fn parse_id(text: &str) -> anyhow::Result<JobId> {
+    text.parse::<JobId>()
+        .map_err(|_| Failure::invalid(format!("invalid job id {text:?}: expected a UUID")))
+}
+
+// ---------------------------------------------------------------- the other commands
+
+/// A `jobs` command with its input checked, for either mode.
+enum Request {
+    Get(JobId),
+    List {
+        filter: JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    },
+    Cancel(JobId),
+    Reschedule(JobId, RescheduleTo),
+    Retry(JobId),
+    Redrive {
+        queue: Option<Queue>,
+        kind: Option<Kind>,
+        target: Option<TargetKind>,
+        limit: Option<u32>,
+    },
+    Counts,
+}
+
+enum RescheduleTo {
+    /// The instant, and its text as given (sent as is, keeping its precision).
+    At(Timestamp, String),
+    In(Duration),
+}
+
+/// What a command found or changed, printed the same way in both modes.
+enum Outcome {
+    Job(JobView),
+    Page {
+        jobs: Vec<JobView>,
+        next: Option<String>,
+    },
+    /// A job after a change, and the words for it (`cancelled`, ...).
+    Changed(&'static str, JobView),
+    Redriven(RedriveResult),
+    Counts(Vec<CountLine>),
+}
+
+/// A count of jobs of one queue in one state: `jobs counts --json` prints one a line.
+#[derive(Serialize)]
+struct CountLine {
+    queue: String,
+    state: String,
+    count: u64,
+}
+
+pub fn run(args: JobsArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let endpoint = args.endpoint.resolve()?;
+    let request = match args.command {
+        JobsCommand::Schedule(schedule_args) => return schedule_on(endpoint, &schedule_args, json),
+        JobsCommand::Get { id } => Request::Get(parse_id(&id)?),
+        JobsCommand::List(list_args) => list_request(&list_args).map_err(Failure::invalid_input)?,
+        JobsCommand::Cancel { id } => Request::Cancel(parse_id(&id)?),
+        JobsCommand::Reschedule(reschedule) => {
+            let id = parse_id(&reschedule.id)?;
+            let to = match (&reschedule.at, &reschedule.delay) {
+                (Some(at), _) => RescheduleTo::At(
+                    parse_time("--at", at).map_err(Failure::invalid_input)?,
+                    at.clone(),
+                ),
+                (None, Some(delay)) => RescheduleTo::In(
+                    parse_duration(delay)
+                        .context("invalid --in")
+                        .map_err(Failure::invalid_input)?,
+                ),
+                // clap's required group "when" makes one of them present.
+                (None, None) => return Err(Failure::invalid("say when: --at or --in")),
+            };
+            Request::Reschedule(id, to)
+        }
+        JobsCommand::Retry { id } => Request::Retry(parse_id(&id)?),
+        JobsCommand::Redrive(redrive) => {
+            redrive_request(&redrive).map_err(Failure::invalid_input)?
+        }
+        JobsCommand::Counts => Request::Counts,
+    };
+    block_on(async {
+        match endpoint {
+            Endpoint::Server(client) => {
+                let outcome = on_server(&client, request).await?;
+                print(outcome, SystemClock.now(), json)
+            }
+            Endpoint::Store(target) => {
+                target
+                    .session(OpenMode::MustExist, async |opened: &OpenedStore| {
+                        let outcome = on_store(opened, &target, request).await?;
+                        print(outcome, opened.clock.now(), json)
+                    })
+                    .await
+            }
+        }
+    })
+}
+
+fn list_request(args: &ListArgs) -> anyhow::Result<Request> {
     let filter = JobFilter {
         queue: args
             .queue
@@ -401,9 +675,26 @@ fn list_request(args: &ListArgs) -> anyhow::Result<(JobFilter, Option<Cursor>, u
             .map(Kind::new)
             .transpose()
             .context("invalid --kind")?,
-        ..JobFilter::default()
+        due_from: args
+            .due_after
+            .as_deref()
+            .map(|text| parse_time("--due-after", text))
+            .transpose()?,
+        due_before: args
+            .due_before
+            .as_deref()
+            .map(|text| parse_time("--due-before", text))
+            .transpose()?,
     };
-    let after = args.after.as_deref().map(parse_id).transpose()?.map(Cursor);
+    let after = args
+        .after
+        .as_deref()
+        .map(|text| {
+            text.parse::<JobId>()
+                .map_err(|_| anyhow::anyhow!("invalid job id {text:?}: expected a UUID"))
+        })
+        .transpose()
+        .context("invalid --after")?;
     if args.limit == 0 || args.limit > limits::PAGE_SIZE_MAX {
         anyhow::bail!(
             "invalid --limit: {} is outside 1 ..= {}",
@@ -411,413 +702,354 @@ fn list_request(args: &ListArgs) -> anyhow::Result<(JobFilter, Option<Cursor>, u
             limits::PAGE_SIZE_MAX
         );
     }
-    Ok((filter, after, args.limit))
+    Ok(Request::List {
+        filter,
+        after,
+        limit: args.limit,
+    })
 }
 
-async fn list(
-    store: &dyn Store,
+fn redrive_request(args: &RedriveArgs) -> anyhow::Result<Request> {
+    if let Some(limit) = args.limit
+        && !(1..=REDRIVE_LIMIT_MAX).contains(&limit)
+    {
+        anyhow::bail!("invalid --limit: {limit} is outside 1 ..= {REDRIVE_LIMIT_MAX}");
+    }
+    let kind = args
+        .kind
+        .as_deref()
+        .map(Kind::new)
+        .transpose()
+        .context("invalid --kind")?;
+    if args.target == Some(TargetKind::Webhook)
+        && kind
+            .as_ref()
+            .is_some_and(|kind| kind.as_str() != WEBHOOK_KIND)
+    {
+        anyhow::bail!("invalid --kind: a webhook job has no kind of its own");
+    }
+    Ok(Request::Redrive {
+        queue: args
+            .queue
+            .as_deref()
+            .map(Queue::new)
+            .transpose()
+            .context("invalid --queue")?,
+        kind,
+        target: args.target,
+        limit: args.limit,
+    })
+}
+
+async fn on_server(client: &Client, request: Request) -> anyhow::Result<Outcome> {
+    let none = reqwest::header::HeaderMap::new;
+    Ok(match request {
+        Request::Get(id) => Outcome::Job(client.get(&format!("v1/jobs/{id}"), &[]).await?),
+        Request::List {
+            filter,
+            after,
+            limit,
+        } => {
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            if let Some(queue) = &filter.queue {
+                query.push(("queue", queue.to_string()));
+            }
+            if let Some(state) = filter.state {
+                query.push(("state", state.as_str().to_owned()));
+            }
+            if let Some(kind) = &filter.kind {
+                query.push(("kind", kind.to_string()));
+            }
+            if let Some(due_from) = filter.due_from {
+                query.push(("due_after", due_from.to_rfc3339()));
+            }
+            if let Some(due_before) = filter.due_before {
+                query.push(("due_before", due_before.to_rfc3339()));
+            }
+            if let Some(after) = after {
+                query.push(("cursor", after.to_string()));
+            }
+            let page: JobList = client.get("v1/jobs", &query).await?;
+            Outcome::Page {
+                jobs: page.jobs,
+                next: page.next_cursor,
+            }
+        }
+        Request::Cancel(id) => Outcome::Changed(
+            "cancelled",
+            client.post_empty(&format!("v1/jobs/{id}/cancel")).await?,
+        ),
+        Request::Reschedule(id, to) => {
+            let body = match to {
+                RescheduleTo::At(_, text) => Reschedule {
+                    run_at: Some(text),
+                    delay_ms: None,
+                },
+                RescheduleTo::In(delay) => Reschedule {
+                    run_at: None,
+                    delay_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                },
+            };
+            let path = format!("v1/jobs/{id}/reschedule");
+            Outcome::Changed("rescheduled", client.post(&path, &body, none()).await?)
+        }
+        Request::Retry(id) => Outcome::Changed(
+            "retrying",
+            client.post_empty(&format!("v1/jobs/{id}/retry")).await?,
+        ),
+        Request::Redrive {
+            queue,
+            kind,
+            target,
+            limit,
+        } => {
+            let body = Redrive {
+                queue: queue.map(|queue| queue.to_string()),
+                kind: kind.map(|kind| kind.to_string()),
+                target: target.map(|target| target.as_str().to_owned()),
+                limit,
+            };
+            Outcome::Redriven(client.post("v1/jobs/redrive", &body, none()).await?)
+        }
+        Request::Counts => {
+            let queues: QueueList = client.get("v1/queues", &[]).await?;
+            let mut lines = Vec::new();
+            for queue in queues.queues {
+                let counts = &queue.counts;
+                for (state, count) in [
+                    (JobState::Scheduled, counts.scheduled),
+                    (JobState::Running, counts.running),
+                    (JobState::Retrying, counts.retrying),
+                    (JobState::Succeeded, counts.succeeded),
+                    (JobState::Dead, counts.dead),
+                    (JobState::Cancelled, counts.cancelled),
+                ] {
+                    // As a store's counts: zero counts are left out. (The server lists up to
+                    // `limits::QUEUES_LISTED_MAX` queues, far more than a deployment has.)
+                    if count > 0 {
+                        lines.push(CountLine {
+                            queue: queue.queue.clone(),
+                            state: state.as_str().to_owned(),
+                            count,
+                        });
+                    }
+                }
+            }
+            Outcome::Counts(lines)
+        }
+    })
+}
+
+async fn on_store(
+    opened: &OpenedStore,
+    target: &StoreTarget,
+    request: Request,
+) -> anyhow::Result<Outcome> {
+    let (store, now) = (&opened.store, opened.clock.now());
+    Ok(match request {
+        Request::Get(id) => {
+            let job = store
+                .get(id)
+                .await
+                .map_err(Failure::store)?
+                .ok_or_else(|| {
+                    Failure::not_found(format!("no job {id} in {}", target.describe()))
+                })?;
+            Outcome::Job(JobView::from_job(&job))
+        }
+        Request::List {
+            filter,
+            after,
+            limit,
+        } => {
+            let page = store
+                .list(filter, after.map(Cursor), limit)
+                .await
+                .map_err(Failure::store)?;
+            Outcome::Page {
+                jobs: page.jobs.iter().map(JobView::from_job).collect(),
+                next: page.next.map(|Cursor(last)| last.to_string()),
+            }
+        }
+        Request::Cancel(id) => {
+            let job = store.cancel(id, now).await.map_err(Failure::store)?;
+            Outcome::Changed("cancelled", JobView::from_job(&job))
+        }
+        Request::Reschedule(id, to) => {
+            let run_at = match to {
+                RescheduleTo::At(run_at, _) => run_at,
+                RescheduleTo::In(delay) => now.add(delay),
+            };
+            let job = store
+                .reschedule(id, run_at, now)
+                .await
+                .map_err(Failure::store)?;
+            Outcome::Changed("rescheduled", JobView::from_job(&job))
+        }
+        Request::Retry(id) => {
+            // As the server does it: only a dead job, made due now with its attempts reset.
+            let job = store
+                .get(id)
+                .await
+                .map_err(Failure::store)?
+                .ok_or_else(|| {
+                    Failure::not_found(format!("no job {id} in {}", target.describe()))
+                })?;
+            if job.state != JobState::Dead {
+                return Err(Failure::store(StoreError::Conflict {
+                    id,
+                    state: job.state,
+                    operation: "retry (only a dead job can be retried)",
+                }));
+            }
+            let job = store
+                .reschedule(id, now, now)
+                .await
+                .map_err(Failure::store)?;
+            Outcome::Changed("retrying", JobView::from_job(&job))
+        }
+        Request::Redrive {
+            queue,
+            kind,
+            target,
+            limit,
+        } => Outcome::Redriven(redrive_on_store(opened, queue, kind, target, limit, now).await?),
+        Request::Counts => {
+            let counts: Vec<StateCount> = store.counts().await.map_err(Failure::store)?;
+            Outcome::Counts(
+                counts
+                    .iter()
+                    .map(|count| CountLine {
+                        queue: count.queue.to_string(),
+                        state: count.state.as_str().to_owned(),
+                        count: count.count,
+                    })
+                    .collect(),
+            )
+        }
+    })
+}
+
+/// The server's redrive, on a store: the dead jobs matching, a page at a time, each made due now
+/// (attempts reset), up to `limit`. A job retried, cancelled or purged meanwhile is skipped.
+async fn redrive_on_store(
+    opened: &OpenedStore,
+    queue: Option<Queue>,
+    kind: Option<Kind>,
+    target: Option<TargetKind>,
+    limit: Option<u32>,
     now: Timestamp,
-    filter: JobFilter,
-    after: Option<Cursor>,
-    limit: usize,
-    json: bool,
-) -> anyhow::Result<()> {
-    let page = store
-        .list(filter, after, limit)
-        .await
-        .context("listing jobs")?;
-    if json {
+) -> anyhow::Result<RedriveResult> {
+    let limit = u64::from(limit.unwrap_or(REDRIVE_LIMIT_MAX));
+    let kind = match target {
+        // A webhook job's kind is the webhook kind: a filter the store can apply.
+        Some(TargetKind::Webhook) => Some(Kind::new(WEBHOOK_KIND).context("the webhook kind")?),
+        _ => kind,
+    };
+    let filter = JobFilter {
+        queue,
+        state: Some(JobState::Dead),
+        kind,
+        ..JobFilter::default()
+    };
+    let (mut redriven, mut after, mut more) = (0_u64, None, false);
+    loop {
+        let page = opened
+            .store
+            .list(filter.clone(), after, limits::PAGE_SIZE_MAX)
+            .await
+            .map_err(Failure::store)?;
+        let mut chosen: Vec<JobId> = Vec::new();
         for job in &page.jobs {
-            print_json(&JobDto::from(job))?;
-        }
-    } else if page.jobs.is_empty() {
-        println!("no jobs");
-    } else {
-        let rows: Vec<Vec<String>> = page
-            .jobs
-            .iter()
-            .map(|job| {
-                vec![
-                    job.id.to_string(),
-                    job.state.to_string(),
-                    job.queue.to_string(),
-                    job.kind.to_string(),
-                    job.run_at.to_string(),
-                    relative(job.run_at, now),
-                    format!("{}/{}", job.attempt, job.attempt_max),
-                    job.priority.get().to_string(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &[
-                    "ID", "STATE", "QUEUE", "KIND", "RUN_AT", "WHEN", "ATTEMPT", "PRIORITY"
-                ],
-                &rows
-            )
-        );
-    }
-    // On stderr, so that JSON lines on stdout stay one kind of record.
-    if let Some(Cursor(last)) = page.next {
-        eprintln!("more jobs may follow: add --after {last}");
-    }
-    Ok(())
-}
-
-fn print_counts(counts: &[StateCount], json: bool) -> anyhow::Result<()> {
-    if json {
-        for count in counts {
-            print_json(&CountDto {
-                queue: count.queue.as_str(),
-                state: count.state.as_str(),
-                count: count.count,
-            })?;
-        }
-        return Ok(());
-    }
-    if counts.is_empty() {
-        println!("no jobs");
-        return Ok(());
-    }
-    let mut rows: Vec<Vec<String>> = counts
-        .iter()
-        .map(|count| {
-            vec![
-                count.queue.to_string(),
-                count.state.to_string(),
-                count.count.to_string(),
-            ]
-        })
-        .collect();
-    let total: u64 = counts.iter().map(|count| count.count).sum();
-    rows.push(vec!["total".to_owned(), String::new(), total.to_string()]);
-    print!("{}", table(&["QUEUE", "STATE", "COUNT"], &rows));
-    Ok(())
-}
-
-/// Every field of one job, one per line; `now` for the relative times.
-fn show(job: &Job, now: Timestamp) -> String {
-    let optional = |time: Option<Timestamp>| time.map_or_else(|| "-".to_owned(), |t| t.to_string());
-    let retry = &job.retry;
-    let lease = job.lease.as_ref().map_or_else(
-        || "-".to_owned(),
-        |lease| {
-            format!(
-                "held by {} with token {} until {}",
-                lease.holder, lease.token, lease.expires_at
-            )
-        },
-    );
-    let fields = [
-        ("id", job.id.to_string()),
-        ("state", job.state.to_string()),
-        ("kind", job.kind.to_string()),
-        ("queue", job.queue.to_string()),
-        ("priority", job.priority.get().to_string()),
-        ("payload", job.payload.as_str().to_owned()),
-        (
-            "run_at",
-            format!("{} ({})", job.run_at, relative(job.run_at, now)),
-        ),
-        (
-            "schedule",
-            job.schedule
-                .as_ref()
-                .map_or_else(|| "once".to_owned(), describe_schedule),
-        ),
-        ("attempt", format!("{} of {}", job.attempt, job.attempt_max)),
-        (
-            "retry",
-            format!(
-                "backoff {} ms doubling up to {} ms, {} % jitter",
-                retry.backoff_base().as_millis(),
-                retry.backoff_max().as_millis(),
-                retry.jitter_percent()
-            ),
-        ),
-        ("created_at", job.created_at.to_string()),
-        ("started_at", optional(job.started_at)),
-        ("finished_at", optional(job.finished_at)),
-        (
-            "last_error",
-            job.last_error.clone().unwrap_or_else(|| "-".to_owned()),
-        ),
-        ("lease", lease),
-    ];
-    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    for (name, value) in fields {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "{:<width$}  {value}",
-            format!("{name}:"),
-            width = width + 1
-        );
-    }
-    out
-}
-
-fn describe_schedule(schedule: &Schedule) -> String {
-    match (schedule.cron_expression(), schedule.interval_duration()) {
-        (Some((expression, zone)), _) => format!("cron {expression:?} in {zone}"),
-        (None, Some(interval)) => format!("every {}", interval_text(interval)),
-        (None, None) => "unknown schedule".to_owned(),
-    }
-}
-
-/// `in 29.9s` or `3h 12m ago`, from `now`.
-fn relative(at: Timestamp, now: Timestamp) -> String {
-    let micros = at.micros_since(now);
-    let span = human(Duration::from_micros(micros.unsigned_abs()));
-    if micros >= 0 {
-        format!("in {span}")
-    } else {
-        format!("{span} ago")
-    }
-}
-
-/// A span for people, to two units at most: `850ms`, `29.9s`, `5m 3s`, `21h 59m`, `3d 4h`.
-fn human(span: Duration) -> String {
-    let seconds = span.as_secs();
-    let (minutes, hours, days) = (seconds / 60, seconds / 3_600, seconds / 86_400);
-    if seconds == 0 {
-        format!("{}ms", span.as_millis())
-    } else if minutes == 0 {
-        format!("{:.1}s", span.as_secs_f64())
-    } else if hours == 0 {
-        format!("{minutes}m {}s", seconds % 60)
-    } else if days == 0 {
-        format!("{hours}h {}m", minutes % 60)
-    } else {
-        format!("{days}d {}h", hours % 24)
-    }
-}
-
-/// An interval in the largest unit `--every` accepts that states it exactly: `5m`, `1500ms`.
-fn interval_text(interval: Duration) -> String {
-    let millis = interval.as_millis();
-    let units = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-    ];
-    units
-        .iter()
-        .find(|(size, _)| millis.is_multiple_of(*size))
-        .map_or_else(
-            || format!("{millis}ms"),
-            |(size, unit)| format!("{}{unit}", millis / size),
-        )
-}
-
-/// Left-aligned columns, two spaces apart, with a header row.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header_row: Vec<String> = headers.iter().map(|header| (*header).to_owned()).collect();
-    for row in std::iter::once(&header_row).chain(rows) {
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(&widths) {
-            // Writing to a String cannot fail.
-            let _ = write!(line, "{cell:<width$}  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string(value).context("encoding JSON output")?
-    );
-    Ok(())
-}
-
-/// Where a job command finds its jobs.
-enum Target {
-    Sqlite(PathBuf),
-    Postgres {
-        url: PostgresUrl,
-        schema: Option<String>,
-    },
-}
-
-impl Target {
-    fn from_args(store: Option<StoreUrl>, schema: Option<String>) -> anyhow::Result<Target> {
-        let store =
-            store.unwrap_or_else(|| StoreUrl::Sqlite(Some(PathBuf::from(SQLITE_PATH_DEFAULT))));
-        match store {
-            StoreUrl::Postgres(url) => Ok(Target::Postgres { url, schema }),
-            _ if schema.is_some() => {
-                anyhow::bail!("--schema applies only to a PostgreSQL store (postgres://...)")
+            if target == Some(TargetKind::Worker) && job.kind.as_str() == WEBHOOK_KIND {
+                continue;
             }
-            StoreUrl::Sqlite(Some(path)) => Ok(Target::Sqlite(path)),
-            StoreUrl::Sqlite(None) => anyhow::bail!(
-                "--store must name a store that outlives this command: sqlite:PATH or \
-                 postgres://..."
-            ),
-        }
-    }
-
-    /// For messages: `database PATH` or `PostgreSQL URL, schema NAME`.
-    fn describe(&self) -> String {
-        match self {
-            Target::Sqlite(path) => format!("database {}", path.display()),
-            Target::Postgres { url, schema } => {
-                let schema = schema.as_deref().unwrap_or("(default search_path)");
-                format!("PostgreSQL {}, schema {schema}", url.redacted())
+            if redriven + chosen.len() as u64 == limit {
+                more = true;
+                break;
             }
+            chosen.push(job.id);
         }
-    }
-
-    async fn open(&self, mode: OpenMode) -> anyhow::Result<OpenedStore> {
-        match self {
-            Target::Sqlite(path) => {
-                if mode == OpenMode::MustExist && !path.exists() {
-                    anyhow::bail!(
-                        "no database at {} (schedule a job first, or name another with \
-                         --store sqlite:PATH)",
-                        path.display()
-                    );
+        for chunk in chosen.chunks(REDRIVE_CONCURRENCY) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for id in chunk {
+                let (store, id) = (opened.store.clone(), *id);
+                tasks.spawn(async move { store.reschedule(id, now, now).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                match joined.context("a redrive task failed")? {
+                    Ok(_) => redriven += 1,
+                    Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+                    Err(error) => return Err(Failure::store(error)),
                 }
-                let url = StoreUrl::Sqlite(Some(path.clone()));
-                Ok(store_url::open(&url, &PostgresSettings::default()).await?)
-            }
-            Target::Postgres { url, schema } => {
-                let settings = PostgresSettings {
-                    schema: schema.clone(),
-                    pool_size: 2,
-                    apply_migrations: mode == OpenMode::CreateIfMissing,
-                    ..PostgresSettings::default()
-                };
-                let url = StoreUrl::Postgres(url.clone());
-                Ok(store_url::open(&url, &settings).await?)
             }
         }
+        match page.next {
+            Some(next) if !more => after = Some(next),
+            _ => break,
+        }
     }
+    Ok(RedriveResult { redriven, more })
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OpenMode {
-    /// `schedule` makes a new database (or migrates a PostgreSQL schema).
-    CreateIfMissing,
-    /// Reading commands refuse a missing file (or schema) rather than create an empty one at a
-    /// mistyped name.
-    MustExist,
-}
-
-/// Runs one command's store calls on a small runtime of its own.
-fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(work)
-}
-
-/// A job on the wire (`--json`): times as RFC 3339 text, durations with a unit suffix.
-#[derive(Serialize)]
-struct JobDto {
-    id: String,
-    queue: String,
-    kind: String,
-    payload: serde_json::Value,
-    state: &'static str,
-    run_at: String,
-    schedule: Option<ScheduleDto>,
-    attempt: u32,
-    attempt_max: u32,
-    priority: u8,
-    retry: RetryDto,
-    created_at: String,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-    last_error: Option<String>,
-    lease_token: u64,
-    lease: Option<LeaseDto>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ScheduleDto {
-    Cron { cron: String, time_zone: String },
-    Interval { interval_ms: u128 },
-}
-
-#[derive(Serialize)]
-struct RetryDto {
-    backoff_base_ms: u128,
-    backoff_max_ms: u128,
-    jitter_percent: u8,
-}
-
-#[derive(Serialize)]
-struct LeaseDto {
-    holder: String,
-    token: u64,
-    expires_at: String,
-}
-
-#[derive(Serialize)]
-struct CountDto<'a> {
-    queue: &'a str,
-    state: &'a str,
-    count: u64,
-}
-
-impl From<&Job> for JobDto {
-    fn from(job: &Job) -> JobDto {
-        JobDto {
-            id: job.id.to_string(),
-            queue: job.queue.to_string(),
-            kind: job.kind.to_string(),
-            payload: job.payload.to_value(),
-            state: job.state.as_str(),
-            run_at: job.run_at.to_rfc3339(),
-            schedule: job.schedule.as_ref().and_then(|schedule| {
-                match (schedule.cron_expression(), schedule.interval_duration()) {
-                    (Some((cron, zone)), _) => Some(ScheduleDto::Cron {
-                        cron: cron.to_owned(),
-                        time_zone: zone.to_owned(),
-                    }),
-                    (None, Some(interval)) => Some(ScheduleDto::Interval {
-                        interval_ms: interval.as_millis(),
-                    }),
-                    (None, None) => None,
+fn print(outcome: Outcome, now: Timestamp, json: bool) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Job(job) if json => render::print_json(&job)?,
+        Outcome::Job(job) => print!("{}", render::job_fields(&job, now)),
+        Outcome::Page { jobs, next } => {
+            if json {
+                for job in &jobs {
+                    render::print_json(job)?;
                 }
-            }),
-            attempt: job.attempt,
-            attempt_max: job.attempt_max,
-            priority: job.priority.get(),
-            retry: RetryDto {
-                backoff_base_ms: job.retry.backoff_base().as_millis(),
-                backoff_max_ms: job.retry.backoff_max().as_millis(),
-                jitter_percent: job.retry.jitter_percent(),
-            },
-            created_at: job.created_at.to_rfc3339(),
-            started_at: job.started_at.map(Timestamp::to_rfc3339),
-            finished_at: job.finished_at.map(Timestamp::to_rfc3339),
-            last_error: job.last_error.clone(),
-            lease_token: job.lease_token.0,
-            lease: job.lease.as_ref().map(|lease| LeaseDto {
-                holder: lease.holder.to_string(),
-                token: lease.token.0,
-                expires_at: lease.expires_at.to_rfc3339(),
-            }),
+            } else if jobs.is_empty() {
+                println!("no jobs");
+            } else {
+                print!("{}", render::job_table(&jobs, now));
+            }
+            // On stderr, so that JSON lines on stdout stay one kind of record.
+            if let Some(next) = next {
+                eprintln!("more jobs may follow: add --after {next}");
+            }
+        }
+        Outcome::Changed(_, job) if json => render::print_json(&job)?,
+        Outcome::Changed(verb, job) => {
+            println!(
+                "{verb} job {} ({}, queue {}): {}, run_at {} ({})",
+                job.id,
+                render::target(&job),
+                job.queue,
+                job.state,
+                job.run_at,
+                render::relative_text(&job.run_at, now)
+            );
+        }
+        Outcome::Redriven(result) if json => render::print_json(&result)?,
+        Outcome::Redriven(result) if result.redriven == 0 && !result.more => {
+            println!("no dead jobs match");
+        }
+        Outcome::Redriven(result) => {
+            println!("redrove {} dead jobs: due now", result.redriven);
+            if result.more {
+                println!("more dead jobs match: run it again for the next ones");
+            }
+        }
+        Outcome::Counts(lines) if json => {
+            for line in &lines {
+                render::print_json(line)?;
+            }
+        }
+        Outcome::Counts(lines) if lines.is_empty() => println!("no jobs"),
+        Outcome::Counts(lines) => {
+            let total: u64 = lines.iter().map(|line| line.count).sum();
+            let mut rows: Vec<Vec<String>> = lines
+                .into_iter()
+                .map(|line| vec![line.queue, line.state, line.count.to_string()])
+                .collect();
+            rows.push(vec!["total".to_owned(), String::new(), total.to_string()]);
+            print!("{}", render::table(&["QUEUE", "STATE", "COUNT"], &rows));
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -849,20 +1081,15 @@ mod tests {
     }
 
     #[test]
-    fn spans_read_in_two_units_at_most() {
-        assert_eq!(human(Duration::from_millis(850)), "850ms");
-        assert_eq!(human(Duration::from_millis(29_940)), "29.9s");
-        assert_eq!(human(Duration::from_secs(303)), "5m 3s");
-        assert_eq!(human(Duration::from_secs(79_173)), "21h 59m");
-        assert_eq!(human(Duration::from_secs(4 * 86_400 + 7_300)), "4d 2h");
-        assert_eq!(interval_text(Duration::from_secs(300)), "5m");
-        assert_eq!(interval_text(Duration::from_millis(1_500)), "1500ms");
-        assert_eq!(interval_text(Duration::from_secs(86_400)), "1d");
-    }
-
-    #[test]
-    fn tables_align_columns() {
-        let rows = vec![vec!["a".to_owned(), "long cell".to_owned()]];
-        assert_eq!(table(&["ONE", "TWO"], &rows), "ONE  TWO\na    long cell\n");
+    fn webhook_headers_read_name_and_value_once_each() {
+        let headers = webhook_headers(&["X-Team: billing".to_owned(), "A:b".to_owned()])
+            .expect("read")
+            .expect("some");
+        assert_eq!(headers["X-Team"], "billing");
+        assert_eq!(headers["A"], "b");
+        assert!(webhook_headers(&["no colon".to_owned()]).is_err());
+        assert!(webhook_headers(&[": empty name".to_owned()]).is_err());
+        assert!(webhook_headers(&["A: 1".to_owned(), "a: 2".to_owned()]).is_err());
+        assert_eq!(webhook_headers(&[]).expect("read"), None);
     }
 }

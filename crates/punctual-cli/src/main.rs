@@ -1,24 +1,36 @@
 //! The `punctual` binary: `serve` (a node: the engine and the HTTP API), the demo, the
-//! benchmark, PostgreSQL migrations, API tokens, and commands to schedule and inspect jobs.
+//! benchmark, PostgreSQL migrations, API tokens, and commands to schedule and inspect jobs and
+//! queues, on a server (`--url`) or directly on a store (`--store`).
 //!
 //! The only place errors become exit codes (`anyhow` here and in the benchmark harness it calls,
-//! typed errors in the libraries below).
+//! typed errors in the libraries below). A command that fails for a reason a script can act on
+//! carries a `Failure` out, and `exit_code` turns its problem code into the exit code.
 
+mod client;
 mod demo;
+mod endpoint;
+mod failure;
 mod jobs;
 mod migrate;
+mod queues;
+mod render;
 mod serve;
 mod tokens;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+use crate::failure::Failure;
 
 #[derive(Parser)]
 #[command(
     name = "punctual",
     version,
-    about = "A durable job scheduler: jobs run on time, once, even when machines crash."
+    about = "A durable job scheduler: jobs run on time, once, even when machines crash.",
+    after_help = "Exit codes: 0 success, 1 any other failure, 2 usage error, 3 not found, \
+                  4 conflict, 5 invalid input, 6 unauthorized or forbidden, 7 unavailable \
+                  (see the README)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,11 +51,14 @@ enum Command {
     Bench(punctual_bench::BenchArgs),
     /// Apply pending schema migrations to a PostgreSQL database (cluster mode).
     Migrate(migrate::MigrateArgs),
-    /// Schedule a job into a store: a SQLite file (--store sqlite:PATH) or PostgreSQL
-    /// (--store postgres://...).
-    Schedule(jobs::ScheduleArgs),
-    /// List, show, count or cancel the jobs in a store (--store sqlite:PATH or postgres://...).
+    /// Schedule a job (the same as `punctual jobs schedule`), on a server (--url) or a store
+    /// (--store sqlite:PATH or postgres://...).
+    Schedule(jobs::ScheduleCommand),
+    /// Schedule, get, list, cancel, reschedule, retry, redrive or count jobs, on a server
+    /// (--url) or a store (--store sqlite:PATH or postgres://...).
     Jobs(jobs::JobsArgs),
+    /// List queues with their counts by state, due jobs and the oldest due's age.
+    Queues(queues::QueuesArgs),
     /// A worker process for the crash and cluster benchmarks (internal).
     #[command(hide = true)]
     BenchWorker(punctual_bench::WorkerArgs),
@@ -63,13 +78,44 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Schedule(args) => jobs::schedule(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Queues(args) => queues::run(args),
         Command::BenchWorker(args) => punctual_bench::worker(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    match Failure::find(&error) {
+        Some(Failure::Problem(problem)) => {
+            eprintln!("error: {}: {error:#}", problem.code);
+            ExitCode::from(exit_code(&problem.code))
+        }
+        Some(Failure::Usage(message)) => {
+            // Reported as clap reports its own usage errors, with the same exit code.
+            let usage = Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message);
+            let _ = usage.print();
+            ExitCode::from(u8::try_from(usage.exit_code()).unwrap_or(2))
+        }
+        None => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit code of a problem's `code`, in both modes (README's "Exit codes", docs/api.md).
+/// 2 is clap's, for usage errors; a code not listed (a new one, `store_corrupt`) is 1.
+fn exit_code(code: &str) -> u8 {
+    match code {
+        "not_found" => 3,
+        "state_conflict" | "lease_lost" | "already_exists" | "idempotency_key_in_use" => 4,
+        "bad_request"
+        | "validation_failed"
+        | "webhook_target_refused"
+        | "idempotency_key_mismatch"
+        | "body_too_large"
+        | "unsupported_media_type" => 5,
+        "unauthorized" | "forbidden" => 6,
+        "unavailable" => 7,
+        _ => 1,
     }
 }

@@ -204,7 +204,12 @@ fn scheduled_jobs_can_be_listed_shown_counted_and_cancelled() {
 
     // Cancelling a finished job, or a job that does not exist, is refused by name.
     let again = jobs(&db, &["cancel", &ids[0]]);
-    assert_eq!(again.code, Some(1));
+    assert_eq!(again.code, Some(4), "{}", again.stderr);
+    assert!(
+        again.stderr.starts_with("error: state_conflict: "),
+        "{}",
+        again.stderr
+    );
     assert!(
         again.stderr.contains("cancelled") && again.stderr.contains("cannot cancel"),
         "{}",
@@ -212,17 +217,17 @@ fn scheduled_jobs_can_be_listed_shown_counted_and_cancelled() {
     );
     let missing = "0190d9b4-7c3a-7000-8000-000000000000";
     let unknown = jobs(&db, &["show", missing]);
-    assert_eq!(unknown.code, Some(1));
+    assert_eq!(unknown.code, Some(3));
     assert!(
         unknown.stderr.contains(&format!("no job {missing}")),
         "{}",
         unknown.stderr
     );
     let unknown = jobs(&db, &["cancel", missing]);
-    assert_eq!(unknown.code, Some(1));
+    assert_eq!(unknown.code, Some(3));
     assert!(unknown.stderr.contains("not found"), "{}", unknown.stderr);
     let bad_id = jobs(&db, &["show", "nope"]);
-    assert_eq!(bad_id.code, Some(1));
+    assert_eq!(bad_id.code, Some(5));
     assert!(
         bad_id.stderr.contains("invalid job id \"nope\""),
         "{}",
@@ -388,12 +393,12 @@ fn bad_input_is_refused_by_name_and_stores_nothing() {
         let run = punctual(&all);
         assert_eq!(
             run.code,
-            Some(1),
-            "{args:?} should be refused with exit code 1; stdout:\n{}",
+            Some(5),
+            "{args:?} should be refused with exit code 5; stdout:\n{}",
             run.stdout
         );
         assert!(
-            run.stderr.starts_with("error: ") && run.stderr.contains(expected),
+            run.stderr.starts_with("error: validation_failed: ") && run.stderr.contains(expected),
             "{args:?}: expected {expected:?} in stderr:\n{}",
             run.stderr
         );
@@ -462,7 +467,7 @@ fn bad_input_is_refused_by_name_and_stores_nothing() {
         "--in",
         "1h",
     ]);
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code, Some(5));
     assert!(!fresh.exists(), "a refused job created {}", fresh.display());
 }
 
@@ -507,7 +512,7 @@ fn reading_commands_refuse_a_missing_database_and_bad_filters() {
         (&["list", "--after", "x"], "invalid job id \"x\""),
     ] {
         let run = jobs(&db, args);
-        assert_eq!(run.code, Some(1), "{args:?}");
+        assert_eq!(run.code, Some(5), "{args:?}");
         assert!(
             run.stderr.contains(expected),
             "{args:?}: expected {expected:?} in {}",
@@ -551,7 +556,7 @@ fn an_endless_payload_file_is_refused_promptly() {
     }
     let output = child.wait_with_output().expect("punctual's output");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
     assert!(
         stderr.starts_with("error: ")
             && stderr.contains(
@@ -624,5 +629,83 @@ fn a_store_is_named_by_its_url_alone() {
         schema.stderr.contains("--schema applies only"),
         "{}",
         schema.stderr
+    );
+}
+
+/// `reschedule`, `retry`, `redrive` and `queues list` on a store, with the exit codes a server
+/// would give the same refusals. (A dead job needs a server to die: the client tests retry and
+/// redrive one.)
+#[test]
+fn a_store_reschedules_retries_redrives_and_lists_queues() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("jobs.db");
+    let job = schedule(&db, &["--kind", "k", "--in", "1h", "--queue", "mail"]);
+    let id = job["id"].as_str().expect("an id");
+
+    let moved = json_lines(
+        &jobs(&db, &["reschedule", id, "--in", "2h", "--json"])
+            .ok()
+            .stdout,
+    );
+    assert!(
+        moved[0]["run_at"].as_str() > job["run_at"].as_str(),
+        "{moved:?}"
+    );
+    let moved = jobs(&db, &["reschedule", id, "--at", "2099-01-01T00:00:00Z"]).ok();
+    assert!(
+        moved.stdout.starts_with(&format!("rescheduled job {id}"))
+            && moved.stdout.contains("2099-01-01T00:00:00.000Z"),
+        "{}",
+        moved.stdout
+    );
+    let far = jobs(&db, &["reschedule", id, "--at", "2300-01-01T00:00:00Z"]);
+    assert_eq!(far.code, Some(5), "{}", far.stderr);
+    assert!(
+        far.stderr.starts_with("error: validation_failed: "),
+        "{}",
+        far.stderr
+    );
+
+    // Only a dead job can be retried; nothing is dead, so a redrive finds nothing.
+    let retry = jobs(&db, &["retry", id]);
+    assert_eq!(retry.code, Some(4), "{}", retry.stderr);
+    assert!(
+        retry.stderr.starts_with("error: state_conflict: ")
+            && retry.stderr.contains("only a dead job can be retried"),
+        "{}",
+        retry.stderr
+    );
+    assert_eq!(
+        jobs(&db, &["redrive"]).ok().stdout.trim(),
+        "no dead jobs match"
+    );
+    let redriven = json_lines(
+        &jobs(&db, &["redrive", "--json", "--queue", "mail"])
+            .ok()
+            .stdout,
+    );
+    assert_eq!(
+        redriven,
+        [serde_json::json!({"redriven": 0, "more": false})]
+    );
+    let bad = jobs(&db, &["redrive", "--limit", "10001"]);
+    assert_eq!(bad.code, Some(5), "{}", bad.stderr);
+
+    // queues list: the API's shape, one queue a line.
+    let queues = json_lines(
+        &punctual(["queues", "list", "--store", &sqlite(&db), "--json"])
+            .ok()
+            .stdout,
+    );
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    assert_eq!(queues[0]["queue"], "mail");
+    assert_eq!(queues[0]["counts"]["scheduled"], 1);
+    assert_eq!(queues[0]["due"], 0);
+    let table = punctual(["queues", "list", "--store", &sqlite(&db)])
+        .ok()
+        .stdout;
+    assert!(
+        table.starts_with("QUEUE") && table.contains("mail"),
+        "{table}"
     );
 }

@@ -2,6 +2,7 @@
 //! temporary SQLite file, or its own PostgreSQL schema (`cluster`), and reads what it prints.
 
 mod bench;
+mod client;
 mod cluster;
 mod demo;
 mod jobs;
@@ -50,6 +51,9 @@ where
 {
     let output: Output = Command::new(env!("CARGO_BIN_EXE_punctual"))
         .args(args)
+        // The job commands read these; a test says where its jobs are itself.
+        .env_remove("PUNCTUAL_URL")
+        .env_remove("PUNCTUAL_TOKEN")
         .output()
         .expect("the punctual binary runs");
     Run {
