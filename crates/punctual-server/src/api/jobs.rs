@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use punctual_core::{
     Cursor, IdempotencyKey, IdempotencyRecord, Idempotent, JobFilter, JobId, JobOptions, JobState,
-    Kind, NewJob, Payload, Priority, Queue, RetryPolicy, Schedule, Timestamp, limits,
+    Kind, NewJob, Payload, Priority, Queue, RetryPolicy, Schedule, Timestamp, ValidationError,
+    limits,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -171,7 +172,7 @@ pub(crate) async fn new_job(
             }
         };
         NewJob::recurring(kind, payload, schedule, options, now)
-            .map_err(|error| invalid("schedule", &error))?
+            .map_err(|error| invalid(field_of(&error, "schedule"), &error))?
     } else {
         let (run_at, name) = match (&spec.run_at, spec.delay_ms) {
             (Some(text), _) => (
@@ -193,9 +194,19 @@ pub(crate) async fn new_job(
             }
             (None, None) => (now, "run_at"),
         };
-        NewJob::new(kind, payload, run_at, options, now).map_err(|error| invalid(name, &error))?
+        NewJob::new(kind, payload, run_at, options, now)
+            .map_err(|error| invalid(field_of(&error, name), &error))?
     };
     Ok(job)
+}
+
+/// The request field a job's validation error is about: `attempt_max` for its own error, else
+/// the field that set the time (`run_at`, `delay_ms` or `schedule`).
+fn field_of<'a>(error: &ValidationError, time_field: &'a str) -> &'a str {
+    match error {
+        ValidationError::AttemptMaxOutOfRange { .. } => "attempt_max",
+        _ => time_field,
+    }
 }
 
 fn target_error(at: &str, error: TargetError) -> ApiError {
