@@ -69,8 +69,18 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Decodes JSON into `T`, naming the path of the first field that does not fit.
+/// Decodes a JSON object into `T`, naming the path of the first field that does not fit.
+///
+/// Every body of the API is an object: serde would also read a struct from an array of its
+/// fields in order (`[null, null]` as a redrive of everything), a form no client means, so
+/// anything but an object is refused first.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object ({...})",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -118,6 +128,11 @@ mod tests {
         assert!(decode::<Sample>(br#"{"count": 1} {}"#).is_err());
         assert!(decode::<Sample>(b"{").is_err());
         assert!(decode::<Sample>(br#"{"count": 1}"#).is_ok());
+        assert!(decode::<Sample>(br#" {"count": 1}"#).is_ok());
+        // A struct from an array of its fields, which serde would take.
+        let error = decode::<Sample>(b"[1, null]").expect_err("not an object");
+        assert!(error.detail().contains("object"), "{}", error.detail());
+        assert!(decode::<Sample>(b"").is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct CreateJob {
     /// The kind remote workers claim the job by (letters, digits and `. _ - : /`; names
     /// starting `punctual.` are reserved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     pub kind: Option<String>,
     /// Send the payload to this HTTP endpoint at `run_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,27 +38,33 @@ pub struct CreateJob {
     pub payload: Option<Box<RawValue>>,
     /// Run once at this instant (RFC 3339, like `2026-12-24T09:00:00Z`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
     /// Run once this many milliseconds from now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 3_162_240_000_000u64)]
     pub delay_ms: Option<u64>,
     /// Run at every occurrence of this schedule; each occurrence is its own job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSpec>,
     /// The queue (default `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     pub queue: Option<String>,
     /// 0 is the most urgent, 9 the least (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
     /// How many attempts the job may have, 1 to 1000 (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub attempt_max: Option<u32>,
     /// How long to wait between attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<BackoffSpec>,
     /// Use this id (a UUID) instead of a new one; creating a second job with it is a conflict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uuid")]
     pub id: Option<String>,
 }
 
@@ -67,15 +74,18 @@ pub struct CreateJob {
 pub struct WebhookSpec {
     /// An `http` or `https` URL. Loopback, private, link-local and metadata addresses are
     /// refused unless the operator allows them.
+    #[schema(format = "uri", max_length = 2048)]
     pub url: String,
     /// `POST` (default), `PUT` or `PATCH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(?i)(post|put|patch)$")]
     pub method: Option<String>,
     /// Extra request headers (at most 32; punctual's own and the connection's are refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
     /// How long to wait for the answer, 100 to 300,000 ms (default 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 300_000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -85,11 +95,13 @@ pub struct WebhookSpec {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub cron: Option<String>,
     /// An IANA time zone such as `Europe/Berlin` (default `UTC`); only with `cron`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000)]
     pub interval_ms: Option<u64>,
 }
 
@@ -99,10 +111,13 @@ pub struct ScheduleSpec {
 #[serde(deny_unknown_fields)]
 pub struct BackoffSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub base_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2_592_000_000u64)]
     pub max_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
     pub jitter_percent: Option<u8>,
 }
 
@@ -110,6 +125,7 @@ pub struct BackoffSpec {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobs {
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<CreateJob>,
 }
 
@@ -118,8 +134,10 @@ pub struct CreateJobs {
 #[serde(deny_unknown_fields)]
 pub struct Reschedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 3_162_240_000_000u64)]
     pub delay_ms: Option<u64>,
 }
 
@@ -128,15 +146,19 @@ pub struct Reschedule {
 #[serde(deny_unknown_fields)]
 pub struct Redrive {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     pub queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     pub kind: Option<String>,
     /// Only jobs of this kind of target: `webhook` or `worker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(webhook|worker)$")]
     pub target: Option<String>,
     /// Retry at most this many (default and limit 10,000); `more` in the answer says whether
     /// matching dead jobs remain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub limit: Option<u32>,
 }
 
@@ -265,22 +287,28 @@ pub struct StateCountsView {
 #[serde(deny_unknown_fields)]
 pub struct ClaimJobs {
     /// The worker's name, recorded as the lease holder (letters, digits and `. _ -`).
+    #[schema(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     pub worker: String,
     /// The kinds this worker runs (1 to 100).
+    #[schema(min_items = 1, max_items = 100)]
     pub kinds: Vec<String>,
     /// Only these queues (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 100)]
     pub queues: Option<Vec<String>>,
     /// At most this many jobs, 1 to 1,000 (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// How long the worker holds each job before it may be given to another, 1,000 to
     /// 3,600,000 ms (default 30,000). Extend it while working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 3_600_000)]
     pub lease_ms: Option<u64>,
     /// When nothing is due, wait up to this long for a job to fall due, 0 to 30,000 ms
     /// (default 0: answer at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 30_000)]
     pub wait_ms: Option<u64>,
 }
 
@@ -309,6 +337,7 @@ pub struct ClaimedJobView {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRef {
+    #[schema(format = "uuid")]
     pub id: String,
     pub lease_token: u64,
 }
@@ -317,9 +346,11 @@ pub struct LeaseRef {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendLeases {
+    #[schema(min_items = 1, max_items = 1000)]
     pub leases: Vec<LeaseRef>,
     /// 1,000 to 3,600,000 ms (default 30,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 3_600_000)]
     pub lease_ms: Option<u64>,
 }
 
@@ -327,6 +358,7 @@ pub struct ExtendLeases {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteJobs {
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<LeaseRef>,
 }
 
@@ -334,18 +366,21 @@ pub struct CompleteJobs {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailJobs {
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<FailedAttempt>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailedAttempt {
+    #[schema(format = "uuid")]
     pub id: String,
     pub lease_token: u64,
     /// What went wrong (kept on the job, truncated to 4 KiB).
     pub error: String,
     /// Retry no sooner than this (instead of the job's backoff), at most a day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86_400_000)]
     pub retry_after_ms: Option<u64>,
     /// Do not retry: the job is dead at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,6 +416,7 @@ pub struct HeldLease {
     pub lease_token: u64,
     /// For an extension: 1,000 to 3,600,000 ms (default 30,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 3_600_000)]
     pub lease_ms: Option<u64>,
 }
 
@@ -391,6 +427,7 @@ pub struct FailOne {
     pub lease_token: u64,
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86_400_000)]
     pub retry_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permanent: Option<bool>,
@@ -402,11 +439,14 @@ pub struct FailOne {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for, for people.
+    #[schema(min_length = 1, max_length = 128)]
     pub label: String,
     /// Any of `read`, `write`, `worker`, `admin`.
+    #[schema(min_items = 1, max_items = 4)]
     pub scopes: Vec<String>,
     /// The token stops working this long after creation (default: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 316_224_000_000u64)]
     pub expires_in_ms: Option<u64>,
 }
 

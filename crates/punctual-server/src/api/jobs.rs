@@ -498,18 +498,25 @@ pub async fn get_job(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs in this queue.
+    #[param(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     queue: Option<String>,
     /// Only jobs in this state.
+    #[param(pattern = r"^(scheduled|running|retrying|succeeded|dead|cancelled)$")]
     state: Option<String>,
     /// Only jobs of this kind (`punctual.webhook` for webhook jobs).
+    #[param(pattern = r"^[A-Za-z0-9._:/-]+$", min_length = 1, max_length = 128)]
     kind: Option<String>,
     /// Only jobs due at or after this instant (RFC 3339).
+    #[param(format = DateTime)]
     due_after: Option<String>,
     /// Only jobs due before this instant (RFC 3339).
+    #[param(format = DateTime)]
     due_before: Option<String>,
     /// At most this many jobs, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
+    #[param(format = "uuid")]
     cursor: Option<String>,
 }
 

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -80,14 +80,105 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(health::metrics))
 }
 
+/// The answers every route may give besides its own, added to each operation of the document
+/// so that no status the server sends is undocumented: authentication's (401, 403) where a
+/// token is needed, the body reader's (400, 413, 415, 422) where a body is read, and an outage's
+/// (503) everywhere under `/v1`. Every problem is served as `application/problem+json`.
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name("Problem"))))
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for operation in operations.into_iter().flatten() {
+                let authenticated = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|requirements| !requirements.is_empty());
+                let has_body = operation.request_body.is_some();
+                let has_parameters = operation
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|parameters| !parameters.is_empty());
+                let mut extra: Vec<(&str, &str)> = Vec::new();
+                if authenticated {
+                    extra.push((
+                        "401",
+                        "No token, or a malformed, unknown, revoked or expired one",
+                    ));
+                    extra.push(("403", "The token lacks this route's scope"));
+                }
+                if has_body {
+                    extra.push((
+                        "400",
+                        "The body could not be read: not JSON, a wrong type, an unknown field",
+                    ));
+                    extra.push(("413", "The body is over this route's limit"));
+                    extra.push(("415", "The body is not application/json"));
+                    extra.push(("422", "A value breaks a rule"));
+                }
+                if has_parameters {
+                    extra.push(("400", "A parameter could not be read"));
+                    extra.push(("422", "A parameter breaks a rule"));
+                }
+                if path.starts_with("/v1/") && path != "/v1/openapi.json" {
+                    extra.push(("503", "The store is unavailable; retry after Retry-After"));
+                }
+                for (status, description) in extra {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(description)
+                                    .content(PROBLEM_JSON, problem())
+                                    .build(),
+                            )
+                        });
+                }
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = response.content.get("application/json").is_some_and(|content| {
+                        matches!(&content.schema, Some(RefOr::Ref(reference)) if reference.ref_location.ends_with("/Problem"))
+                    });
+                    if is_problem
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert(PROBLEM_JSON.to_owned(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document, as served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut document = routes().split_for_parts().1;
+    ProblemResponses.modify(&mut document);
+    document
 }
 
 /// The whole HTTP surface of a node.
 pub fn router(app: Arc<App>) -> Router {
-    let (router, document) = routes().split_for_parts();
+    let (router, mut document) = routes().split_for_parts();
+    ProblemResponses.modify(&mut document);
     let document = Arc::new(document);
     router
         .route(

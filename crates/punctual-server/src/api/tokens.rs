@@ -79,6 +79,7 @@ pub async fn create_token(
 #[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// At most this many, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
