@@ -78,7 +78,7 @@ pub struct WebhookSpec {
     pub url: String,
     /// `POST` (default), `PUT` or `PATCH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^(?i)(post|put|patch)$")]
+    #[schema(pattern = r"^(POST|PUT|PATCH|post|put|patch)$")]
     pub method: Option<String>,
     /// Extra request headers (at most 32; punctual's own and the connection's are refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]

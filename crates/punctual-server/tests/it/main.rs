@@ -6,6 +6,7 @@ mod idempotency;
 mod malformed;
 mod outage;
 mod python_worker;
+mod schemathesis;
 mod ssrf;
 mod webhooks;
 mod workers;
