@@ -59,6 +59,9 @@ pub struct Report {
     pub runs_after_takeover: Option<u64>,
     /// Bytes of the store's files (database and write-ahead log) per stored job.
     pub store_bytes_per_job: Option<f64>,
+    /// backlog: how long `Store::counts` and `Store::queue_stats` (a metrics scrape's questions)
+    /// took with the backlog stored.
+    pub stats_ms: Option<f64>,
     /// PostgreSQL: dead row versions of the jobs table at the end (`n_dead_tup`).
     pub dead_tuples: Option<u64>,
     /// PostgreSQL: the jobs table's total size with its indexes at the end.
@@ -103,6 +106,7 @@ impl Report {
             stale_completions_accepted: None,
             runs_after_takeover: None,
             store_bytes_per_job: None,
+            stats_ms: None,
             dead_tuples: None,
             table_bytes: None,
             integrity_ok: None,
@@ -159,6 +163,7 @@ impl Report {
             &mut rounded.start_to_first_fire_ms,
             &mut rounded.store_bytes_per_job,
             &mut rounded.lateness_first_ms,
+            &mut rounded.stats_ms,
         ]
         .into_iter()
         .flatten()
@@ -221,6 +226,9 @@ impl Report {
                     request.p50, request.p99, request.max
                 ),
             ));
+        }
+        if let Some(stats) = self.stats_ms {
+            rows.push(("counts and queue stats", format!("{stats:.3} ms")));
         }
         if let Some(bad) = self.bad_signatures {
             rows.push(("bad signatures", bad.to_string()));
