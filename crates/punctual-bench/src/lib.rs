@@ -22,6 +22,7 @@ mod cluster;
 mod crash;
 mod fleet;
 mod progress;
+pub mod receiver;
 mod report;
 mod scratch_schema;
 mod stats;
