@@ -883,6 +883,73 @@ async fn a_node_with_a_skewed_clock_fires_nothing_early_and_nothing_twice() {
     }
 }
 
+/// The cluster test: two `serve` processes on one PostgreSQL schema share the work (both
+/// send webhooks), and when one is killed, the other finishes every job, the killed one's
+/// included, after its lease. The survivor holds `STEADY_LEASE`, so every rerun is the killed
+/// node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_share_the_work_and_one_finishes_the_killed_one_s() {
+    let Some(fixture) = Fixture::start().await else {
+        return;
+    };
+    let url = database_url();
+    let victim_lease = Duration::from_secs(2);
+    // Each node sends at most four webhooks at once, and each takes 300 ms to answer: about 13
+    // a second per node, fewer than the 30 a second that fall due, so neither node can take
+    // all the work, and the one to kill always has some in flight.
+    fixture.receiver.set_delay(Duration::from_millis(300));
+    let mut killed = fixture.node_with(&fixture.spec("killed", &url, victim_lease).concurrency(4));
+    let mut survivor =
+        fixture.node_with(&fixture.spec("survivor", &url, STEADY_LEASE).concurrency(4));
+    killed.address().await;
+    let address = survivor.address().await;
+    let jobs = spread_jobs(
+        &fixture.receiver,
+        0,
+        60,
+        fixture.now().add(Duration::from_secs(1)),
+        Duration::from_secs(2),
+    );
+    let ids = fixture.api.create_all(address, &jobs).await;
+    eventually(
+        "both nodes to send webhooks, with some of the one to kill in flight",
+        PATIENCE,
+        async || {
+            killed.assert_alive();
+            survivor.assert_alive();
+            let shared = fixture.sent_by(killed.sender).len() >= 3
+                && fixture.sent_by(survivor.sender).len() >= 3;
+            (shared && fixture.receiver.in_flight(killed.sender) > 0).then_some(())
+        },
+    )
+    .await;
+    // Its webhooks in flight are never answered: it dies without learning that they
+    // succeeded, so it completes none of them.
+    let unfinished = fixture.receiver.hold(killed.sender);
+    killed.kill();
+    all_succeed(&fixture.store, &ids, &mut [&mut survivor]).await;
+
+    let receipts = fixture.receipts();
+    let reruns = assert_fenced(&receipts, &ids, |earlier, later| {
+        earlier.sender == Some(killed.sender)
+            && later.sender == Some(survivor.sender)
+            && after_lease(earlier, later, victim_lease, CLOCK_TOLERANCE_US)
+    });
+    assert!(
+        !unfinished.is_empty() && reruns >= 1,
+        "the killed node left nothing unfinished: the test did not exercise a takeover"
+    );
+    assert_completed_by_last_run(&fixture.store, &receipts, &ids).await;
+    for id in &unfinished {
+        let completed_by = fixture.completed_by_sender(*id, &receipts).await;
+        assert_eq!(
+            completed_by,
+            Some(survivor.sender),
+            "job {id}, left unfinished by the killed node, was not finished by the other"
+        );
+    }
+}
+
 /// Runs the binary and returns its last stdout line as JSON; panics with its output on failure.
 fn bench(args: &[&str]) -> (Value, u32) {
     let child = Command::new(env!("CARGO_BIN_EXE_punctual"))

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cluster;
+mod crash;
 mod demo;
 mod jobs;
 mod nodes;

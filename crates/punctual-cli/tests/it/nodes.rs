@@ -93,6 +93,13 @@ impl NodeSpec {
             clock_skew_ms: 0,
         }
     }
+
+    pub fn concurrency(self, concurrency: usize) -> NodeSpec {
+        NodeSpec {
+            concurrency,
+            ..self
+        }
+    }
 }
 
 /// A `punctual serve` process; dropping it kills and reaps it.
