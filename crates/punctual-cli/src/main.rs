@@ -44,9 +44,6 @@ enum Command {
     Schedule(jobs::ScheduleArgs),
     /// List, show, count or cancel the jobs in a store (--store sqlite:PATH or postgres://...).
     Jobs(jobs::JobsArgs),
-    /// A worker process for the crash and cluster benchmarks (internal).
-    #[command(hide = true)]
-    BenchWorker(punctual_bench::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,7 +60,6 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Schedule(args) => jobs::schedule(args),
         Command::Jobs(args) => jobs::run(args),
-        Command::BenchWorker(args) => punctual_bench::worker(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
