@@ -362,7 +362,7 @@ async fn killed_nodes_lose_no_job_and_their_jobs_rerun_only_after_the_lease() {
         0,
         200,
         fixture.now().add(Duration::from_secs(1)),
-        Duration::from_secs(4),
+        Duration::from_secs(3),
     );
     let ids = fixture.api.create_all(address, &jobs).await;
 
@@ -538,7 +538,7 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
         0,
         150,
         fixture.now().add(Duration::from_secs(1)),
-        Duration::from_secs(6),
+        Duration::from_secs(4),
     );
     let mut ids = fixture.api.create_all(address, &jobs).await;
     eventually("the node to send webhooks", PATIENCE, async || {
@@ -769,7 +769,7 @@ async fn a_node_with_a_skewed_clock_fires_nothing_early_and_nothing_twice() {
         &fixture.receiver,
         0,
         20,
-        fixture.now().add(Duration::from_secs(2)),
+        fixture.now().add(Duration::from_secs(1)),
         Duration::from_secs(2),
     );
     let one_off = fixture.api.create_all(address, &jobs).await;
@@ -895,7 +895,7 @@ async fn two_serve_processes_share_the_work_and_one_finishes_the_killed_one_s() 
     let url = database_url();
     let victim_lease = Duration::from_secs(2);
     // Each node sends at most four webhooks at once, and each takes 300 ms to answer: about 13
-    // a second per node, fewer than the 30 a second that fall due, so neither node can take
+    // a second per node, fewer than the 27 a second that fall due, so neither node can take
     // all the work, and the one to kill always has some in flight.
     fixture.receiver.set_delay(Duration::from_millis(300));
     let mut killed = fixture.node_with(&fixture.spec("killed", &url, victim_lease).concurrency(4));
@@ -906,9 +906,9 @@ async fn two_serve_processes_share_the_work_and_one_finishes_the_killed_one_s() 
     let jobs = spread_jobs(
         &fixture.receiver,
         0,
-        60,
-        fixture.now().add(Duration::from_secs(1)),
-        Duration::from_secs(2),
+        40,
+        fixture.now().add(Duration::from_millis(500)),
+        Duration::from_millis(1_500),
     );
     let ids = fixture.api.create_all(address, &jobs).await;
     eventually(

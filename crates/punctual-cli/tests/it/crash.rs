@@ -37,13 +37,13 @@ use crate::turns::EXCLUSIVE;
 /// a stall on a loaded machine (its rerun would be unexplained).
 const LEASE: Duration = Duration::from_secs(3);
 /// How many times the node is killed (and started again).
-const KILLS: u32 = 5;
+const KILLS: u32 = 4;
 /// The jobs, created in batches of `BATCH`, one batch every `PACE`.
 const JOBS: usize = 120;
 const BATCH: usize = 10;
 /// Not a wait for an effect: the pace at which the client creates jobs, so that creations meet
 /// the kills.
-const PACE: Duration = Duration::from_millis(300);
+const PACE: Duration = Duration::from_millis(250);
 
 /// Creates `jobs` in batches on whichever node `address` names at the moment, each batch under
 /// its own idempotency key and sent again (to the next node, when this one was killed) until a
@@ -98,8 +98,8 @@ async fn a_serve_process_killed_and_restarted_loses_no_acknowledged_job() {
         &receiver,
         0,
         JOBS,
-        SystemClock.now().add(Duration::from_millis(1_500)),
-        Duration::from_secs(3),
+        SystemClock.now().add(Duration::from_secs(1)),
+        Duration::from_millis(2_500),
     );
     let (address, addresses) = watch::channel(None);
     let creator = tokio::spawn(create_through_kills(api.clone(), jobs, addresses));
