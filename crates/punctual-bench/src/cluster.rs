@@ -1,18 +1,20 @@
-//! The cluster workload: `--nodes` worker processes share one PostgreSQL schema while the jobs
-//! fall due; with `--kills K` the parent disrupts a random node K times, alternately killing it
-//! with SIGKILL (and starting a new node in its place) and pausing it with SIGSTOP for longer
-//! than its lease before resuming it with SIGCONT. A resumed node's late writes (completions,
-//! heartbeats) must be refused, since other nodes rescued and reran its jobs meanwhile.
+//! The cluster workload: `--nodes` `punctual serve` nodes share one PostgreSQL schema and send
+//! the jobs, webhooks, to the benchmark's receiver while they fall due; with `--kills K` the
+//! benchmark disrupts a random node K times, alternately killing it with SIGKILL (and starting
+//! a new node in its place) and pausing it with SIGSTOP for longer than its lease before
+//! resuming it with SIGCONT. A resumed node's late writes (completions, heartbeats) must be
+//! refused, since other nodes rescued and reran its jobs meanwhile.
 //!
-//! Then the parent reads every node's run log and the store: a job that did not succeed, or
-//! never ran, is lost; a run beyond a job's first is a duplicate, explained when the run before
-//! it (by lease token) was made by a killed node, or by a paused node under a claim that may
-//! have preceded the end of its pause (its `run_at` minus the claim window is not after the
-//! resume), and the later run has a larger token; an acknowledged completion of a run whose job
-//! later ran under a larger token is a stale completion accepted (there must be none). A paused
-//! node may, once resumed, start a handler it claimed before the pause although the job was
-//! rescued and run elsewhere meanwhile; such runs are counted apart (`runs_after_takeover`).
-//! Every node is killed and reaped on every path out of here, errors included.
+//! Then the benchmark reads the receipts, the nodes' logs and the store: a job that did not
+//! succeed, or was never received, is lost; a receipt beyond a job's first is a duplicate,
+//! explained when the run before it (by lease token) was sent by a killed node, or by a paused
+//! node under a claim that may have preceded the end of its pause (its `run_at` minus the claim
+//! window is not after the resume), and the later run has a larger token; a job the store shows
+//! succeeded under a token smaller than one it was received under is a stale completion
+//! accepted (there must be none). A paused node may, once resumed, send a webhook it claimed
+//! before the pause although the job was rescued and run elsewhere meanwhile; such runs are
+//! counted apart (`runs_after_takeover`). Every node is killed and reaped on every path out of
+//! here, errors included.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -22,32 +24,35 @@ use punctual::Config;
 use punctual_server::store_url::StoreUrl;
 use rand::Rng as _;
 
-use super::fleet::{Logs, Spawner, Worker, WorkerStore, max_rss};
+use super::fleet::{Node, NodeStore, Spawner, lease_lost, max_rss};
 use super::progress::Progress;
+use super::receiver::Receiver;
 use super::report::Report;
 use super::stats::{
     Lateness, Run, classify_runs, first_run_lateness_ms, rate, runs_after_takeover,
     stale_completions_accepted,
 };
 use super::store::{self, BenchStore};
-use super::{Plan, count_finished, insert_disrupted_jobs, succeeded_indexes};
+use super::{
+    Plan, count_finished, insert_disrupted_jobs, receipts_max, received_runs, succeeded_webhooks,
+};
 
 /// How far ahead the first job is due when insertion starts.
 const LEAD: Duration = Duration::from_secs(1);
 /// How long a paused node stays stopped, at least: past its lease (by default 1 s; three leases
-/// when `--lease-ms` is longer), and, should it be the leader,
-/// past its leadership (the workers' 1.5 s, renewed every 0.5 s) with room for another node to
-/// take over, rescue its jobs and run them again, so that its writes after it resumes are stale.
+/// when `--lease-ms` is longer), and, should it be the leader, past its leadership
+/// (`fleet::LEADER_LEASE`, 1.5 s, renewed every 0.5 s) with room for another node to take
+/// over, rescue its jobs and run them again, so that its writes after it resumes are stale.
 const PAUSE: Duration = Duration::from_millis(3_000);
 /// How long after the last job is due (and the last disruption) the run waits for every job.
 const GRACE: Duration = Duration::from_secs(60);
-/// How often the parent counts finished jobs.
+/// How often the benchmark counts finished jobs.
 const COUNT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A node paused and resumed: the jobs it claimed before `resumed_us` (database clock) may be
 /// rerun by other nodes.
 struct Pause {
-    pid: u32,
+    node: u32,
     resumed_us: i64,
 }
 
@@ -63,29 +68,29 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let scratch = tempfile::Builder::new()
         .prefix("punctual-cluster-")
         .tempdir()
-        .context("creating a directory for the run logs")?;
-    // The parent's own handle: it inserts the jobs and reads the outcome, on the database clock.
+        .context("creating a directory for the nodes' logs")?;
+    // The benchmark's own handle: it inserts the jobs and reads the outcome, on the database
+    // clock, which the receiver times arrivals on too.
     let opened = store::open(&plan.store, &plan.postgres()).await?;
     let store = opened.store.clone();
     let clock = opened.clock.clone();
+    let receiver = Receiver::start(clock.clone(), receipts_max(jobs))
+        .await
+        .context("starting the webhook receiver")?;
     let mut report = plan.report();
 
     let started = Instant::now();
-    let took = insert_disrupted_jobs(plan, &*store, &*clock, LEAD, &progress).await?;
+    let target = receiver.url("job");
+    let took = insert_disrupted_jobs(plan, &*store, &*clock, LEAD, &target, &progress).await?;
     report.enqueue_per_s = rate(jobs as u64, took);
 
-    let spawner = Spawner {
-        exe: std::env::current_exe().context("finding this executable to start nodes")?,
-        store: WorkerStore::Postgres {
-            url: url.clone(),
-            schema,
-        },
-        scratch: scratch.path().to_path_buf(),
-        concurrency: plan.concurrency,
-        lease: plan.lease,
+    let node_store = NodeStore::Postgres {
+        url: url.clone(),
+        schema,
     };
-    let mut nodes: Vec<Worker> = (0..plan.nodes)
-        .map(|number| spawner.spawn(&format!("node-{number}-0")))
+    let mut spawner = Spawner::new(node_store, scratch.path(), plan.concurrency, plan.lease)?;
+    let mut nodes: Vec<Node> = (0..plan.nodes)
+        .map(|number| spawner.spawn(&format!("node-{number}-0"), &receiver))
         .collect::<anyhow::Result<_>>()?;
     let mut logs: Vec<_> = nodes.iter().map(|node| node.log.clone()).collect();
     let mut killed = HashSet::new();
@@ -108,8 +113,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         let target = rand::rng().random_range(0..nodes.len());
         if number % 2 == 0 {
             nodes[target].kill()?;
-            killed.insert(nodes[target].pid);
-            let replacement = spawner.spawn(&format!("node-{target}-{}", number + 1))?;
+            killed.insert(nodes[target].sender);
+            let replacement = spawner.spawn(&format!("node-{target}-{}", number + 1), &receiver)?;
             logs.push(replacement.log.clone());
             nodes[target] = replacement;
         } else {
@@ -118,7 +123,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
             tokio::time::sleep(PAUSE.max(plan.lease * 3)).await;
             node.resume()?;
             pauses.push(Pause {
-                pid: node.pid,
+                node: node.sender,
                 resumed_us: clock.now().as_micros(),
             });
         }
@@ -144,28 +149,29 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         node.kill()?;
     }
 
-    let logged = Logs::read(&logs)?;
+    let runs = received_runs(&receiver, jobs, &mut report);
     // A job is claimed no earlier than its run_at minus the claim window.
     let claim_ahead_us = i64::try_from(Config::default().claim_ahead.as_micros()).unwrap_or(0);
     let lost_holder = |run: &Run| {
-        killed.contains(&run.pid)
+        killed.contains(&run.node)
             || pauses.iter().any(|pause| {
-                pause.pid == run.pid && run.run_at_us - claim_ahead_us <= pause.resumed_us
+                pause.node == run.node && run.run_at_us - claim_ahead_us <= pause.resumed_us
             })
     };
-    let counts = classify_runs(&logged.runs, lost_holder);
-    let succeeded = succeeded_indexes(&*store, jobs).await?;
-    let ran = logged.ran();
+    let counts = classify_runs(&runs, lost_holder);
+    let succeeded = succeeded_webhooks(&*store, jobs).await?;
+    let succeeded_indexes: HashSet<usize> = succeeded.iter().map(|job| job.index).collect();
+    let received: HashSet<usize> = runs.iter().map(|run| run.index).collect();
     report.lost = (0..jobs)
-        .filter(|index| !(succeeded.contains(index) && ran.contains(index)))
+        .filter(|index| !(succeeded_indexes.contains(index) && received.contains(index)))
         .count() as u64;
     report.duplicates = counts.duplicates;
     report.duplicates_explained = counts.explained;
-    report.lateness_ms = Lateness::of(first_run_lateness_ms(&logged.runs));
-    report.stale_completions_refused = Some(logged.lease_lost);
-    report.stale_completions_accepted =
-        Some(stale_completions_accepted(&logged.runs, &logged.done));
-    report.runs_after_takeover = Some(runs_after_takeover(&logged.runs));
+    report.lateness_ms = Lateness::of(first_run_lateness_ms(&runs));
+    report.stale_completions_refused = Some(lease_lost(&logs)?);
+    let completions: Vec<_> = succeeded.iter().map(|job| (job.id, job.token)).collect();
+    report.stale_completions_accepted = Some(stale_completions_accepted(&runs, &completions));
+    report.runs_after_takeover = Some(runs_after_takeover(&runs));
     report.kills = Some(killed.len() as u64);
     report.pauses = Some(pauses.len() as u64);
     report.rss_mb_max = rss_mb;
@@ -175,18 +181,13 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
             GRACE.as_secs()
         ));
     }
-    if let Some(stray) = logged.runs.iter().find(|run| run.index >= jobs) {
-        report.problems.push(format!(
-            "a node ran job {}, which this run never scheduled",
-            stray.index
-        ));
-    }
     drop(store);
+    drop(receiver);
     opened.close().await;
 
     if report.broken() || !report.problems.is_empty() {
         let kept = scratch.keep();
-        eprintln!("the nodes' run logs are kept in {}", kept.display());
+        eprintln!("the nodes' logs are kept in {}", kept.display());
     }
     Ok(report)
 }

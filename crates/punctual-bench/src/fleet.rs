@@ -1,57 +1,102 @@
-//! The worker processes of the crash and cluster workloads: starting them, killing (SIGKILL),
-//! pausing (SIGSTOP) and resuming (SIGCONT) them, and reading back what their run logs say.
+//! The `punctual serve` nodes of the crash and cluster workloads: starting them, killing
+//! (SIGKILL), pausing (SIGSTOP) and resuming (SIGCONT) them, and reading their JSON logs for
+//! the writes the store refused them.
 //!
-//! Owns every child process it starts: a `Worker` kills and reaps its process when dropped, so no
+//! A node is the running executable's `serve` (so the build that measures is the build that
+//! serves), listening on a port the OS picks on loopback (the benchmark does not call its API),
+//! with JSON logs to a file, a configuration file for its lease, its leader lease and its
+//! concurrency, webhooks to loopback allowed, and a signing secret of its own from the
+//! benchmark's receiver, which is how a receipt names its sender.
+//!
+//! Owns every child process it starts: a `Node` kills and reaps its process when dropped, so no
 //! path out of a workload, errors included, leaves one behind (a paused one included: SIGKILL
-//! ends a stopped process too). Signals other than SIGKILL go through the `kill` command, which
-//! keeps the workspace free of `unsafe` and of a libc binding. Must not judge the runs: that is
-//! `stats`.
+//! ends a stopped process too). A node shares the benchmark's process group, so an interrupt
+//! from the terminal reaches it too. Signals other than SIGKILL go through the `kill` command,
+//! which keeps the workspace free of `unsafe` and of a libc binding. Must not judge the runs:
+//! that is `stats`.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use punctual::JobId;
-
-use super::report::peak_rss_mb;
-use super::stats::Run;
-use super::worker::parse_log;
 use punctual_server::store_url::PostgresUrl;
 
-/// Where the workers find the jobs.
+use super::receiver::Receiver;
+use super::report::peak_rss_mb;
+
+/// How long a node's leadership (the rescue of expired leases) lasts unrenewed: short, so that
+/// when the leader is the node killed or paused, another takes over its duties within about two
+/// seconds rather than the default thirteen.
+pub const LEADER_LEASE: Duration = Duration::from_millis(1_500);
+
+/// Where the nodes find the jobs.
 #[derive(Clone, Debug)]
-pub enum WorkerStore {
+pub enum NodeStore {
     Sqlite(PathBuf),
     Postgres { url: PostgresUrl, schema: String },
 }
 
-/// Starts worker processes, each with its own run log and stderr file in `scratch`.
+/// Starts nodes, each with its own log file in `scratch`, all with one configuration file.
 pub struct Spawner {
-    pub exe: PathBuf,
-    pub store: WorkerStore,
-    pub scratch: PathBuf,
-    pub concurrency: usize,
-    pub lease: Duration,
+    exe: PathBuf,
+    store: NodeStore,
+    scratch: PathBuf,
+    config: PathBuf,
+    /// The next node's sender number.
+    next: u32,
 }
 
 impl Spawner {
-    /// Starts a worker whose files are named after `name`.
-    pub fn spawn(&self, name: &str) -> anyhow::Result<Worker> {
-        let log = self.scratch.join(format!("{name}.log"));
-        let stderr_path = self.scratch.join(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_path)
-            .with_context(|| format!("creating {}", stderr_path.display()))?;
+    /// Writes the nodes' configuration file (their `lease`, `LEADER_LEASE`, `concurrency`).
+    pub fn new(
+        store: NodeStore,
+        scratch: &Path,
+        concurrency: usize,
+        lease: Duration,
+    ) -> anyhow::Result<Spawner> {
+        let config = scratch.join("node.toml");
+        let text = format!(
+            "[engine]\nlease_ms = {}\nleader_lease_ms = {}\nconcurrency = {concurrency}\n",
+            lease.as_millis(),
+            LEADER_LEASE.as_millis()
+        );
+        std::fs::write(&config, text)
+            .with_context(|| format!("writing the nodes' configuration {}", config.display()))?;
+        Ok(Spawner {
+            exe: std::env::current_exe().context("finding this executable to start nodes")?,
+            store,
+            scratch: scratch.to_path_buf(),
+            config,
+            next: 0,
+        })
+    }
+
+    /// Starts a node named `name` (its holder name in the store), enrolled with `receiver`.
+    pub fn spawn(&mut self, name: &str, receiver: &Receiver) -> anyhow::Result<Node> {
+        let sender = self.next;
+        self.next += 1;
+        let log = self.scratch.join(format!("{name}-{sender}.log"));
+        let stderr =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(&self.exe);
-        command.arg("bench-worker");
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--listen", "127.0.0.1:0", "--node", name])
+            .args(["--log-format", "json", "--log-level", "info"])
+            .args(["--allow-network", "127.0.0.0/8"])
+            .env("PUNCTUAL_WEBHOOK_SECRETS", receiver.enroll(sender))
+            // The log level above keeps the lines counted here; RUST_LOG would win over it.
+            .env_remove("RUST_LOG");
         match &self.store {
-            WorkerStore::Sqlite(path) => {
+            NodeStore::Sqlite(path) => {
                 let mut store = std::ffi::OsString::from("sqlite:");
                 store.push(path);
                 command.arg("--store").arg(store);
             }
-            WorkerStore::Postgres { url, schema } => {
+            NodeStore::Postgres { url, schema } => {
                 command
                     .arg("--store")
                     .arg(url.as_str())
@@ -60,47 +105,42 @@ impl Spawner {
             }
         }
         let child = command
-            .arg("--log")
-            .arg(&log)
-            .arg("--concurrency")
-            .arg(self.concurrency.to_string())
-            .arg("--lease-ms")
-            .arg(self.lease.as_millis().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .context("starting a bench-worker process")?;
-        Ok(Worker {
+            .context("starting a punctual serve node")?;
+        Ok(Node {
             pid: child.id(),
+            sender,
             child: Some(child),
             log,
-            stderr: stderr_path,
         })
     }
 }
 
-/// A running worker process. Dropping it kills and reaps the process.
-pub struct Worker {
+/// A running node. Dropping it kills and reaps the process.
+pub struct Node {
     pub pid: u32,
+    /// Whose signature its webhooks carry, for the receiver.
+    pub sender: u32,
     /// `None` once killed and reaped.
     child: Option<Child>,
     pub log: PathBuf,
-    stderr: PathBuf,
 }
 
-impl Worker {
-    /// Fails, with the worker's stderr, if the worker exited by itself: it should only ever die
+impl Node {
+    /// Fails, with the end of the node's log, if it exited by itself: it should only ever die
     /// by our hand.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         let Some(child) = self.child.as_mut() else {
-            bail!("the worker was already killed");
+            bail!("the node was already killed");
         };
-        if let Some(status) = child.try_wait().context("checking on a worker")? {
+        if let Some(status) = child.try_wait().context("checking on a node")? {
             self.child = None;
             bail!(
-                "a bench-worker exited by itself ({status}): {}",
-                read_tail(&self.stderr)
+                "a serve node exited by itself ({status}): {}",
+                read_tail(&self.log)
             );
         }
         Ok(())
@@ -111,28 +151,28 @@ impl Worker {
         peak_rss_mb(&self.pid.to_string())
     }
 
-    /// Kills the worker with SIGKILL and reaps it.
+    /// Kills the node with SIGKILL and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        let mut child = self.child.take().context("the worker was already killed")?;
+        let mut child = self.child.take().context("the node was already killed")?;
         // Fails only if the process has already been reaped, which `take` above rules out.
-        child.kill().context("killing a worker")?;
-        child.wait().context("reaping a killed worker")?;
+        child.kill().context("killing a node")?;
+        child.wait().context("reaping a killed node")?;
         Ok(())
     }
 
-    /// Stops the worker with SIGSTOP: it keeps its connections and leases but does nothing.
+    /// Stops the node with SIGSTOP: it keeps its connections and leases but does nothing.
     pub fn pause(&self) -> anyhow::Result<()> {
         self.signal("STOP")
     }
 
-    /// Lets a paused worker go on with SIGCONT.
+    /// Lets a paused node go on with SIGCONT.
     pub fn resume(&self) -> anyhow::Result<()> {
         self.signal("CONT")
     }
 
     fn signal(&self, name: &str) -> anyhow::Result<()> {
         if self.child.is_none() {
-            bail!("the worker was already killed");
+            bail!("the node was already killed");
         }
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -146,7 +186,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for Node {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -155,41 +195,31 @@ impl Drop for Worker {
     }
 }
 
-/// Everything the workers' logs say, taken together.
-#[derive(Debug, Default)]
-pub struct Logs {
-    pub runs: Vec<Run>,
-    /// Acknowledged completions: (job, attempt).
-    pub done: Vec<(JobId, u32)>,
-    /// Writes refused because the writer's lease had moved on.
-    pub lease_lost: u64,
+/// How many writes the store refused the nodes whose logs are `paths`: their `lease lost`
+/// warnings. A node killed before it logged anything refused nothing; a line a kill cut short
+/// is not counted.
+pub fn lease_lost(paths: &[PathBuf]) -> anyhow::Result<u64> {
+    let mut refused = 0;
+    for path in paths {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        refused += count_lease_lost(&text);
+    }
+    Ok(refused)
 }
 
-impl Logs {
-    /// Reads every log in `paths`; a worker killed before it opened its log ran nothing.
-    pub fn read(paths: &[PathBuf]) -> anyhow::Result<Logs> {
-        let mut logs = Logs::default();
-        for path in paths {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(error) => {
-                    return Err(error).with_context(|| format!("reading {}", path.display()));
-                }
-            };
-            let parsed = parse_log(&text).with_context(|| format!("reading {}", path.display()))?;
-            logs.runs.extend(parsed.runs);
-            logs.done
-                .extend(parsed.done.iter().map(|done| (done.id, done.attempt)));
-            logs.lease_lost += parsed.lease_lost;
-        }
-        Ok(logs)
-    }
-
-    /// The indexes of the jobs that ran at least once.
-    pub fn ran(&self) -> HashSet<usize> {
-        self.runs.iter().map(|run| run.index).collect()
-    }
+fn count_lease_lost(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("lease lost"))
+        })
+        .count() as u64
 }
 
 /// The larger of two optional peaks.
@@ -200,7 +230,7 @@ pub fn max_rss(known: Option<f64>, more: Option<f64>) -> Option<f64> {
     }
 }
 
-/// The last part of a worker's stderr, for an error message.
+/// The last part of a node's log, for an error message.
 fn read_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let tail: String = text
@@ -215,5 +245,26 @@ fn read_tail(path: &Path) -> String {
         "(no output)".to_owned()
     } else {
         tail.trim().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_lease_lost_warnings_of_a_json_log() {
+        let log = concat!(
+            r#"{"level":"INFO","message":"punctual is serving","address":"127.0.0.1:1"}"#,
+            "\n",
+            r#"{"level":"WARN","message":"lease lost: this node's write was refused","job":"x","token":3}"#,
+            "\n",
+            r#"{"level":"WARN","message":"lease lost: this node's write was refused","job":"y","token":4}"#,
+            "\n",
+            // Cut short by a kill.
+            r#"{"level":"WARN","message":"lease lost: this"#,
+        );
+        assert_eq!(count_lease_lost(log), 2);
+        assert_eq!(count_lease_lost(""), 0);
     }
 }

@@ -1,18 +1,21 @@
 //! punctual's benchmark harness: the workloads of docs/benchmarks.md, run end to end on the
-//! real engine and a real store, and the worker process the crash and cluster workloads kill and
-//! pause. The `punctual` binary's `bench` and hidden `bench-worker` commands are one call each
-//! into `run` and `worker`.
+//! real engine and a real store. The throughput, timeliness and backlog workloads run the
+//! engine in this process; the crash and cluster workloads run `punctual serve` nodes, which
+//! they kill and pause, and observe the webhooks those nodes send with an in-process receiver
+//! (`receiver`, public: the binary's fault tests use it too). The `punctual` binary's `bench`
+//! command is one call into `run`.
 //!
-//! Owns the command line of both, the tokio runtime they run on, the resolution of each
-//! workload's defaults and limits, a PostgreSQL run's own schema (fresh for each run, dropped at
-//! the end unless the run failed, so it can be inspected), and the helpers the workloads share
-//! (inserting jobs in batches, waiting with a deadline, reading outcomes from the store). A
-//! benchmark measures and reports; it asserts no speed. It fails (after printing its report)
-//! only when a guarantee is broken: a job lost, a duplicate run without a killed or paused
-//! holder to explain it, a stale completion accepted, a store that fails its integrity check.
+//! Owns the command line, the tokio runtime it runs on, the resolution of each workload's
+//! defaults and limits, a PostgreSQL run's own schema (fresh for each run, dropped at the end
+//! unless the run failed, so it can be inspected), and the helpers the workloads share
+//! (inserting jobs in batches, waiting with a deadline, reading outcomes from the store and the
+//! receiver). A benchmark measures and reports; it asserts no speed. It fails (after printing
+//! its report) only when a guarantee is broken: a job lost, a duplicate run without a killed or
+//! paused holder to explain it, a stale completion accepted, a store that fails its integrity
+//! check.
 //!
-//! The crash and cluster workloads start their workers as `current_exe() bench-worker ...`, so
-//! the binary that calls `run` must also offer `bench-worker`, calling `worker`.
+//! The crash and cluster workloads start their nodes as `current_exe() serve ...`, so the
+//! binary that calls `run` must also offer `serve`.
 //!
 //! Unlike the library crates, this one reports errors with `anyhow`: it is a harness whose only
 //! caller is the binary, which prints its errors, so no caller acts on a variant.
@@ -23,6 +26,7 @@ mod cluster;
 mod crash;
 mod fleet;
 mod progress;
+pub mod receiver;
 mod report;
 mod scratch_schema;
 mod service;
@@ -31,9 +35,7 @@ mod store;
 mod tally;
 mod throughput;
 mod timeliness;
-mod worker;
 
-use std::collections::HashSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -41,17 +43,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
 use punctual::{
-    Clock, JobFilter, JobOptions, JobState, Kind, NewJob, Payload, RetryPolicy, Store, Timestamp,
+    Clock, JobFilter, JobId, JobOptions, JobState, Kind, NewJob, Payload, RetryPolicy, Store,
+    Timestamp,
 };
 use punctual_core::{Cursor, limits};
 use punctual_server::store_url::{PostgresSettings, StoreUrl};
+use punctual_server::webhook::target::{Envelope, Target, WEBHOOK_KIND, envelope};
 
 use progress::Progress;
+use receiver::Receiver;
 use report::Report;
 use scratch_schema::ScratchSchema;
 use store::BenchStore;
-
-pub use worker::{WorkerArgs, run as worker};
 
 /// The kind of every benchmark job; its handler does nothing but record the run.
 const KIND: &str = "noop";
@@ -60,7 +63,7 @@ const KIND: &str = "noop";
 const JOBS_MAX: usize = 10_000_000;
 /// Most kills in one crash run.
 const KILLS_MAX: usize = 1_000;
-/// Most worker processes in one cluster run.
+/// Most nodes in one cluster run.
 const NODES_MAX: usize = 64;
 /// Longest spread of due times.
 const SPREAD_MAX: Duration = Duration::from_secs(3_600);
@@ -75,9 +78,9 @@ pub enum Workload {
     Timeliness,
     /// N jobs due in days, a trickle due in seconds, an engine restart: memory, first fire.
     Backlog,
-    /// A worker process killed --kills times while jobs fall due: nothing lost or run twice.
+    /// A serve node killed --kills times while webhook jobs fall due: nothing lost or run twice.
     Crash,
-    /// --nodes worker processes sharing one PostgreSQL; --kills alternately kills and pauses.
+    /// --nodes serve nodes sharing one PostgreSQL; --kills alternately kills and pauses them.
     Cluster,
     /// N no-op jobs all due at one instant, 1 s ahead: lateness of the first and the last.
     Burst,
@@ -129,18 +132,18 @@ pub struct BenchArgs {
     /// Most handlers running at once (default: 1,000 throughput, 256 otherwise).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Worker processes sharing the database (cluster only; default 3).
+    /// Serve nodes sharing the database (cluster only; default 3).
     #[arg(long)]
     nodes: Option<usize>,
-    /// Crash: how many times the worker is killed (default 20). Cluster: how many times a
+    /// Crash: how many times the node is killed (default 20). Cluster: how many times a
     /// random node is disrupted, alternately killed (and restarted) and paused past its lease
     /// (default 0).
     #[arg(long)]
     kills: Option<usize>,
-    /// Crash and cluster: the workers' lease in milliseconds (default 1,000: short, so a
-    /// disrupted worker's jobs come back quickly). A worker that stalls longer than its lease
-    /// without being disrupted is rescued too, and its rerun counts as unexplained: give a
-    /// loaded machine a longer lease.
+    /// Crash and cluster: the nodes' lease in milliseconds (default 1,000, the shortest serve
+    /// takes: a disrupted node's jobs come back quickly). A node that stalls longer than its
+    /// lease without being disrupted is rescued too, and its rerun counts as unexplained: give
+    /// a loaded machine a longer lease.
     #[arg(long)]
     lease_ms: Option<u64>,
     /// webhook-burst: how long the receiver takes to answer, in milliseconds (default 100).
@@ -161,7 +164,7 @@ struct Plan {
     concurrency: usize,
     nodes: usize,
     kills: usize,
-    /// The lease of crash and cluster workers.
+    /// The lease of crash and cluster nodes.
     lease: Duration,
     /// A PostgreSQL run's own schema.
     schema: Option<String>,
@@ -252,8 +255,9 @@ impl Plan {
             bail!("--nodes must be within 1 ..= {NODES_MAX}");
         }
         let lease_ms = args.lease_ms.unwrap_or(1_000);
-        if !(100..=60_000).contains(&lease_ms) {
-            bail!("--lease-ms must be within 100 ..= 60000");
+        // The lower bound is serve's own (`engine.lease_ms`).
+        if !(1_000..=60_000).contains(&lease_ms) {
+            bail!("--lease-ms must be within 1000 ..= 60000");
         }
         if args.lease_ms.is_some() && !matches!(workload, Workload::Crash | Workload::Cluster) {
             bail!("--lease-ms applies to the crash and cluster workloads only");
@@ -380,36 +384,51 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
-/// Inserts one benchmark job per index in `indexes` (payload: the index), in batches of
-/// `limits::INSERT_BATCH_MAX`, each due at `run_at(index, now)`. Returns how long it took.
-/// Inserts the jobs of a run whose workers are disrupted (crash, cluster): spread over the
-/// plan's spread from `lead` ahead, with quick retries (a rescued job is due again soon after its
-/// lease ends) and the most attempts, so that no job can die of disruptions alone.
+/// Inserts the jobs of a run whose nodes are disrupted (crash, cluster): webhooks to `target`
+/// whose payload is the job's index, spread over the plan's spread from `lead` ahead (each due
+/// time a whole millisecond, so the `punctual-scheduled-at` a webhook carries is exactly its
+/// first attempt's `run_at`), with quick retries (a rescued job is due again soon after its
+/// lease ends) and the most attempts, so that no job can die of disruptions alone. Returns how
+/// long it took.
 async fn insert_disrupted_jobs(
     plan: &Plan,
     store: &dyn Store,
     clock: &dyn Clock,
     lead: Duration,
+    target: &str,
     progress: &Progress,
 ) -> anyhow::Result<Duration> {
     let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 0)
-        .context("the retry policy of disrupted workers' jobs")?;
+        .context("the retry policy of disrupted nodes' jobs")?;
     let options = JobOptions::default()
         .retry(retry)
         .attempt_max(limits::ATTEMPT_MAX_LIMIT);
+    let target = Target::new(target, None, None, None)
+        .map_err(|error| anyhow::anyhow!("the receiver's address as a webhook: {error}"))?;
+    let kind = Kind::new(WEBHOOK_KIND).context("the webhook kind")?;
     let jobs = plan.jobs;
     let first_due = clock.now().add(lead);
-    insert_jobs(
+    insert_jobs_of(
         store,
         clock,
         0..jobs,
-        |index, _| spread_at(first_due, plan.spread, index, jobs),
+        &kind,
+        |index| {
+            envelope(&target, &index.to_string())
+                .map_err(|error| anyhow::anyhow!("a webhook job's payload: {error}"))
+        },
+        |index, _| {
+            let at = spread_at(first_due, plan.spread, index, jobs);
+            Timestamp::from_millis(at.as_millis())
+        },
         &options,
         &progress.bar("insert", jobs as u64),
     )
     .await
 }
 
+/// Inserts one benchmark job (`KIND`) per index in `indexes` (payload: the index), in batches of
+/// `limits::INSERT_BATCH_MAX`, each due at `run_at(index, now)`. Returns how long it took.
 async fn insert_jobs(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -419,6 +438,28 @@ async fn insert_jobs(
     bar: &ProgressBar,
 ) -> anyhow::Result<Duration> {
     let kind = Kind::new(KIND).context("the benchmark's kind name")?;
+    let payload =
+        |index: usize| Payload::from_json_text(&index.to_string()).context("an index as a payload");
+    insert_jobs_of(store, clock, indexes, &kind, payload, run_at, options, bar).await
+}
+
+/// Inserts one job of `kind` per index in `indexes` with `payload(index)`, in batches of
+/// `limits::INSERT_BATCH_MAX`, each due at `run_at(index, now)`, each batch durable before the
+/// next. Returns how long it took.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two callers above name every part; a struct would only rename them"
+)]
+async fn insert_jobs_of(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    indexes: Range<usize>,
+    kind: &Kind,
+    payload: impl Fn(usize) -> anyhow::Result<Payload>,
+    run_at: impl Fn(usize, Timestamp) -> Timestamp,
+    options: &JobOptions,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut next = indexes.start;
     while next < indexes.end {
@@ -426,16 +467,16 @@ async fn insert_jobs(
         let now = clock.now();
         let batch = (next..end)
             .map(|index| {
-                let payload = Payload::from_json_text(&index.to_string())?;
-                NewJob::new(
+                let job = NewJob::new(
                     kind.clone(),
-                    payload,
+                    payload(index)?,
                     run_at(index, now),
                     options.clone(),
                     now,
-                )
+                )?;
+                Ok(job)
             })
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<anyhow::Result<Vec<_>>>()
             .context("building a batch of jobs")?;
         store
             .insert(batch, now)
@@ -458,13 +499,21 @@ async fn count_finished(store: &dyn Store) -> anyhow::Result<u64> {
         .sum())
 }
 
-/// The indexes of the jobs the store holds as succeeded.
-async fn succeeded_indexes(store: &dyn Store, jobs: usize) -> anyhow::Result<HashSet<usize>> {
+/// A webhook job the store holds as succeeded: its index (the payload in its envelope), its id,
+/// and the lease token of the completion the store accepted.
+struct Succeeded {
+    index: usize,
+    id: JobId,
+    token: u64,
+}
+
+/// The webhook jobs the store holds as succeeded.
+async fn succeeded_webhooks(store: &dyn Store, jobs: usize) -> anyhow::Result<Vec<Succeeded>> {
     let filter = JobFilter {
         state: Some(JobState::Succeeded),
         ..JobFilter::default()
     };
-    let mut succeeded = HashSet::with_capacity(jobs);
+    let mut succeeded = Vec::with_capacity(jobs);
     let mut after: Option<Cursor> = None;
     // The store holds `jobs` jobs, so this many pages always reach the end.
     let pages_max = jobs / limits::PAGE_SIZE_MAX + 2;
@@ -474,11 +523,15 @@ async fn succeeded_indexes(store: &dyn Store, jobs: usize) -> anyhow::Result<Has
             .await
             .context("listing succeeded jobs")?;
         for job in &page.jobs {
-            let index =
-                job.payload.as_str().parse().with_context(|| {
-                    format!("job {} has a payload that is not an index", job.id)
-                })?;
-            succeeded.insert(index);
+            let index = Envelope::parse(job.payload.as_str())
+                .ok()
+                .and_then(|envelope| envelope.payload.get().parse().ok())
+                .with_context(|| format!("job {} is not a webhook with an index", job.id))?;
+            succeeded.push(Succeeded {
+                index,
+                id: job.id,
+                token: job.lease_token.0,
+            });
         }
         match page.next {
             Some(next) => after = Some(next),
@@ -486,6 +539,57 @@ async fn succeeded_indexes(store: &dyn Store, jobs: usize) -> anyhow::Result<Has
         }
     }
     bail!("listing the succeeded jobs took more than {pages_max} pages")
+}
+
+/// How many receipts the receiver of a run of `jobs` keeps: every job once, and room for far
+/// more reruns than disruptions cause. One more is a problem the report names.
+fn receipts_max(jobs: usize) -> usize {
+    jobs.saturating_mul(2).saturating_add(10_000)
+}
+
+/// The runs the receiver saw, as `stats` judges them, and what is wrong with the rest as
+/// problems in `report`: requests that are not punctual's, that no node of this run signed,
+/// whose body is not an index of this run, or that the receiver had no room to keep.
+fn received_runs(receiver: &Receiver, jobs: usize, report: &mut Report) -> Vec<stats::Run> {
+    let mut runs = Vec::new();
+    let mut unsigned = 0;
+    let mut strays = 0;
+    for receipt in receiver.receipts() {
+        let index = receipt
+            .body
+            .parse::<usize>()
+            .ok()
+            .filter(|index| *index < jobs);
+        match (receipt.sender, index) {
+            (Some(node), Some(index)) => runs.push(stats::Run {
+                index,
+                attempt: receipt.attempt,
+                token: receipt.token,
+                node,
+                id: receipt.id,
+                run_at_us: receipt.scheduled_at.as_micros(),
+                received_us: receipt.received_at.as_micros(),
+            }),
+            (None, _) => unsigned += 1,
+            (Some(_), None) => strays += 1,
+        }
+    }
+    let mut problem = |count: u64, what: &str| {
+        if count > 0 {
+            report.problems.push(format!("{count} {what}"));
+        }
+    };
+    problem(
+        receiver.malformed(),
+        "requests reached the receiver without punctual's headers",
+    );
+    problem(unsigned, "webhooks were signed by no node of this run");
+    problem(strays, "webhooks were for jobs this run never scheduled");
+    problem(
+        receiver.overflow(),
+        "webhooks arrived beyond the receiver's capacity and were not judged",
+    );
+    runs
 }
 
 /// `start + spread * (index / count)`: `count` instants spread evenly from `start`.
@@ -636,6 +740,18 @@ mod tests {
                 "0"
             ])
             .contains("--spread-s")
+        );
+        // Shorter than serve takes.
+        assert!(
+            refused(&[
+                "--workload",
+                "crash",
+                "--store",
+                "sqlite",
+                "--lease-ms",
+                "500"
+            ])
+            .contains("--lease-ms")
         );
         assert!(
             refused(&[

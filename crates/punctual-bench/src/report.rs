@@ -47,14 +47,15 @@ pub struct Report {
     /// `release` or `debug`: figures from a debug build are not comparable.
     pub build: &'static str,
     pub concurrency: Option<u64>,
-    /// Worker processes killed with SIGKILL (crash, cluster).
+    /// Serve nodes killed with SIGKILL (crash, cluster).
     pub kills: Option<u64>,
-    /// Worker processes paused with SIGSTOP past their lease, then resumed (cluster).
+    /// Serve nodes paused with SIGSTOP past their lease, then resumed (cluster).
     pub pauses: Option<u64>,
     /// Completions the store accepted from a holder whose job later ran under a larger lease
-    /// token; must be 0 (crash, cluster).
+    /// token (a job succeeded under a token smaller than one it was received under); must be 0
+    /// (crash, cluster).
     pub stale_completions_accepted: Option<u64>,
-    /// Handlers started by a resumed holder after its job had been taken over under a larger
+    /// Webhooks sent by a resumed holder after its job had been taken over under a larger
     /// token (cluster): counted among the explained duplicates, their outcome refused.
     pub runs_after_takeover: Option<u64>,
     /// Bytes of the store's files (database and write-ahead log) per stored job.

@@ -58,20 +58,21 @@ pub fn rate(count: u64, took: Duration) -> Option<f64> {
     (seconds > 0.0).then(|| count as f64 / seconds)
 }
 
-/// One run of a job's handler, as a crash or cluster worker logs it.
+/// One run of a job in the crash and cluster workloads: a webhook the benchmark's receiver got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
     /// The job's index in this benchmark (its payload).
     pub index: usize,
     pub attempt: u32,
     pub token: u64,
-    /// The worker process that ran it.
-    pub pid: u32,
+    /// The node that sent it (its sender number).
+    pub node: u32,
     pub id: JobId,
-    /// When the job was due, and when its handler started, on the worker's engine clock (the
-    /// database's in cluster mode), in microseconds since the Unix epoch.
+    /// When the attempt was due (to the millisecond, as the webhook says), and when the
+    /// webhook arrived, on the benchmark's clock (the database's in cluster mode), in
+    /// microseconds since the Unix epoch.
     pub run_at_us: i64,
-    pub started_us: i64,
+    pub received_us: i64,
 }
 
 /// What the runs of a set of jobs add up to.
@@ -95,7 +96,7 @@ pub struct RunCounts {
 /// token, or a second run after a holder that kept its lease, are unexplained.
 pub fn classify_runs(runs: &[Run], lost_holder: impl Fn(&Run) -> bool) -> RunCounts {
     let mut sorted = runs.to_vec();
-    sorted.sort_by_key(|run| (run.index, run.token, run.attempt, run.pid));
+    sorted.sort_by_key(|run| (run.index, run.token, run.attempt, run.node));
     let mut counts = RunCounts::default();
     let mut previous: Option<&Run> = None;
     for run in &sorted {
@@ -114,7 +115,7 @@ pub fn classify_runs(runs: &[Run], lost_holder: impl Fn(&Run) -> bool) -> RunCou
 }
 
 /// The lateness of each job's first run (the one under its smallest lease token), in
-/// milliseconds: handler start minus `run_at`, both on the worker's engine clock.
+/// milliseconds: arrival minus `run_at`, both on the benchmark's clock.
 pub fn first_run_lateness_ms(runs: &[Run]) -> Vec<f64> {
     let mut first: HashMap<usize, &Run> = HashMap::new();
     for run in runs {
@@ -125,14 +126,14 @@ pub fn first_run_lateness_ms(runs: &[Run]) -> Vec<f64> {
     }
     first
         .values()
-        .map(|run| run.started_us.saturating_sub(run.run_at_us) as f64 / 1000.0)
+        .map(|run| run.received_us.saturating_sub(run.run_at_us) as f64 / 1000.0)
         .collect()
 }
 
-/// Runs that started after the same job had already started under a larger lease token: a
-/// holder that kept running (a paused node resumed) started a handler under a lease that had
-/// expired and been taken over meanwhile. Such a run's outcome is refused, but its handler did
-/// run: an extra execution the engine could avoid by checking its lease before starting.
+/// Runs that arrived after the same job had already arrived under a larger lease token: a
+/// holder that kept running (a paused node resumed) sent a webhook under a lease that had
+/// expired and been taken over meanwhile. Such a run's outcome is refused, but the webhook was
+/// sent: an extra execution the engine could avoid by checking its lease before starting.
 pub fn runs_after_takeover(runs: &[Run]) -> u64 {
     let mut runs_by_job: HashMap<JobId, Vec<&Run>> = HashMap::new();
     for run in runs {
@@ -146,35 +147,27 @@ pub fn runs_after_takeover(runs: &[Run]) -> u64 {
                 .filter(|run| {
                     job_runs
                         .iter()
-                        .any(|other| other.token > run.token && other.started_us < run.started_us)
+                        .any(|other| other.token > run.token && other.received_us < run.received_us)
                 })
                 .count() as u64
         })
         .sum()
 }
 
-/// Completions the store accepted from a holder whose lease had already moved on: an
-/// acknowledged completion of a run when the same job also ran under a larger token. The store
-/// must refuse every such completion, so this must be 0. A job's runs are told apart by their
-/// attempt, which each claim that runs a handler counts anew.
-pub fn stale_completions_accepted(runs: &[Run], done: &[(JobId, u32)]) -> u64 {
-    let mut runs_by_job: HashMap<JobId, Vec<&Run>> = HashMap::new();
+/// Completions the store accepted from a holder whose lease had already moved on: a job the
+/// store shows succeeded under a lease token (`completions`: job, token) smaller than one a run
+/// of it carried. The completion a store accepts keeps the token of the claim it completed, and
+/// every later claim takes a larger one, so this must be 0.
+pub fn stale_completions_accepted(runs: &[Run], completions: &[(JobId, u64)]) -> u64 {
+    let mut last_token: HashMap<JobId, u64> = HashMap::new();
     for run in runs {
-        runs_by_job.entry(run.id).or_default().push(run);
+        let last = last_token.entry(run.id).or_insert(run.token);
+        *last = (*last).max(run.token);
     }
-    let mut accepted = 0;
-    for (id, attempt) in done {
-        let Some(job_runs) = runs_by_job.get(id) else {
-            continue;
-        };
-        let Some(completed) = job_runs.iter().find(|run| run.attempt == *attempt) else {
-            continue;
-        };
-        if job_runs.iter().any(|run| run.token > completed.token) {
-            accepted += 1;
-        }
-    }
-    accepted
+    completions
+        .iter()
+        .filter(|(id, token)| last_token.get(id).is_some_and(|last| last > token))
+        .count() as u64
 }
 
 #[cfg(test)]
@@ -229,15 +222,15 @@ mod tests {
         assert_eq!(rate(10, Duration::from_millis(500)), Some(20.0));
     }
 
-    fn run(index: usize, token: u64, pid: u32) -> Run {
+    fn run(index: usize, token: u64, node: u32) -> Run {
         Run {
             index,
             attempt: u32::try_from(token).unwrap_or(u32::MAX),
             token,
-            pid,
+            node,
             id: id(index),
             run_at_us: 0,
-            started_us: 0,
+            received_us: 0,
         }
     }
 
@@ -247,9 +240,9 @@ mod tests {
             .expect("a job id")
     }
 
-    fn killed(pids: &[u32]) -> impl Fn(&Run) -> bool {
-        let pids = pids.to_vec();
-        move |run: &Run| pids.contains(&run.pid)
+    fn killed(nodes: &[u32]) -> impl Fn(&Run) -> bool {
+        let nodes = nodes.to_vec();
+        move |run: &Run| nodes.contains(&run.node)
     }
 
     #[test]
@@ -304,12 +297,12 @@ mod tests {
     fn lateness_is_taken_from_each_job_s_first_run() {
         let mut late = run(0, 1, 10);
         late.run_at_us = 1_000;
-        late.started_us = 3_500;
+        late.received_us = 3_500;
         let mut rerun = run(0, 2, 11);
-        rerun.started_us = 2_000_000;
+        rerun.received_us = 2_000_000;
         let mut on_time = run(1, 1, 10);
         on_time.run_at_us = 5_000;
-        on_time.started_us = 5_000;
+        on_time.received_us = 5_000;
         let mut lateness = first_run_lateness_ms(&[rerun, late, on_time]);
         lateness.sort_by(f64::total_cmp);
         assert_eq!(lateness, vec![0.0, 2.5]);
@@ -318,12 +311,12 @@ mod tests {
     #[test]
     fn a_run_after_a_takeover_is_counted() {
         let mut stale = run(0, 1, 10);
-        stale.started_us = 9_000;
+        stale.received_us = 9_000;
         let mut takeover = run(0, 2, 11);
-        takeover.started_us = 7_000;
+        takeover.received_us = 7_000;
         assert_eq!(runs_after_takeover(&[stale, takeover]), 1);
         // In the usual order, the earlier holder's run comes first.
-        stale.started_us = 5_000;
+        stale.received_us = 5_000;
         assert_eq!(runs_after_takeover(&[stale, takeover]), 0);
     }
 
@@ -337,7 +330,7 @@ mod tests {
         );
         // The first holder's completion of job 0, accepted, is not.
         assert_eq!(stale_completions_accepted(&runs, &[(id(0), 1)]), 1);
-        // A completion of a run nobody logged is not judged.
+        // A completion of a job nobody received is not judged.
         assert_eq!(stale_completions_accepted(&runs, &[(id(7), 1)]), 0);
     }
 }

@@ -59,9 +59,6 @@ enum Command {
     Jobs(jobs::JobsArgs),
     /// List queues with their counts by state, due jobs and the oldest due's age.
     Queues(queues::QueuesArgs),
-    /// A worker process for the crash and cluster benchmarks (internal).
-    #[command(hide = true)]
-    BenchWorker(punctual_bench::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +76,6 @@ fn main() -> ExitCode {
         Command::Schedule(args) => jobs::schedule(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Queues(args) => queues::run(args),
-        Command::BenchWorker(args) => punctual_bench::worker(args),
     };
     let Err(error) = result else {
         return ExitCode::SUCCESS;

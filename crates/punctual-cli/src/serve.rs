@@ -5,10 +5,12 @@
 //! the store's opening `punctual_server::store_url`. This module installs the log subscriber and
 //! waits for the signal.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use punctual_server::Node;
 use punctual_server::config::{LogFormat, ServeArgs, ServeConfig};
-use punctual_server::store_url::{self, PostgresSettings, StoreUrl};
+use punctual_server::store_url::{self, PostgresSettings, SkewedClock, StoreUrl};
 use tracing_subscriber::EnvFilter;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -23,10 +25,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let settings = PostgresSettings {
+        let mut settings = PostgresSettings {
             schema: config.schema.clone(),
             ..PostgresSettings::default()
         };
+        if config.test_clock_skew_ms != 0 {
+            tracing::warn!(
+                skew_ms = config.test_clock_skew_ms,
+                "TEST ONLY: this node's own clock is skewed; the database's clock corrects it"
+            );
+            settings.local_clock = Arc::new(SkewedClock::from_millis(config.test_clock_skew_ms));
+        }
         let opened = store_url::open(&store, &settings).await?;
         let node = Node::start(
             opened.store.clone(),

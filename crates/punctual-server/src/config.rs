@@ -30,6 +30,8 @@ pub const CONCURRENCY_DEFAULT: usize = 1_000;
 const FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most allowed networks.
 const ALLOW_NETWORKS_MAX: usize = 64;
+/// Largest test-only clock skew either way: a day.
+const TEST_CLOCK_SKEW_MAX_MS: i64 = 86_400_000;
 
 /// `punctual serve`'s flags; each also reads its `PUNCTUAL_*` environment variable.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -83,6 +85,18 @@ pub struct ServeArgs {
     /// loopback address.
     #[arg(long, env = "PUNCTUAL_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub insecure_no_auth: Option<bool>,
+    /// TEST ONLY, hidden from --help: move this node's own clock by this many milliseconds
+    /// before the database's clock corrects it (PostgreSQL only), so the fault tests can show
+    /// that a node whose wall clock is wrong still fires on time. No file key: a configuration
+    /// meant for production cannot carry it.
+    #[arg(
+        long = "test-clock-skew-ms",
+        env = "PUNCTUAL_TEST_CLOCK_SKEW_MS",
+        hide = true,
+        allow_negative_numbers = true,
+        value_name = "MS"
+    )]
+    pub test_clock_skew_ms: Option<i64>,
 }
 
 /// The file's shape.
@@ -111,6 +125,7 @@ struct EngineFile {
     concurrency: Option<usize>,
     lease_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
+    leader_lease_ms: Option<u64>,
     grace_ms: Option<u64>,
     retention_hours: Option<u64>,
     queues: Option<Vec<String>>,
@@ -145,6 +160,9 @@ pub struct ServeConfig {
     pub schema: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// TEST ONLY (`--test-clock-skew-ms`): how far this node's own clock is moved before the
+    /// database's clock corrects it, in milliseconds; 0 in every real deployment.
+    pub test_clock_skew_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +284,15 @@ impl ServeConfig {
             }
             engine.heartbeat = heartbeat;
         }
+        if let Some(leader_lease) = millis(
+            "engine.leader_lease_ms",
+            file.engine.leader_lease_ms,
+            1_000,
+            3_600_000,
+        )? {
+            engine.leader_lease = leader_lease;
+            engine.leader_renew = leader_lease / 3;
+        }
         if let Some(grace) = millis("engine.grace_ms", file.engine.grace_ms, 0, 3_600_000)? {
             engine.grace = grace;
         }
@@ -339,6 +366,21 @@ impl ServeConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let test_clock_skew_ms = args.test_clock_skew_ms.unwrap_or(0);
+        if test_clock_skew_ms.abs() > TEST_CLOCK_SKEW_MAX_MS {
+            return Err(invalid(
+                "test_clock_skew_ms",
+                format!("must be within +-{TEST_CLOCK_SKEW_MAX_MS}"),
+            ));
+        }
+        // A SQLite node reads the system clock as it is: nothing would correct the skew.
+        if test_clock_skew_ms != 0 && !store.starts_with("postgres") {
+            return Err(invalid(
+                "test_clock_skew_ms",
+                "applies only to a PostgreSQL store, whose clock corrects it",
+            ));
+        }
+
         Ok(ServeConfig {
             node: NodeConfig {
                 listen,
@@ -353,6 +395,7 @@ impl ServeConfig {
             schema,
             log_format,
             log_level,
+            test_clock_skew_ms,
         })
     }
 }
@@ -405,6 +448,7 @@ mod tests {
             [engine]
             concurrency = 50
             lease_ms = 6000
+            leader_lease_ms = 1500
             [webhooks]
             allow_networks = ["10.0.0.0/8"]
             "#,
@@ -420,7 +464,13 @@ mod tests {
         assert_eq!(config.node.engine.concurrency, 50);
         assert_eq!(config.node.engine.lease, Duration::from_secs(6));
         assert_eq!(config.node.engine.heartbeat, Duration::from_secs(2));
+        assert_eq!(
+            config.node.engine.leader_lease,
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(config.node.engine.leader_renew, Duration::from_millis(500));
         assert_eq!(config.node.allow_networks.len(), 1);
+        assert_eq!(config.test_clock_skew_ms, 0);
     }
 
     #[test]
@@ -452,6 +502,19 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(refused(open, "").starts_with("insecure_no_auth"));
+        assert!(
+            refused(ServeArgs::default(), "[engine]\nleader_lease_ms = 10")
+                .starts_with("engine.leader_lease_ms")
+        );
+        let skewed = |store: &str| ServeArgs {
+            store: Some(store.to_owned()),
+            test_clock_skew_ms: Some(60_000),
+            ..ServeArgs::default()
+        };
+        assert!(refused(skewed("sqlite:jobs.db"), "").starts_with("test_clock_skew_ms"));
+        let config = ServeConfig::resolve(&skewed("postgres://h/db"), File::default())
+            .expect("a skew on PostgreSQL");
+        assert_eq!(config.test_clock_skew_ms, 60_000);
         assert!(
             toml::from_str::<File>("lissen = \"x\"").is_err(),
             "unknown keys are refused"

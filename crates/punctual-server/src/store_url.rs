@@ -154,6 +154,31 @@ impl Default for PostgresSettings {
     }
 }
 
+/// TEST ONLY: the system clock moved by a fixed skew, as the local clock of a node whose wall
+/// clock is wrong (`punctual serve --test-clock-skew-ms`, hidden). The database clock measures
+/// and removes the skew; the fault tests show that it does.
+#[derive(Clone, Copy, Debug)]
+pub struct SkewedClock {
+    skew_us: i64,
+}
+
+impl SkewedClock {
+    /// A clock `skew_ms` milliseconds ahead of the system's (behind it when negative).
+    pub fn from_millis(skew_ms: i64) -> SkewedClock {
+        SkewedClock {
+            skew_us: skew_ms.saturating_mul(1_000),
+        }
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> punctual_core::Timestamp {
+        punctual_core::Timestamp::from_micros(
+            SystemClock.now().as_micros().saturating_add(self.skew_us),
+        )
+    }
+}
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -390,6 +415,18 @@ mod tests {
             .parse::<StoreUrl>()
             .expect_err("refused");
         assert!(!unknown.to_string().contains("secret"), "{unknown}");
+    }
+
+    #[test]
+    fn a_skewed_clock_is_off_by_its_skew() {
+        let offset = SkewedClock::from_millis(60_000)
+            .now()
+            .micros_since(SystemClock.now());
+        assert!((59_000_000..=61_000_000).contains(&offset), "{offset}");
+        let behind = SkewedClock::from_millis(-60_000)
+            .now()
+            .micros_since(SystemClock.now());
+        assert!((-61_000_000..=-59_000_000).contains(&behind), "{behind}");
     }
 
     #[tokio::test]

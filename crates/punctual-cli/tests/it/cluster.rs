@@ -1,8 +1,37 @@
-//! Cluster mode's faults (issue 3, item 7), end to end: real `punctual bench-worker` processes
-//! share one PostgreSQL schema while the test kills them (SIGKILL), pauses them (SIGSTOP),
-//! restarts PostgreSQL under them, cuts one off from the database, or skews one's clock; then
-//! it reads their run logs and the store. Also `punctual migrate` and `punctual bench` on
+//! Cluster mode's faults (issue 3, item 7), end to end: real `punctual serve` nodes share one
+//! PostgreSQL schema and send webhooks to a receiver the test runs on loopback, while the test
+//! kills them (SIGKILL), pauses them (SIGSTOP), restarts PostgreSQL under them, cuts one off
+//! from the database, or skews one's clock. Also `punctual migrate` and `punctual bench` on
 //! PostgreSQL.
+//!
+//! What the tests read (see `nodes`):
+//!
+//! - the receiver's receipts: job id, attempt, lease token, the attempt's `run_at`, when the
+//!   webhook arrived (on the database's clock) and which node sent it (each node signs with a
+//!   secret of its own). A receipt is what a run is here: a webhook's effect is its arrival;
+//! - the store: each job's final state, and the lease token of the completion it accepted;
+//! - each node's JSON log: its `lease lost` warnings, the writes the store refused it;
+//! - a node's metrics: how many of its completions the store acknowledged.
+//!
+//! The assertions, and why they hold with the receiver as the observer of runs:
+//!
+//! - Nothing is lost: every job ends succeeded and was received. A node records a success only
+//!   after a 2xx answer, and the receiver answers only after it recorded the request, so a job's
+//!   successful run is always among the receipts.
+//! - A job runs again only under a larger lease token, after the lease of a holder the test
+//!   killed, paused or cut off (judged on consecutive receipts in token order). A node killed
+//!   while sending may have made a run the receiver never saw; that run had no effect, and it
+//!   hides no broken rule: the receipts that did arrive are still in token order, and the holder
+//!   before an unseen run had lost its lease before every later run too. What the receiver
+//!   cannot tell is whether such a node reached the send at all; the old run log could.
+//! - No stale completion is accepted: a succeeded job carries the token of its last receipt, so
+//!   the completion the store kept is its last run's; a paused or cut-off node's metrics count
+//!   no success at all, and its log shows a refused write for each of its jobs, under a token
+//!   smaller than the rerun's.
+//! - A handler's start is not visible from outside, so timing is judged on arrival (database
+//!   clock), which follows the send: "nothing early" is an arrival at or after `run_at`; the
+//!   node's own corrected clock at the send is in `webhook-timestamp`, to the second, which is
+//!   enough to see a clock a minute off.
 //!
 //! Each test gets its own schema `cli_t_<unix seconds>_<pid>_<counter>`, dropped at the end;
 //! schemas an interrupted run left behind are dropped an hour later by the first test of a
@@ -12,8 +41,8 @@
 //!
 //! One test restarts the server, which would break any other PostgreSQL test running at that
 //! moment, so every test here holds `turns::EXCLUSIVE` for its whole run: they take turns, and
-//! the demo test, whose timing their node processes would skew, takes a turn too. Cargo runs
-//! test binaries one after another, so other crates' tests are not running meanwhile.
+//! the demo and crash tests, whose timing their node processes would skew, take a turn too.
+//! Cargo runs test binaries one after another, so other crates' tests are not running meanwhile.
 //!
 //! Nothing waits a fixed time for an effect: every wait polls with a deadline (generous, for a
 //! loaded 2-core machine). Only the faults themselves have durations. A node meant to be
@@ -23,43 +52,38 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use punctual_core::{
-    Clock, JobId, JobOptions, JobState, Kind, NewJob, Payload, RetryPolicy, Schedule, Store,
-    StoreError, Timestamp, limits,
-};
+use punctual_bench::receiver::{Receipt, Receiver};
+use punctual_core::{Clock, JobId, JobState, Store, StoreError, Timestamp};
 use punctual_postgres::{DatabaseClock, PgOptions, PgStore};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{MutexGuard, OnceCell, watch};
 use tokio_postgres::NoTls;
 
+use crate::nodes::{
+    Api, Node, NodeSpec, PATIENCE, admin_token, after_lease, all_succeed,
+    assert_completed_by_last_run, assert_fenced, eventually, receipts, spread_jobs, webhook_job,
+};
 use crate::turns::EXCLUSIVE;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Schemas this old or older were left by an earlier run and are dropped.
 const LEFTOVER_AGE: Duration = Duration::from_secs(3_600);
-/// The benchmark's job kind, which every bench-worker handles.
-const KIND: &str = "noop";
-/// How often waits look again.
-const POLL: Duration = Duration::from_millis(20);
-/// How long any one effect may take to show on a loaded machine before a test gives up.
-const PATIENCE: Duration = Duration::from_secs(60);
-/// The engine's default claim window: a job is claimed at most this long before its `run_at`.
-const CLAIM_AHEAD: Duration = Duration::from_millis(100);
-/// How far two readings of the database clock on different nodes may disagree. Each node's
-/// offset is measured to within half its best local round trip: tens of microseconds on a quiet
-/// machine, but a loaded one can delay every sample by milliseconds. The faults these readings
-/// judge are far larger (a minute's clock skew, leases of seconds).
+/// How far two readings of the database clock in different processes may disagree. Each
+/// process's offset is measured to within half its best local round trip: tens of microseconds
+/// on a quiet machine, but a loaded one can delay every sample by milliseconds. The faults these
+/// readings judge are far larger (a minute's clock skew, leases of seconds).
 const CLOCK_TOLERANCE_US: i64 = 250_000;
 /// The lease of nodes whose jobs must not be rescued: heartbeats renew it every third of it, so
 /// only a stall of over 3 s (far beyond a loaded machine's) loses it.
 const STEADY_LEASE: Duration = Duration::from_secs(5);
+/// Most receipts a test's receiver keeps; far more than any test sends.
+const RECEIPTS_MAX: usize = 100_000;
 
 fn database_url() -> String {
     std::env::var("PUNCTUAL_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -155,11 +179,16 @@ async fn drop_schema(schema: &str) -> Result<(), StoreError> {
 }
 
 /// One test's PostgreSQL: the lock, a fresh schema with a store and the database clock on it,
-/// and a directory for the nodes' logs. Dropping it drops the schema.
+/// an admin token on it, the webhook receiver, and a directory for the nodes' files. Dropping
+/// it drops the schema.
 struct Fixture {
     schema: String,
     store: PgStore,
     clock: Arc<DatabaseClock>,
+    receiver: Receiver,
+    api: Api,
+    /// The next node's sender number, for the receiver.
+    senders: AtomicU32,
     dir: tempfile::TempDir,
     _turn: MutexGuard<'static, ()>,
 }
@@ -193,11 +222,18 @@ impl Fixture {
             .await
             .expect("connect to the test schema");
         let clock = store.database_clock().await.expect("the database clock");
+        let receiver = Receiver::start(clock.clone(), RECEIPTS_MAX)
+            .await
+            .expect("start the webhook receiver");
+        let token = admin_token(&database_url(), Some(&schema));
         Some(Fixture {
             schema,
             store,
             clock,
-            dir: tempfile::tempdir().expect("a directory for the logs"),
+            receiver,
+            api: Api::new(token),
+            senders: AtomicU32::new(0),
+            dir: tempfile::tempdir().expect("a directory for the nodes' files"),
             _turn: turn,
         })
     }
@@ -206,87 +242,77 @@ impl Fixture {
         self.clock.now()
     }
 
-    /// Starts a bench-worker on this schema, through `url`.
-    fn node(&self, name: &str, url: &str, settings: NodeSettings) -> Node {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let stderr_path = self.dir.path().join(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_path).expect("a stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_punctual"))
-            .args(["bench-worker", "--store", url, "--schema", &self.schema])
-            .arg("--log")
-            .arg(&log)
-            .args(["--concurrency", "64"])
-            .args(["--lease-ms", &settings.lease.as_millis().to_string()])
-            .args(["--handler-ms", &settings.handler.as_millis().to_string()])
-            .args(["--clock-skew-ms", &settings.clock_skew_ms.to_string()])
-            .args(["--lifetime-s", "300"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start a bench-worker");
-        Node {
-            name: name.to_owned(),
-            pid: child.id(),
-            child: Some(child),
-            log,
-            stderr: stderr_path,
-        }
+    /// How a node on this schema, through `url`, holding leases of `lease`, is started.
+    fn spec(&self, name: &str, url: &str, lease: Duration) -> NodeSpec {
+        NodeSpec::new(name, url, Some(&self.schema), lease)
     }
 
-    /// A one-off job for index `index`, due at `run_at`, retried quickly after a rescue.
-    fn job(&self, index: usize, run_at: Timestamp) -> NewJob {
-        NewJob::new(
-            Kind::new(KIND).expect("a kind"),
-            Payload::from_json_text(&index.to_string()).expect("a payload"),
-            run_at,
-            quick_retries(),
-            self.now(),
-        )
-        .expect("a valid job")
+    /// Starts a `punctual serve` node on this schema as `spec` says.
+    fn node_with(&self, spec: &NodeSpec) -> Node {
+        let sender = self.senders.fetch_add(1, Ordering::Relaxed);
+        Node::start(self.dir.path(), &self.receiver, sender, spec)
     }
 
-    /// `count` jobs with indexes `first..first + count` due evenly over `spread` from `start`.
-    fn spread_jobs(
-        &self,
-        first: usize,
-        count: usize,
-        start: Timestamp,
-        spread: Duration,
-    ) -> Vec<NewJob> {
+    /// Starts a `punctual serve` node on this schema, through `url`.
+    fn node(&self, name: &str, url: &str, lease: Duration) -> Node {
+        self.node_with(&self.spec(name, url, lease))
+    }
+
+    /// `count` webhook jobs to `once/<index>` for indexes `0..count`, all due at `run_at`.
+    fn jobs_at(&self, count: usize, run_at: Timestamp) -> Vec<Value> {
         (0..count)
-            .map(|offset| {
-                let at = start.add(spread.mul_f64(offset as f64 / count as f64));
-                self.job(first + offset, at)
+            .map(|index| {
+                webhook_job(
+                    &self.receiver.url(&format!("once/{index}")),
+                    run_at,
+                    json!(index),
+                )
             })
             .collect()
     }
 
-    async fn insert(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
-        self.store
-            .insert(jobs, self.now())
-            .await
-            .expect("insert jobs")
+    /// The ids of the jobs `sender` has sent so far.
+    fn sent_by(&self, sender: u32) -> HashSet<JobId> {
+        self.receiver
+            .receipts()
+            .iter()
+            .filter(|receipt| receipt.sender == Some(sender))
+            .map(|receipt| receipt.id)
+            .collect()
     }
 
-    /// Waits until every job in `ids` has succeeded (store errors count as "not yet").
-    async fn all_succeed(&self, ids: &[JobId], nodes: &mut [&mut Node]) {
-        eventually("every job to succeed", PATIENCE, async || {
-            for node in nodes.iter_mut() {
-                node.assert_alive();
+    /// Whether every job in `ids` has succeeded in the store after a run `by` sent, under that
+    /// run's token (store errors count as "not yet").
+    async fn completed_by(&self, ids: &[JobId], by: u32) -> bool {
+        let receipts = self.receiver.receipts();
+        for id in ids {
+            let Ok(Some(job)) = self.store.get(*id).await else {
+                return false;
+            };
+            let by_its_run = receipts.iter().any(|receipt| {
+                receipt.id == *id
+                    && receipt.sender == Some(by)
+                    && receipt.token == job.lease_token.0
+            });
+            if job.state != JobState::Succeeded || !by_its_run {
+                return false;
             }
-            for id in ids {
-                match self.store.get(*id).await {
-                    Ok(Some(job)) if job.state == JobState::Succeeded => {}
-                    Ok(Some(job)) if job.state.is_final() => {
-                        panic!("job {id} ended {}, not succeeded", job.state)
-                    }
-                    _ => return None,
-                }
-            }
-            Some(())
-        })
-        .await;
+        }
+        true
+    }
+
+    /// The node whose run's completion the store accepted for job `id`.
+    async fn completed_by_sender(&self, id: JobId, receipts: &[Receipt]) -> Option<u32> {
+        let job = self.store.get(id).await.expect("read").expect("a job");
+        receipts
+            .iter()
+            .find(|receipt| receipt.id == id && receipt.token == job.lease_token.0)
+            .and_then(|receipt| receipt.sender)
+    }
+
+    /// The receipts, checked (see `nodes::receipts`).
+    fn receipts(&self) -> Vec<Receipt> {
+        receipts(&self.receiver)
     }
 }
 
@@ -310,370 +336,125 @@ impl Drop for Fixture {
     }
 }
 
-/// Quick retries, so a rescued job runs again soon; attempts enough that faults alone never
-/// make a job dead.
-fn quick_retries() -> JobOptions {
-    JobOptions::default()
-        .retry(
-            RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 0)
-                .expect("a retry policy"),
-        )
-        .attempt_max(limits::ATTEMPT_MAX_LIMIT)
+/// The refused writes of `node` so far, by job.
+fn refused(node: &Node) -> HashMap<JobId, u64> {
+    node.lease_lost().into_iter().collect()
 }
 
-/// How a node runs.
-#[derive(Clone, Copy)]
-struct NodeSettings {
-    lease: Duration,
-    /// How long each handler takes after logging its run.
-    handler: Duration,
-    clock_skew_ms: i64,
-}
-
-impl NodeSettings {
-    fn lease(lease: Duration) -> NodeSettings {
-        NodeSettings {
-            lease,
-            handler: Duration::ZERO,
-            clock_skew_ms: 0,
-        }
-    }
-
-    fn handler(self, handler: Duration) -> NodeSettings {
-        NodeSettings { handler, ..self }
-    }
-}
-
-/// A bench-worker process; dropping it kills and reaps it.
-struct Node {
-    name: String,
-    pid: u32,
-    child: Option<Child>,
-    log: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Node {
-    /// Panics, with the node's stderr, if it exited: a node must survive every fault here.
-    fn assert_alive(&mut self) {
-        let child = self
-            .child
-            .as_mut()
-            .expect("the node was killed by the test");
-        if let Some(status) = child.try_wait().expect("check on a node") {
-            panic!(
-                "node {} exited by itself ({status}):\n{}",
-                self.name,
-                std::fs::read_to_string(&self.stderr).unwrap_or_default()
-            );
-        }
-    }
-
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("a running node");
-        child.kill().expect("SIGKILL a node");
-        child.wait().expect("reap a node");
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {} failed", self.pid);
-    }
-
-    fn pause(&self) {
-        self.signal("STOP");
-    }
-
-    fn resume(&self) {
-        self.signal("CONT");
-    }
-
-    fn log(&self) -> Log {
-        Log::read(&self.log)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// One handler run, as a worker logged it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RunLine {
-    index: usize,
-    attempt: u32,
-    token: u64,
-    pid: u32,
-    id: JobId,
-    run_at_us: i64,
-    started_us: i64,
-}
-
-/// What a worker's log says so far (a line still being written is left for the next read).
-#[derive(Debug, Default)]
-struct Log {
-    runs: Vec<RunLine>,
-    /// Acknowledged completions: (job, attempt).
-    done: Vec<(JobId, u32)>,
-    /// Refused writes: (job, lease token).
-    lease_lost: Vec<(JobId, u64)>,
-}
-
-impl Log {
-    fn read(path: &Path) -> Log {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => panic!("read {}: {error}", path.display()),
-        };
-        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
-        let mut log = Log::default();
-        for line in complete.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let parsed = match fields.as_slice() {
-                ["run", index, attempt, token, pid, id, run_at, started] => {
-                    log.runs.push(RunLine {
-                        index: index.parse().expect("index"),
-                        attempt: attempt.parse().expect("attempt"),
-                        token: token.parse().expect("token"),
-                        pid: pid.parse().expect("pid"),
-                        id: id.parse().expect("id"),
-                        run_at_us: run_at.parse().expect("run_at"),
-                        started_us: started.parse().expect("started"),
-                    });
-                    true
-                }
-                ["done", id, attempt, _pid] => {
-                    log.done
-                        .push((id.parse().expect("id"), attempt.parse().expect("attempt")));
-                    true
-                }
-                ["lease_lost", id, token, _pid] => {
-                    log.lease_lost
-                        .push((id.parse().expect("id"), token.parse().expect("token")));
-                    true
-                }
-                _ => false,
-            };
-            assert!(parsed, "a malformed line in {}: {line:?}", path.display());
-        }
-        log
-    }
-
-    fn ran(&self) -> HashSet<JobId> {
-        self.runs.iter().map(|run| run.id).collect()
-    }
-}
-
-/// Every node's log together.
-fn logs(nodes: &[&Node]) -> Log {
-    let mut all = Log::default();
-    for node in nodes {
-        let log = node.log();
-        all.runs.extend(log.runs);
-        all.done.extend(log.done);
-        all.lease_lost.extend(log.lease_lost);
-    }
-    all
-}
-
-/// Polls `check` until it returns `Some`, or panics after `patience` saying what it waited for.
-async fn eventually<T>(
-    what: &str,
-    patience: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + patience;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {} s waiting for {what}",
-            patience.as_secs()
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Checks what every fault must leave intact: each job in `ids` ran, and a job ran twice only
-/// when `lost_lease(earlier run, later run)` says the earlier holder lost its lease, under a
-/// larger token; no completion was accepted from a holder whose job later ran again. Returns
-/// how many reruns there were.
-fn assert_fenced(
-    log: &Log,
-    ids: &[JobId],
-    lost_lease: impl Fn(&RunLine, &RunLine) -> bool,
-) -> usize {
-    let ran = log.ran();
-    for id in ids {
-        assert!(ran.contains(id), "job {id} never ran");
-    }
-    let mut by_job: HashMap<JobId, Vec<RunLine>> = HashMap::new();
-    for run in &log.runs {
-        by_job.entry(run.id).or_default().push(*run);
-    }
-    let mut reruns = 0;
-    for runs in by_job.values_mut() {
-        runs.sort_by_key(|run| run.token);
-        for pair in runs.windows(2) {
-            let (earlier, later) = (&pair[0], &pair[1]);
-            reruns += 1;
-            assert!(
-                later.token > earlier.token,
-                "job {} ran twice under token {}",
-                earlier.id,
-                earlier.token
-            );
-            assert!(
-                lost_lease(earlier, later),
-                "job {} ran again ({later:?}) while its earlier holder kept its lease ({earlier:?})",
-                earlier.id
-            );
-        }
-    }
-    for (id, attempt) in &log.done {
-        let runs = &by_job[id];
-        let completed = runs
-            .iter()
-            .find(|run| run.attempt == *attempt)
-            .expect("a completion of a logged run");
-        assert!(
-            runs.iter().all(|run| run.token <= completed.token),
-            "the completion of job {id} under token {} was accepted although it ran again",
-            completed.token
-        );
-    }
-    reruns
-}
-
-/// (a) Nodes killed with SIGKILL while they run jobs: no job is lost, and a job runs again only
-/// after its killed holder's lease expired, under a larger token. The nodes that survive hold
-/// `STEADY_LEASE`, so their jobs are never rescued and every rerun is a victim's.
+/// (a) Nodes killed with SIGKILL while they send webhooks: no job is lost, and a job runs again
+/// only after its killed holder's lease expired, under a larger token. The nodes that survive
+/// hold `STEADY_LEASE`, so their jobs are never rescued and every rerun is a victim's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_nodes_lose_no_job_and_their_jobs_rerun_only_after_the_lease() {
     let Some(fixture) = Fixture::start().await else {
         return;
     };
     let url = database_url();
-    // Handlers take half a second, so a node killed mid-stream holds jobs it started.
-    let settings = NodeSettings::lease(Duration::from_secs(2)).handler(Duration::from_millis(500));
-    let survivor = NodeSettings::lease(STEADY_LEASE).handler(Duration::from_millis(500));
-    let mut first = fixture.node("first", &url, settings);
-    let mut second = fixture.node("second", &url, settings);
-    let mut third = fixture.node("third", &url, survivor);
-    let ids = fixture
-        .insert(fixture.spread_jobs(
-            0,
-            200,
-            fixture.now().add(Duration::from_secs(1)),
-            Duration::from_secs(4),
-        ))
-        .await;
+    let victim_lease = Duration::from_secs(2);
+    // Webhooks take half a second to answer, so a node killed mid-stream holds jobs it started.
+    fixture.receiver.set_delay(Duration::from_millis(500));
+    let mut first = fixture.node("first", &url, victim_lease);
+    let mut second = fixture.node("second", &url, victim_lease);
+    let mut third = fixture.node("third", &url, STEADY_LEASE);
+    let address = third.address().await;
+    let jobs = spread_jobs(
+        &fixture.receiver,
+        0,
+        200,
+        fixture.now().add(Duration::from_secs(1)),
+        Duration::from_secs(3),
+    );
+    let ids = fixture.api.create_all(address, &jobs).await;
 
-    // Each victim is killed while it runs a job, once the stream has gone so far: `first` early,
-    // `second` later. Not after a count of its own runs: the nodes share the jobs very unevenly
-    // (one may take nearly all of them), so a count might never be reached. Should a victim
-    // get no job at all after its moment, it is killed once every job has started.
-    let paths: Vec<PathBuf> = [&first, &second, &third]
-        .iter()
-        .map(|node| node.log.clone())
-        .collect();
+    // Each victim is killed while a webhook of its is in flight, once the stream has gone so
+    // far: `first` early, `second` later. Not after a count of its own runs: the nodes share
+    // the jobs very unevenly (one may take nearly all of them), so a count might never be
+    // reached. Should a victim get no job at all after its moment, it is killed once every job
+    // has been received.
     let mut killed: HashSet<u32> = HashSet::new();
+    // The jobs whose webhooks were in flight at a kill: their node never got the answers, so
+    // it completed none of them; a survivor must have.
+    let mut unfinished: Vec<JobId> = Vec::new();
     for (victim, share) in [(&mut first, 0.1), (&mut second, 0.3)] {
         eventually(
             "the stream to reach a victim's moment",
             PATIENCE,
             async || {
-                let started = paths
+                let received: HashSet<JobId> = fixture
+                    .receiver
+                    .receipts()
                     .iter()
-                    .flat_map(|path| Log::read(path).ran())
-                    .collect::<HashSet<JobId>>()
-                    .len();
-                let log = victim.log();
-                // Its completions are a subset of its runs.
-                let running = log.runs.len() > log.done.len();
-                let due = started as f64 >= share * ids.len() as f64;
-                ((due && running) || started == ids.len()).then_some(())
+                    .map(|receipt| receipt.id)
+                    .collect();
+                let running = fixture.receiver.in_flight(victim.sender) > 0;
+                let due = received.len() as f64 >= share * ids.len() as f64;
+                ((due && running) || received.len() == ids.len()).then_some(())
             },
         )
         .await;
+        unfinished.extend(fixture.receiver.hold(victim.sender));
         victim.kill();
-        killed.insert(victim.pid);
+        killed.insert(victim.sender);
     }
-    let mut fourth = fixture.node("fourth", &url, survivor);
-    fixture
-        .all_succeed(&ids, &mut [&mut third, &mut fourth])
-        .await;
+    let mut fourth = fixture.node("fourth", &url, STEADY_LEASE);
+    all_succeed(&fixture.store, &ids, &mut [&mut third, &mut fourth]).await;
 
-    let log = logs(&[&first, &second, &third, &fourth]);
-    let lease_us = settings.lease.as_micros() as i64;
-    let reruns = assert_fenced(&log, &ids, |earlier, later| {
-        if !killed.contains(&earlier.pid) {
-            return false;
-        }
-        // The earlier claim was made at most CLAIM_AHEAD before its run_at and leased for
-        // `lease` from then, so its lease ran at least until this. (Not "and after the kill": a
-        // victim that stalled before it was killed may rightly have been rescued already.)
-        let lease_end_min = earlier.run_at_us - CLAIM_AHEAD.as_micros() as i64 + lease_us;
-        later.started_us + CLOCK_TOLERANCE_US >= lease_end_min
+    let receipts = fixture.receipts();
+    let reruns = assert_fenced(&receipts, &ids, |earlier, later| {
+        earlier
+            .sender
+            .is_some_and(|sender| killed.contains(&sender))
+            && after_lease(earlier, later, victim_lease, CLOCK_TOLERANCE_US)
     });
     assert!(
-        reruns >= 1,
-        "no killed node held a started job: the test did not exercise a rerun"
+        !unfinished.is_empty() && reruns >= 1,
+        "no killed node held a webhook in flight: the test did not exercise a rerun"
     );
+    assert_completed_by_last_run(&fixture.store, &receipts, &ids).await;
+    for id in &unfinished {
+        let completed_by = fixture.completed_by_sender(*id, &receipts).await;
+        assert!(
+            completed_by == Some(third.sender) || completed_by == Some(fourth.sender),
+            "job {id}, in flight at a kill, was not finished by a survivor"
+        );
+    }
 }
 
-/// (b) A node paused (SIGSTOP) past its lease while it runs jobs, then resumed: another node
-/// rescues and completes them, and the paused node's late writes are refused. The rescuer holds
-/// `STEADY_LEASE`, so nothing reruns its runs.
+/// (b) A node paused (SIGSTOP) past its lease while its webhooks are in flight, then resumed:
+/// another node rescues and completes its jobs, and the paused node's late writes are refused.
+/// The rescuer holds `STEADY_LEASE`, so nothing reruns its runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_s_late_completions_are_refused() {
     let Some(fixture) = Fixture::start().await else {
         return;
     };
     let url = database_url();
-    let lease = Duration::from_secs(1);
-    let mut paused = fixture.node(
-        "paused",
-        &url,
-        // Its handlers outlast the time the test takes to pause it, even on a loaded machine.
-        // Its heartbeats are refused as soon as it resumes, so their length costs no time.
-        NodeSettings::lease(lease).handler(Duration::from_secs(20)),
-    );
-    let ids = fixture
-        .insert(
-            (0..5)
-                .map(|index| fixture.job(index, fixture.now().add(Duration::from_millis(500))))
-                .collect(),
-        )
-        .await;
+    let mut paused = fixture.node("paused", &url, Duration::from_secs(1));
+    // Its webhooks are answered only when the test says (never, here): it still has them in
+    // flight when it is paused, however long that takes on a loaded machine. Its heartbeats
+    // are refused as soon as it resumes, so the wait costs no time.
+    fixture.receiver.hold(paused.sender);
+    let address = paused.address().await;
+    let jobs = fixture.jobs_at(5, fixture.now().add(Duration::from_millis(500)));
+    let ids = fixture.api.create_all(address, &jobs).await;
     let held: HashSet<JobId> = ids.iter().copied().collect();
-    eventually("the first node to start every job", PATIENCE, async || {
+    eventually("the first node to send every job", PATIENCE, async || {
         paused.assert_alive();
-        (paused.log().ran() == held).then_some(())
+        (fixture.sent_by(paused.sender) == held).then_some(())
     })
     .await;
     paused.pause();
-    // The pause lasts until another node has rescued and rerun every job it held.
-    let mut rescuer = fixture.node("rescuer", &url, NodeSettings::lease(STEADY_LEASE));
+    // The pause lasts until another node has rescued, rerun and completed every job it held.
+    let mut rescuer = fixture.node("rescuer", &url, STEADY_LEASE);
     eventually(
-        "the other node to rerun the paused node's jobs",
+        "the other node to rerun and complete the paused node's jobs",
         PATIENCE,
         async || {
             rescuer.assert_alive();
-            let done: HashSet<JobId> = rescuer.log().done.iter().map(|(id, _)| *id).collect();
-            (done == held).then_some(())
+            fixture
+                .completed_by(&ids, rescuer.sender)
+                .await
+                .then_some(())
         },
     )
     .await;
@@ -683,42 +464,30 @@ async fn a_paused_node_s_late_completions_are_refused() {
         PATIENCE,
         async || {
             paused.assert_alive();
-            let refused: HashSet<JobId> =
-                paused.log().lease_lost.iter().map(|(id, _)| *id).collect();
+            let refused: HashSet<JobId> = refused(&paused).into_keys().collect();
             (refused == held).then_some(())
         },
     )
     .await;
 
-    let paused_log = paused.log();
-    let rescuer_log = rescuer.log();
-    assert!(
-        paused_log.done.is_empty(),
-        "the paused node's completions were accepted: {:?}",
-        paused_log.done
-    );
+    let accepted = eventually("the paused node's metrics", PATIENCE, async || {
+        fixture.api.succeeded_outcomes(address).await
+    })
+    .await;
+    assert_eq!(accepted, 0, "the paused node's completions were accepted");
+    let receipts = fixture.receipts();
+    let refused = refused(&paused);
     for id in &ids {
-        let job = fixture.store.get(*id).await.expect("read").expect("a job");
-        let rerun = rescuer_log
-            .runs
+        let rerun = receipts
             .iter()
-            .find(|run| run.id == *id)
+            .find(|receipt| receipt.id == *id && receipt.sender == Some(rescuer.sender))
             .expect("a rerun");
-        assert_eq!(job.state, JobState::Succeeded, "{id}");
-        assert_eq!(
-            job.lease_token.0, rerun.token,
-            "{id} shows the rerun's completion"
-        );
-        let refused_token = paused_log
-            .lease_lost
-            .iter()
-            .find(|(refused, _)| refused == id)
-            .map(|(_, token)| *token)
-            .expect("a refusal");
-        assert!(refused_token < rerun.token, "{id}");
+        assert!(refused[id] < rerun.token, "{id}");
     }
-    let log = logs(&[&paused, &rescuer]);
-    assert_fenced(&log, &ids, |earlier, _| earlier.pid == paused.pid);
+    assert_fenced(&receipts, &ids, |earlier, _| {
+        earlier.sender == Some(paused.sender)
+    });
+    assert_completed_by_last_run(&fixture.store, &receipts, &ids).await;
 }
 
 /// The PostgreSQL cluster to restart, from the Debian layout (`/etc/postgresql/<version>/main`),
@@ -747,8 +516,8 @@ fn local_cluster() -> Result<String, String> {
     }
 }
 
-/// (c) PostgreSQL restarted while a node runs jobs: the node does not exit, reconnects by
-/// itself, and every job acknowledged (before or after the restart) is completed.
+/// (c) PostgreSQL restarted while a node sends webhooks: the node does not exit, reconnects by
+/// itself, and every job its API acknowledged (before or after the restart) is completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
     let Some(fixture) = Fixture::start().await else {
@@ -762,18 +531,19 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
         }
     };
     let url = database_url();
-    let mut node = fixture.node("node", &url, NodeSettings::lease(Duration::from_secs(1)));
-    let mut ids = fixture
-        .insert(fixture.spread_jobs(
-            0,
-            150,
-            fixture.now().add(Duration::from_secs(1)),
-            Duration::from_secs(6),
-        ))
-        .await;
-    eventually("the node to run jobs", PATIENCE, async || {
+    let mut node = fixture.node("node", &url, Duration::from_secs(1));
+    let address = node.address().await;
+    let jobs = spread_jobs(
+        &fixture.receiver,
+        0,
+        150,
+        fixture.now().add(Duration::from_secs(1)),
+        Duration::from_secs(4),
+    );
+    let mut ids = fixture.api.create_all(address, &jobs).await;
+    eventually("the node to send webhooks", PATIENCE, async || {
         node.assert_alive();
-        (node.log().runs.len() >= 30).then_some(())
+        (fixture.receiver.receipts().len() >= 30).then_some(())
     })
     .await;
 
@@ -796,22 +566,36 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
         }
     }
 
-    // Jobs acknowledged after the restart: the insert is retried until the server answers.
-    let more = fixture.spread_jobs(
+    // Jobs acknowledged after the restart: the creation is sent again, under one idempotency
+    // key (so a request that did store them before it failed stores nothing twice), until the
+    // node answers 201. Until it reconnects it answers 503.
+    let more = spread_jobs(
+        &fixture.receiver,
         150,
         20,
         fixture.now().add(Duration::from_millis(500)),
         Duration::from_secs(1),
     );
-    let acknowledged = eventually("an insert after the restart", PATIENCE, async || {
-        fixture.store.insert(more.clone(), fixture.now()).await.ok()
-    })
+    let acknowledged = eventually(
+        "the node to acknowledge a creation after the restart",
+        PATIENCE,
+        async || {
+            node.assert_alive();
+            fixture
+                .api
+                .create(address, &more, Some("after the restart"))
+                .await
+                .ok()
+        },
+    )
     .await;
     ids.extend(acknowledged);
-    fixture.all_succeed(&ids, &mut [&mut node]).await;
+    all_succeed(&fixture.store, &ids, &mut [&mut node]).await;
     node.assert_alive();
+    let receipts = fixture.receipts();
     // A completion cut short by the restart may leave its job to be rescued and rerun.
-    assert_fenced(&node.log(), &ids, |_, _| true);
+    assert_fenced(&receipts, &ids, |_, _| true);
+    assert_completed_by_last_run(&fixture.store, &receipts, &ids).await;
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can cut: every connection through it is
@@ -898,50 +682,42 @@ fn upstream() -> (String, u16) {
     (host, port)
 }
 
-/// (d) A node cut off from the database while it runs jobs: another node rescues them after the
-/// lease expires; the cut-off node does not exit, and once it reconnects its late writes are
-/// refused. No job is lost. The other node holds `STEADY_LEASE`, so nothing reruns its runs.
+/// (d) A node cut off from the database while its webhooks are in flight: another node rescues
+/// its jobs after the lease expires; the cut-off node does not exit, and once it reconnects its
+/// late writes are refused. No job is lost. The other node holds `STEADY_LEASE`, so nothing
+/// reruns its runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_database_is_fenced_when_it_returns() {
     let Some(fixture) = Fixture::start().await else {
         return;
     };
     let proxy = Proxy::start(upstream()).await;
-    let lease = Duration::from_secs(1);
-    // Its handlers outlast the cut, so it still holds them when it reconnects.
-    let mut cut_off = fixture.node(
-        "cut_off",
-        &proxy.url(),
-        NodeSettings::lease(lease).handler(Duration::from_secs(20)),
-    );
-    let ids = fixture
-        .insert(
-            (0..5)
-                .map(|index| fixture.job(index, fixture.now().add(Duration::from_millis(500))))
-                .collect(),
-        )
-        .await;
+    let mut cut_off = fixture.node("cut_off", &proxy.url(), Duration::from_secs(1));
+    // Its webhooks are never answered (the receiver is not behind the proxy): it still holds
+    // them when it reconnects.
+    fixture.receiver.hold(cut_off.sender);
+    let address = cut_off.address().await;
+    let jobs = fixture.jobs_at(5, fixture.now().add(Duration::from_millis(500)));
+    let ids = fixture.api.create_all(address, &jobs).await;
     let held: HashSet<JobId> = ids.iter().copied().collect();
-    eventually(
-        "the proxied node to start every job",
-        PATIENCE,
-        async || {
-            cut_off.assert_alive();
-            (cut_off.log().ran() == held).then_some(())
-        },
-    )
+    eventually("the proxied node to send every job", PATIENCE, async || {
+        cut_off.assert_alive();
+        (fixture.sent_by(cut_off.sender) == held).then_some(())
+    })
     .await;
-    let mut direct = fixture.node("direct", &database_url(), NodeSettings::lease(STEADY_LEASE));
+    let mut direct = fixture.node("direct", &database_url(), STEADY_LEASE);
     proxy.cut();
-    // The cut lasts until the other node has rescued and completed every job.
+    // The cut lasts until the other node has rescued, rerun and completed every job.
     eventually(
-        "the direct node to rerun the cut-off jobs",
+        "the direct node to rerun and complete the cut-off jobs",
         PATIENCE,
         async || {
             cut_off.assert_alive();
             direct.assert_alive();
-            let done: HashSet<JobId> = direct.log().done.iter().map(|(id, _)| *id).collect();
-            (done == held).then_some(())
+            fixture
+                .completed_by(&ids, direct.sender)
+                .await
+                .then_some(())
         },
     )
     .await;
@@ -951,38 +727,30 @@ async fn a_node_cut_off_from_the_database_is_fenced_when_it_returns() {
         PATIENCE,
         async || {
             cut_off.assert_alive();
-            let refused: HashSet<JobId> =
-                cut_off.log().lease_lost.iter().map(|(id, _)| *id).collect();
+            let refused: HashSet<JobId> = refused(&cut_off).into_keys().collect();
             (refused == held).then_some(())
         },
     )
     .await;
 
-    let cut_log = cut_off.log();
-    assert!(cut_log.done.is_empty(), "late completions were accepted");
-    let direct_log = direct.log();
-    for id in &ids {
-        let job = fixture.store.get(*id).await.expect("read").expect("a job");
-        let rerun = direct_log
-            .runs
-            .iter()
-            .find(|run| run.id == *id)
-            .expect("a rerun");
-        assert_eq!(job.state, JobState::Succeeded, "{id}");
-        assert_eq!(
-            job.lease_token.0, rerun.token,
-            "{id} shows the rerun's completion"
-        );
-    }
-    let log = logs(&[&cut_off, &direct]);
-    assert_fenced(&log, &ids, |earlier, _| earlier.pid == cut_off.pid);
+    let accepted = eventually("the cut-off node's metrics", PATIENCE, async || {
+        fixture.api.succeeded_outcomes(address).await
+    })
+    .await;
+    assert_eq!(accepted, 0, "late completions were accepted");
+    let receipts = fixture.receipts();
+    assert_fenced(&receipts, &ids, |earlier, _| {
+        earlier.sender == Some(cut_off.sender)
+    });
+    assert_completed_by_last_run(&fixture.store, &receipts, &ids).await;
 }
 
 /// (e) A node whose own clock is a minute fast (issue 3, item 3) fires no job early and runs no
-/// occurrence of a recurring job twice: it judges time on the database's clock. Each run's
-/// start, read on the node's corrected clock, is at or after `run_at`, and the test, reading
-/// the database clock, never sees a run logged before its `run_at`. Both nodes hold
-/// `STEADY_LEASE`: nothing here may run twice, so no stall may cost a lease.
+/// occurrence of a recurring job twice: it judges time on the database's clock. Each webhook
+/// arrives (read on the database clock) at or after its `run_at`, and the node's own stamp on
+/// it, read on its corrected clock, is no earlier than `run_at` and no later than the arrival
+/// (both to the second the stamp has). Both nodes hold `STEADY_LEASE`: nothing here may run
+/// twice, so no stall may cost a lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_skewed_clock_fires_nothing_early_and_nothing_twice() {
     let Some(fixture) = Fixture::start().await else {
@@ -991,103 +759,108 @@ async fn a_node_with_a_skewed_clock_fires_nothing_early_and_nothing_twice() {
     let url = database_url();
     const SKEW: Duration = Duration::from_secs(60);
     const INTERVAL: Duration = Duration::from_secs(1);
-    let skewed_settings = NodeSettings {
+    let skewed_spec = NodeSpec {
         clock_skew_ms: SKEW.as_millis() as i64,
-        ..NodeSettings::lease(STEADY_LEASE)
+        ..fixture.spec("skewed", &url, STEADY_LEASE)
     };
-    let mut skewed = fixture.node("skewed", &url, skewed_settings);
-    let one_off = fixture
-        .insert(fixture.spread_jobs(
-            0,
-            20,
-            fixture.now().add(Duration::from_secs(2)),
-            Duration::from_secs(2),
-        ))
-        .await;
-    const RECURRING: usize = 1_000_000;
-    let recurring = NewJob::recurring(
-        Kind::new(KIND).expect("a kind"),
-        Payload::from_json_text(&RECURRING.to_string()).expect("a payload"),
-        Schedule::interval(INTERVAL).expect("an interval"),
-        quick_retries(),
-        fixture.now(),
-    )
-    .expect("a recurring job");
-    fixture.insert(vec![recurring]).await;
+    let mut skewed = fixture.node_with(&skewed_spec);
+    let address = skewed.address().await;
+    let jobs = spread_jobs(
+        &fixture.receiver,
+        0,
+        20,
+        fixture.now().add(Duration::from_secs(1)),
+        Duration::from_secs(2),
+    );
+    let one_off = fixture.api.create_all(address, &jobs).await;
+    let recurring = json!({
+        "webhook": {"url": fixture.receiver.url("recurring")},
+        "schedule": {"interval_ms": INTERVAL.as_millis() as u64},
+    });
+    fixture.api.create_all(address, &[recurring]).await;
 
-    // When the test first saw each run in a log, on the database clock.
-    let mut seen: HashMap<(JobId, u32), i64> = HashMap::new();
-    let look = |nodes: &[&Node], seen: &mut HashMap<(JobId, u32), i64>| {
-        let now = fixture.now().as_micros();
-        for run in logs(nodes).runs {
-            seen.entry((run.id, run.attempt)).or_insert(now);
-        }
+    let occurrences = |receipts: &[Receipt]| {
+        receipts
+            .iter()
+            .filter(|receipt| receipt.path == "recurring")
+            .count()
     };
-    let occurrences = |log: &Log| log.runs.iter().filter(|run| run.index == RECURRING).count();
     eventually(
         "the skewed node to run the one-off jobs",
         PATIENCE,
         async || {
             skewed.assert_alive();
-            look(&[&skewed], &mut seen);
-            let log = skewed.log();
-            let done = log.runs.iter().filter(|run| run.index < RECURRING).count();
-            (done >= one_off.len() && occurrences(&log) >= 2).then_some(())
+            let receipts = fixture.receiver.receipts();
+            let once = receipts.len() - occurrences(&receipts);
+            (once >= one_off.len() && occurrences(&receipts) >= 2).then_some(())
         },
     )
     .await;
     // A second node with a right clock joins for the recurring job's next occurrences.
-    let mut right = fixture.node("right", &url, NodeSettings::lease(STEADY_LEASE));
-    let before = occurrences(&logs(&[&skewed, &right]));
+    let mut right = fixture.node("right", &url, STEADY_LEASE);
+    let before = occurrences(&fixture.receiver.receipts());
     eventually("more occurrences on two nodes", PATIENCE, async || {
         skewed.assert_alive();
         right.assert_alive();
-        look(&[&skewed, &right], &mut seen);
-        (occurrences(&logs(&[&skewed, &right])) >= before + 3).then_some(())
+        (occurrences(&fixture.receiver.receipts()) >= before + 3).then_some(())
     })
     .await;
     skewed.kill();
     right.kill();
 
-    let log = logs(&[&skewed, &right]);
-    let skewed_runs = log.runs.iter().filter(|run| run.pid == skewed.pid).count();
+    let receipts = fixture.receipts();
+    let skewed_runs = receipts
+        .iter()
+        .filter(|receipt| receipt.sender == Some(skewed.sender))
+        .count();
     assert!(
         skewed_runs >= one_off.len(),
         "the skewed node ran too little to judge"
     );
-    for run in &log.runs {
+    // Each job's run_at as stored, to the microsecond (the header has milliseconds).
+    let mut run_at: HashMap<JobId, Timestamp> = HashMap::new();
+    for receipt in &receipts {
+        if let std::collections::hash_map::Entry::Vacant(entry) = run_at.entry(receipt.id) {
+            let job = fixture
+                .store
+                .get(receipt.id)
+                .await
+                .expect("read")
+                .expect("a job");
+            entry.insert(job.run_at);
+        }
+    }
+    for receipt in &receipts {
+        let due_us = run_at[&receipt.id].as_micros();
+        let arrived_us = receipt.received_at.as_micros();
         assert!(
-            run.started_us >= run.run_at_us,
-            "job {} (index {}) started {} us before its run_at",
-            run.id,
-            run.index,
-            run.run_at_us - run.started_us
+            arrived_us >= due_us - CLOCK_TOLERANCE_US,
+            "job {} arrived {} us before its run_at",
+            receipt.id,
+            due_us - arrived_us
         );
-        let seen_at = seen[&(run.id, run.attempt)];
         assert!(
-            seen_at >= run.run_at_us - CLOCK_TOLERANCE_US,
-            "job {} was seen running {} us before its run_at",
-            run.id,
-            run.run_at_us - seen_at
+            receipt.stamped_s >= due_us.div_euclid(1_000_000),
+            "job {} was stamped at {} s, before its run_at {}: its node fired early",
+            receipt.id,
+            receipt.stamped_s,
+            run_at[&receipt.id]
         );
         assert!(
-            run.started_us <= seen_at + CLOCK_TOLERANCE_US,
-            "job {} says it started {} us after the test saw it run: the node's clock is off",
-            run.id,
-            run.started_us - seen_at
+            receipt.stamped_s * 1_000_000 <= arrived_us + 1_000_000 + CLOCK_TOLERANCE_US,
+            "job {} was stamped at {} s, after it arrived at {}: its node's clock is off",
+            receipt.id,
+            receipt.stamped_s,
+            receipt.received_at
         );
     }
-    assert_fenced(&log, &one_off, |_, _| false);
-    let mut occurrence_ids = HashSet::new();
-    let mut occurrence_times: Vec<i64> = Vec::new();
-    for run in log.runs.iter().filter(|run| run.index == RECURRING) {
-        assert!(
-            occurrence_ids.insert(run.id),
-            "occurrence {} ran twice",
-            run.id
-        );
-        occurrence_times.push(run.run_at_us);
-    }
+    // No job ran twice, occurrences included.
+    assert_fenced(&receipts, &one_off, |_, _| false);
+    let mut occurrence_times: Vec<i64> = receipts
+        .iter()
+        .filter(|receipt| receipt.path == "recurring")
+        .map(|receipt| run_at[&receipt.id].as_micros())
+        .collect();
     // A double fire shows as one occurrence run twice (above) or as two occurrences less than
     // an interval apart: each is due an interval after its predecessor's due time, or after the
     // moment it was claimed if that was later, so gaps are never shorter. They are longer when
@@ -1106,6 +879,73 @@ async fn a_node_with_a_skewed_clock_fires_nothing_early_and_nothing_twice() {
             gap < (SKEW / 2).as_micros() as i64,
             "occurrences {gap} us apart: the skewed clock reached the schedule \
              ({occurrence_times:?})"
+        );
+    }
+}
+
+/// The issue's cluster test: two `serve` processes on one PostgreSQL schema share the work (both
+/// send webhooks), and when one is killed, the other finishes every job, the killed one's
+/// included, after its lease. The survivor holds `STEADY_LEASE`, so every rerun is the killed
+/// node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_share_the_work_and_one_finishes_the_killed_one_s() {
+    let Some(fixture) = Fixture::start().await else {
+        return;
+    };
+    let url = database_url();
+    let victim_lease = Duration::from_secs(2);
+    // Each node sends at most four webhooks at once, and each takes 300 ms to answer: about 13
+    // a second per node, fewer than the 27 a second that fall due, so neither node can take
+    // all the work, and the one to kill always has some in flight.
+    fixture.receiver.set_delay(Duration::from_millis(300));
+    let mut killed = fixture.node_with(&fixture.spec("killed", &url, victim_lease).concurrency(4));
+    let mut survivor =
+        fixture.node_with(&fixture.spec("survivor", &url, STEADY_LEASE).concurrency(4));
+    killed.address().await;
+    let address = survivor.address().await;
+    let jobs = spread_jobs(
+        &fixture.receiver,
+        0,
+        40,
+        fixture.now().add(Duration::from_millis(500)),
+        Duration::from_millis(1_500),
+    );
+    let ids = fixture.api.create_all(address, &jobs).await;
+    eventually(
+        "both nodes to send webhooks, with some of the one to kill in flight",
+        PATIENCE,
+        async || {
+            killed.assert_alive();
+            survivor.assert_alive();
+            let shared = fixture.sent_by(killed.sender).len() >= 3
+                && fixture.sent_by(survivor.sender).len() >= 3;
+            (shared && fixture.receiver.in_flight(killed.sender) > 0).then_some(())
+        },
+    )
+    .await;
+    // Its webhooks in flight are never answered: it dies without learning that they
+    // succeeded, so it completes none of them.
+    let unfinished = fixture.receiver.hold(killed.sender);
+    killed.kill();
+    all_succeed(&fixture.store, &ids, &mut [&mut survivor]).await;
+
+    let receipts = fixture.receipts();
+    let reruns = assert_fenced(&receipts, &ids, |earlier, later| {
+        earlier.sender == Some(killed.sender)
+            && later.sender == Some(survivor.sender)
+            && after_lease(earlier, later, victim_lease, CLOCK_TOLERANCE_US)
+    });
+    assert!(
+        !unfinished.is_empty() && reruns >= 1,
+        "the killed node left nothing unfinished: the test did not exercise a takeover"
+    );
+    assert_completed_by_last_run(&fixture.store, &receipts, &ids).await;
+    for id in &unfinished {
+        let completed_by = fixture.completed_by_sender(*id, &receipts).await;
+        assert_eq!(
+            completed_by,
+            Some(survivor.sender),
+            "job {id}, left unfinished by the killed node, was not finished by the other"
         );
     }
 }

@@ -1,21 +1,25 @@
 //! End-to-end tests of the `punctual` binary: each test runs the real executable on its own
 //! temporary SQLite file, or its own PostgreSQL schema (`cluster`), and reads what it prints.
+//! The fault tests (`crash`, `cluster`) run real `punctual serve` nodes (`nodes`).
 
 mod bench;
 mod client;
 mod cluster;
+mod crash;
 mod demo;
 mod jobs;
+mod nodes;
 mod walkthrough;
 
 /// Turns for the tests that must not overlap in this binary (the harness runs tests in
 /// parallel): the cluster tests, which restart PostgreSQL under each other and load the machine
-/// with node processes, and the demo test, whose timing a concurrent cluster test would skew.
+/// with node processes, the crash test, whose leases and kills such load would skew, and the
+/// demo test, whose timing a concurrent fault test would skew.
 pub mod turns {
     use tokio::sync::Mutex;
 
-    /// Held for a whole test by every cluster test (`lock().await`) and by the demo test
-    /// (`blocking_lock()`, outside any runtime).
+    /// Held for a whole test by every cluster test and the crash test (`lock().await`) and by
+    /// the demo test (`blocking_lock()`, outside any runtime).
     pub static EXCLUSIVE: Mutex<()> = Mutex::const_new(());
 }
 
