@@ -28,6 +28,7 @@
 //! (may pass: I/O, locks, a full disk) or `StoreError::Corrupt` (will not: a damaged file, a
 //! row this code cannot decode, a schema from a newer version).
 
+mod counts;
 mod error;
 mod migrations;
 #[cfg(test)]

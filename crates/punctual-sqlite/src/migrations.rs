@@ -78,9 +78,14 @@
 //! state) pairs in use since the last purge. `CHECK (count >= 0)` turns a broken count into a
 //! failed write rather than a silently wrong number.
 //!
-//! The cost is on the write path: one upsert or update of a row of this small, always cached
-//! table per job inserted, two per state change (claim, complete, fail, release, cancel,
-//! revive, rescue) and one per job purged, all inside the writer's transaction.
+//! # Version 5: the counts kept by the writer
+//!
+//! The triggers of step 4 are dropped: each fired once per job, and measured they cost about a
+//! fifth of the throughput benchmark's completed jobs per second and two fifths of its
+//! inserts. The writer now keeps the same counts (`counts::Tally`): each transition reports the
+//! states it moves jobs between, and the writer applies the sum once per (queue, state) just
+//! before the group commit, in the same transaction, keeping a command's changes only if the
+//! command was kept. Every write goes through the writer, so every write is counted.
 
 use punctual_core::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
@@ -215,6 +220,14 @@ const MIGRATIONS: &[Migration] = &[
             UPDATE job_count SET count = count - 1
                 WHERE queue = OLD.queue AND state = OLD.state;
         END;
+    ",
+    },
+    Migration {
+        name: "keep the job counts in the writer instead of triggers",
+        sql: "
+        DROP TRIGGER job_count_inserted;
+        DROP TRIGGER job_count_moved;
+        DROP TRIGGER job_count_deleted;
     ",
     },
 ];

@@ -5,8 +5,9 @@
 //! operations (extend, complete, fail, release), cancel, reschedule, rescue and purge; to the
 //! `leader` row: lead and resign, and the check of a term that fences the leader duties; to
 //! `idempotency_key`: the insert under a key and its purge; and to `api_token`: insert and
-//! revoke. (`job_count` is kept by triggers on `job`, see `migrations`; only the purge touches
-//! it here, to drop zero counts.) Each function either succeeds or returns a `Failure`.
+//! revoke. Every change of a job's state (or its creation or deletion) is reported to the
+//! command's `Tally`, which the writer applies to `job_count` before the commit (see `counts`);
+//! the purge also drops zero counts. Each function either succeeds or returns a `Failure`.
 //! Insert, claim, rescue, purge and the insert under a key make several writes and may stop
 //! half way: the writer runs them in a savepoint and rolls it back. Every
 //! other function makes at most one write statement, which SQLite undoes by itself if it fails,
@@ -28,11 +29,12 @@ use rusqlite::types::Value;
 use rusqlite::vtab::array::Array;
 use rusqlite::{Connection, Statement, params};
 
+use crate::counts::Tally;
 use crate::error::{Failure, is_primary_key_violation};
 use crate::reads::held_record_on;
 use crate::rows::{
     Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, kind_array, micros,
-    retry_columns, retry_from_columns, scopes_column, state_from_code, token_columns,
+    retry_columns, retry_from_columns, scopes_column, state_code, state_from_code, token_columns,
     token_from_row,
 };
 
@@ -62,21 +64,23 @@ pub(crate) const CLAIM_CANDIDATES_IN_QUEUE_OF_KINDS: &str = "SELECT run_at_us, i
          AND kind IN rarray(?5)
      ORDER BY run_at_us, id LIMIT ?4";
 
-/// Takes the chosen jobs (`?1`, an `rarray` of ids) under a lease of `?4` microseconds from
-/// `max(now, run_at)`, returning their new rows. `?5` is `i64::MAX - ?4`: the `min` saturates
-/// the expiry as `Timestamp::add` does, where SQLite would turn an overflowing sum into a float.
+/// Takes those of the chosen jobs (`?1`, an `rarray` of ids) in state `?6` under a lease of
+/// `?4` microseconds from `max(now, run_at)`, returning their new rows. `?5` is `i64::MAX - ?4`:
+/// the `min` saturates the expiry as `Timestamp::add` does, where SQLite would turn an
+/// overflowing sum into a float. A claim runs it for each pending state, so it knows which state
+/// each job left (the job counts need it; `RETURNING` shows only the new row).
 pub(crate) const CLAIM: &str = concat!(
     "UPDATE job SET state = 1, attempt = attempt + 1, lease_token = lease_token + 1,
                     lease_holder = ?2, lease_expires_at_us = min(max(?3, run_at_us), ?5) + ?4,
                     started_at_us = ?3, finished_at_us = NULL
-     WHERE id IN rarray(?1) AND state IN (0, 2)
+     WHERE id IN rarray(?1) AND state = ?6
      RETURNING ",
     job_columns!()
 );
 
 /// Running jobs whose lease expired by `?1`, longest expired first.
 pub(crate) const EXPIRED_LEASES: &str = "SELECT id, lease_holder, lease_token, attempt,
-            attempt_max, backoff_base_us, backoff_max_us, jitter_percent
+            attempt_max, backoff_base_us, backoff_max_us, jitter_percent, queue
      FROM job WHERE state = 1 AND lease_expires_at_us <= ?1
      ORDER BY lease_expires_at_us, id LIMIT ?2";
 
@@ -87,7 +91,8 @@ pub(crate) const PURGE_ZERO_COUNTS: &str = "DELETE FROM job_count WHERE count = 
 /// Deletes finished jobs that finished before `?1`, oldest first.
 pub(crate) const PURGE_FINISHED: &str = "DELETE FROM job WHERE id IN (
          SELECT id FROM job WHERE state IN (3, 4, 5) AND finished_at_us < ?1
-         ORDER BY finished_at_us, id LIMIT ?2)";
+         ORDER BY finished_at_us, id LIMIT ?2)
+     RETURNING queue, state";
 
 /// Deletes up to `?2` idempotency records expired at `?1`, the earliest expiry first.
 pub(crate) const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_key WHERE rowid IN (
@@ -114,18 +119,25 @@ fn sql_token(token: LeaseToken) -> i64 {
 /// in the batch, stops with `Duplicate`; the writer's savepoint then undoes the whole batch.
 pub(crate) fn insert(
     connection: &Connection,
+    tally: &mut Tally,
     jobs: Vec<NewJob>,
     now: Timestamp,
 ) -> Result<Vec<JobId>, Failure> {
     let mut ids = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        insert_one(connection, job, now)?;
+        insert_one(connection, tally, job, now)?;
         ids.push(job.id);
     }
     Ok(ids)
 }
 
-fn insert_one(connection: &Connection, job: &NewJob, now: Timestamp) -> Result<(), Failure> {
+fn insert_one(
+    connection: &Connection,
+    tally: &mut Tally,
+    job: &NewJob,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    tally.moved(&job.queue, None, Some(JobState::Scheduled));
     let mut statement = connection.prepare_cached(
         "INSERT INTO job (id, queue, kind, priority, run_at_us, state, attempt, attempt_max,
                           lease_token, created_at_us, schedule_cron, schedule_time_zone,
@@ -168,6 +180,7 @@ fn insert_one(connection: &Connection, job: &NewJob, now: Timestamp) -> Result<(
 pub(crate) fn claim(
     connection: &Connection,
     names: &mut Names,
+    tally: &mut Tally,
     request: &ClaimRequest,
     now: Timestamp,
 ) -> Result<Vec<Job>, Failure> {
@@ -252,16 +265,19 @@ pub(crate) fn claim(
     let lease_us = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
     let mut update = connection.prepare_cached(CLAIM)?;
     let mut claimed = Vec::with_capacity(candidates.len());
-    {
+    for left in [JobState::Scheduled, JobState::Retrying] {
         let mut rows = update.query(params![
-            ids,
+            ids.clone(),
             request.holder.as_str(),
             now.as_micros(),
             lease_us,
             i64::MAX - lease_us,
+            state_code(left),
         ])?;
         while let Some(row) = rows.next()? {
-            claimed.push(job_from_row(row, names)?);
+            let job = job_from_row(row, names)?;
+            tally.moved(&job.queue, Some(left), Some(JobState::Running));
+            claimed.push(job);
         }
     }
     // The candidates were read in this same transaction, on the only writing connection, so
@@ -281,7 +297,7 @@ pub(crate) fn claim(
             && job.lease_token == LeaseToken(1)
             && let Some(next) = job.next_occurrence(now)
         {
-            insert_one(connection, &next, now)?;
+            insert_one(connection, tally, &next, now)?;
         }
     }
     Ok(claimed)
@@ -336,65 +352,85 @@ fn fence_refusal(connection: &Connection, id: JobId, token: LeaseToken) -> Failu
 }
 
 /// Runs a fenced write: `sql` must change the job `?1` only `WHERE ... state = 1 AND
-/// lease_token = ?2`. Matching no row means the job is missing or the lease is not current.
+/// lease_token = ?2`, `RETURNING queue, state`. Matching no row means the job is missing or the
+/// lease is not current. Returns the job's queue and its new state.
 fn fenced(
     connection: &Connection,
+    names: &mut Names,
     id: JobId,
     token: LeaseToken,
     sql: &'static str,
     parameters: impl rusqlite::Params,
-) -> Result<(), Failure> {
-    let changed = connection.prepare_cached(sql)?.execute(parameters)?;
-    if changed == 0 {
+) -> Result<(Queue, JobState), Failure> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(parameters)?;
+    let Some(row) = rows.next()? else {
         return Err(fence_refusal(connection, id, token));
-    }
-    Ok(())
+    };
+    let queue = names.queue(row.get_ref(0)?.as_str()?)?;
+    let state = state_from_code(row.get(1)?)?;
+    Ok((queue, state))
 }
 
 pub(crate) fn extend_lease(
     connection: &Connection,
+    names: &mut Names,
     id: JobId,
     token: LeaseToken,
     expires_at: Timestamp,
 ) -> Result<(), Failure> {
     fenced(
         connection,
+        names,
         id,
         token,
         "UPDATE job SET lease_expires_at_us = ?3
-         WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+         WHERE id = ?1 AND state = 1 AND lease_token = ?2
+         RETURNING queue, state",
         params![id.as_bytes(), sql_token(token), expires_at.as_micros()],
-    )
+    )?;
+    Ok(())
 }
 
 /// Marks the attempt under `token` succeeded; `Ok` without a change if it already succeeded
 /// under that same token (see `Store::complete`).
 pub(crate) fn complete(
     connection: &Connection,
+    names: &mut Names,
+    tally: &mut Tally,
     id: JobId,
     token: LeaseToken,
     now: Timestamp,
 ) -> Result<(), Failure> {
-    let changed = connection.prepare_cached(COMPLETE)?.execute(params![
-        id.as_bytes(),
-        sql_token(token),
-        now.as_micros()
-    ])?;
-    if changed == 1 {
-        return Ok(());
-    }
-    let mut statement =
-        connection.prepare_cached("SELECT state, lease_token FROM job WHERE id = ?1")?;
-    let mut rows = statement.query(params![id.as_bytes()])?;
-    let Some(row) = rows.next()? else {
-        return Err(StoreError::NotFound(id).into());
+    // Read first, then write: the writer is the only one, so nothing comes between. A read by
+    // primary key costs less than the same update with `RETURNING` (which SQLite runs into an
+    // ephemeral table), and it brings the page the update then finds in the cache.
+    let (queue, state, stored) = {
+        let mut statement =
+            connection.prepare_cached("SELECT queue, state, lease_token FROM job WHERE id = ?1")?;
+        let mut rows = statement.query(params![id.as_bytes()])?;
+        let Some(row) = rows.next()? else {
+            return Err(StoreError::NotFound(id).into());
+        };
+        let queue = names.queue(row.get_ref(0)?.as_str()?)?;
+        let state = state_from_code(row.get(1)?)?;
+        let stored: i64 = row.get(2)?;
+        (queue, state, stored)
     };
-    let state = state_from_code(row.get(0)?)?;
-    let stored: i64 = row.get(1)?;
-    if state == JobState::Succeeded && stored == sql_token(token) {
-        Ok(())
-    } else {
-        Err(StoreError::LeaseLost { id, token }.into())
+    match state {
+        JobState::Running if stored == sql_token(token) => {
+            let changed = connection.prepare_cached(COMPLETE)?.execute(params![
+                id.as_bytes(),
+                sql_token(token),
+                now.as_micros()
+            ])?;
+            assert_eq!(changed, 1, "the running job just read is completed");
+            tally.moved(&queue, Some(JobState::Running), Some(JobState::Succeeded));
+            Ok(())
+        }
+        // Completed before under this same token: idempotent (see `Store::complete`).
+        JobState::Succeeded if stored == sql_token(token) => Ok(()),
+        _ => Err(StoreError::LeaseLost { id, token }.into()),
     }
 }
 
@@ -402,38 +438,40 @@ pub(crate) fn complete(
 /// (with `truncate_error`, which must run once: it appends an ellipsis).
 pub(crate) fn fail(
     connection: &Connection,
+    names: &mut Names,
+    tally: &mut Tally,
     id: JobId,
     token: LeaseToken,
     error: &str,
     outcome: FailOutcome,
     now: Timestamp,
 ) -> Result<JobState, Failure> {
-    match outcome {
-        FailOutcome::Retry { at } => {
-            fenced(
-                connection,
-                id,
-                token,
-                "UPDATE job SET state = 2, run_at_us = ?3, last_error = ?4,
-                                lease_holder = NULL, lease_expires_at_us = NULL
-                 WHERE id = ?1 AND state = 1 AND lease_token = ?2",
-                params![id.as_bytes(), sql_token(token), at.as_micros(), error],
-            )?;
-            Ok(JobState::Retrying)
-        }
-        FailOutcome::Dead => {
-            fenced(
-                connection,
-                id,
-                token,
-                "UPDATE job SET state = 4, finished_at_us = ?3, last_error = ?4,
-                                lease_holder = NULL, lease_expires_at_us = NULL
-                 WHERE id = ?1 AND state = 1 AND lease_token = ?2",
-                params![id.as_bytes(), sql_token(token), now.as_micros(), error],
-            )?;
-            Ok(JobState::Dead)
-        }
-    }
+    let (queue, state) = match outcome {
+        FailOutcome::Retry { at } => fenced(
+            connection,
+            names,
+            id,
+            token,
+            "UPDATE job SET state = 2, run_at_us = ?3, last_error = ?4,
+                            lease_holder = NULL, lease_expires_at_us = NULL
+             WHERE id = ?1 AND state = 1 AND lease_token = ?2
+             RETURNING queue, state",
+            params![id.as_bytes(), sql_token(token), at.as_micros(), error],
+        )?,
+        FailOutcome::Dead => fenced(
+            connection,
+            names,
+            id,
+            token,
+            "UPDATE job SET state = 4, finished_at_us = ?3, last_error = ?4,
+                            lease_holder = NULL, lease_expires_at_us = NULL
+             WHERE id = ?1 AND state = 1 AND lease_token = ?2
+             RETURNING queue, state",
+            params![id.as_bytes(), sql_token(token), now.as_micros(), error],
+        )?,
+    };
+    tally.moved(&queue, Some(JobState::Running), Some(state));
+    Ok(state)
 }
 
 /// Hands a claimed job back: the attempt counted at claim is taken back, and the job is
@@ -441,27 +479,38 @@ pub(crate) fn fail(
 /// stay, so the next claim issues a larger token.
 pub(crate) fn release(
     connection: &Connection,
+    names: &mut Names,
+    tally: &mut Tally,
     id: JobId,
     token: LeaseToken,
 ) -> Result<(), Failure> {
-    fenced(
+    let (queue, state) = fenced(
         connection,
+        names,
         id,
         token,
         "UPDATE job SET state = CASE WHEN attempt <= 1 THEN 0 ELSE 2 END,
                         attempt = max(attempt - 1, 0),
                         lease_holder = NULL, lease_expires_at_us = NULL
-         WHERE id = ?1 AND state = 1 AND lease_token = ?2",
+         WHERE id = ?1 AND state = 1 AND lease_token = ?2
+         RETURNING queue, state",
         params![id.as_bytes(), sql_token(token)],
-    )
+    )?;
+    tally.moved(&queue, Some(JobState::Running), Some(state));
+    Ok(())
 }
 
 pub(crate) fn cancel(
     connection: &Connection,
     names: &mut Names,
+    tally: &mut Tally,
     id: JobId,
     now: Timestamp,
 ) -> Result<Job, Failure> {
+    // The state it leaves, for the counts (`RETURNING` shows only the new row).
+    let Some(before) = current_state(connection, id)? else {
+        return Err(StoreError::NotFound(id).into());
+    };
     let mut statement = connection.prepare_cached(concat!(
         "UPDATE job SET state = 5, finished_at_us = ?2,
                         lease_holder = NULL, lease_expires_at_us = NULL
@@ -474,6 +523,7 @@ pub(crate) fn cancel(
         params![id.as_bytes(), now.as_micros()],
         names,
     )? {
+        tally.moved(&job.queue, Some(before), Some(job.state));
         return Ok(job);
     }
     Err(match current_state(connection, id)? {
@@ -490,12 +540,14 @@ pub(crate) fn cancel(
 pub(crate) fn reschedule(
     connection: &Connection,
     names: &mut Names,
+    tally: &mut Tally,
     id: JobId,
     run_at: Timestamp,
     now: Timestamp,
 ) -> Result<Job, Failure> {
     check_run_at(run_at, now).map_err(StoreError::Invalid)?;
-    let sql = match current_state(connection, id)? {
+    let before = current_state(connection, id)?;
+    let sql = match before {
         None => return Err(StoreError::NotFound(id).into()),
         Some(JobState::Scheduled | JobState::Retrying) => concat!(
             "UPDATE job SET run_at_us = ?2 WHERE id = ?1 RETURNING ",
@@ -517,12 +569,14 @@ pub(crate) fn reschedule(
         }
     };
     let mut statement = connection.prepare_cached(sql)?;
-    one_job(
+    let job = one_job(
         &mut statement,
         params![id.as_bytes(), run_at.as_micros()],
         names,
     )?
-    .ok_or_else(|| StoreError::NotFound(id).into())
+    .ok_or(StoreError::NotFound(id))?;
+    tally.moved(&job.queue, before, Some(job.state));
+    Ok(job)
 }
 
 /// A leader term as an SQL integer; one beyond `i64::MAX` was never granted, so it maps to -1,
@@ -598,6 +652,7 @@ fn check_leader(connection: &Connection, term: LeaderTerm, now: Timestamp) -> Re
 pub(crate) fn rescue_expired(
     connection: &Connection,
     names: &mut Names,
+    tally: &mut Tally,
     term: LeaderTerm,
     now: Timestamp,
     limit: usize,
@@ -610,6 +665,7 @@ pub(crate) fn rescue_expired(
         attempt: i64,
         attempt_max: i64,
         retry: (i64, i64, i64),
+        queue: Queue,
     }
     let mut expired = Vec::new();
     {
@@ -623,6 +679,7 @@ pub(crate) fn rescue_expired(
                 attempt: row.get(3)?,
                 attempt_max: row.get(4)?,
                 retry: (row.get(5)?, row.get(6)?, row.get(7)?),
+                queue: names.queue(row.get_ref(8)?.as_str()?)?,
             });
         }
     }
@@ -649,6 +706,7 @@ pub(crate) fn rescue_expired(
             statement.execute(params![job.id.as_bytes(), now.as_micros(), message])?;
             JobState::Dead
         };
+        tally.moved(&job.queue, Some(JobState::Running), Some(state));
         outcomes.push(RescueOutcome {
             id: job.id,
             holder: names.node(&job.holder)?,
@@ -664,16 +722,28 @@ pub(crate) fn rescue_expired(
 /// traffic) leave: two write statements, so the writer runs it in a savepoint.
 pub(crate) fn purge_finished(
     connection: &Connection,
+    names: &mut Names,
+    tally: &mut Tally,
     term: LeaderTerm,
     finished_before: Timestamp,
     limit: usize,
     now: Timestamp,
 ) -> Result<u64, Failure> {
     check_leader(connection, term, now)?;
-    let mut statement = connection.prepare_cached(PURGE_FINISHED)?;
-    let deleted = statement.execute(params![finished_before.as_micros(), sql_count(limit)])?;
+    let mut deleted: u64 = 0;
+    {
+        let mut statement = connection.prepare_cached(PURGE_FINISHED)?;
+        let mut rows = statement.query(params![finished_before.as_micros(), sql_count(limit)])?;
+        while let Some(row) = rows.next()? {
+            let queue = names.queue(row.get_ref(0)?.as_str()?)?;
+            tally.moved(&queue, Some(state_from_code(row.get(1)?)?), None);
+            deleted += 1;
+        }
+    }
+    // Zero counts (of this purge or the day's traffic) go once the tally is applied, which the
+    // writer does at commit; those from earlier transactions go now.
     connection.prepare_cached(PURGE_ZERO_COUNTS)?.execute([])?;
-    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    Ok(deleted)
 }
 
 /// `insert` under an idempotency key (see `Store::insert_idempotent`): a record live at `now`
@@ -684,6 +754,7 @@ pub(crate) fn purge_finished(
 /// transaction, so no other write comes between them.
 pub(crate) fn insert_idempotent(
     connection: &Connection,
+    tally: &mut Tally,
     jobs: Vec<NewJob>,
     record: &IdempotencyRecord,
     now: Timestamp,
@@ -691,7 +762,7 @@ pub(crate) fn insert_idempotent(
     if let Some(held) = held_record_on(connection, &record.key, now)? {
         return Ok(Idempotent::Replayed(held));
     }
-    let ids = insert(connection, jobs, now)?;
+    let ids = insert(connection, tally, jobs, now)?;
     let mut statement = connection.prepare_cached(
         "INSERT INTO idempotency_key (key, fingerprint, created_at_us, expires_at_us, response)
          VALUES (?1, ?2, ?3, ?4, ?5)

@@ -27,6 +27,7 @@ use punctual_core::{
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::counts::Tally;
 use crate::error::{Failure, from_sql};
 use crate::rows::Names;
 use crate::transitions;
@@ -159,10 +160,12 @@ impl Settled {
     }
 }
 
-/// The writer's state: its connection and its decoded-name cache.
+/// The writer's state: its connection, its decoded-name cache, and the count changes of the
+/// transaction under way (see `counts`).
 struct Writer {
     connection: Connection,
     names: Names,
+    tally: Tally,
 }
 
 /// The writer thread's body: commit batches until every sender is gone and the queue is empty.
@@ -171,6 +174,7 @@ pub(crate) fn run(connection: Connection, mut commands: mpsc::Receiver<Command>,
     let mut writer = Writer {
         connection,
         names: Names::default(),
+        tally: Tally::default(),
     };
     let mut batch = Vec::with_capacity(batch_max);
     let mut settled = Vec::with_capacity(batch_max);
@@ -215,6 +219,14 @@ impl Writer {
                 );
             }
         }
+        // The job counts of every command kept, in the same transaction as their rows.
+        if lost.is_none()
+            && let Err(error) = self.tally.flush(&self.connection)
+        {
+            lost = Some(format!("could not write the job counts: {error}"));
+            let _ = self.execute("ROLLBACK");
+        }
+        self.tally.clear();
         if lost.is_none()
             && let Err(error) = self.execute("COMMIT")
         {
@@ -239,12 +251,13 @@ impl Writer {
     fn settle<T: Send + 'static>(
         &mut self,
         reply: Reply<T>,
-        transition: impl FnOnce(&Connection, &mut Names) -> Result<T, Failure>,
+        transition: impl FnOnce(&Connection, &mut Names, &mut Tally) -> Result<T, Failure>,
     ) -> Settled {
+        let mut tally = Tally::default();
         let result = match self.execute("SAVEPOINT command") {
             Err(error) => Err(from_sql(error)),
             Ok(()) => {
-                let result = transition(&self.connection, &mut self.names);
+                let result = transition(&self.connection, &mut self.names, &mut tally);
                 let ended = match &result {
                     Ok(_) => self.execute("RELEASE command"),
                     Err(_) => self
@@ -257,21 +270,31 @@ impl Writer {
                 }
             }
         };
+        // A command undone by its savepoint changed no count.
+        if result.is_ok() {
+            self.tally.absorb(tally);
+        }
         Settled::new(reply, result)
     }
 
     /// Runs a command whose transition makes at most one write statement (the fenced lease
     /// operations, cancel, reschedule, the idempotency purge, the token writes), without a
-    /// savepoint: SQLite already undoes a failed statement alone, with what its triggers
-    /// wrote (the job counts), and keeps the transaction, so a savepoint would add nothing but
+    /// savepoint: SQLite already undoes a failed statement alone (and its count changes
+    /// are dropped with it), and keeps the transaction, so a savepoint would add nothing but
     /// cost (about 15 % of the throughput benchmark's writer time, measured). A failure that
     /// takes the whole transaction with it is caught by `commit_batch` either way.
     fn settle_one_statement<T: Send + 'static>(
         &mut self,
         reply: Reply<T>,
-        transition: impl FnOnce(&Connection, &mut Names) -> Result<T, Failure>,
+        transition: impl FnOnce(&Connection, &mut Names, &mut Tally) -> Result<T, Failure>,
     ) -> Settled {
-        let result = transition(&self.connection, &mut self.names).map_err(StoreError::from);
+        let mut tally = Tally::default();
+        let result =
+            transition(&self.connection, &mut self.names, &mut tally).map_err(StoreError::from);
+        // A failed statement changed nothing, so it changed no count.
+        if result.is_ok() {
+            self.tally.absorb(tally);
+        }
         Settled::new(reply, result)
     }
 }
@@ -284,31 +307,31 @@ fn refuse<T>(reply: Reply<T>, reason: &str) {
 impl Command {
     fn run(self, writer: &mut Writer) -> Settled {
         match self {
-            Command::Insert { jobs, now, reply } => writer.settle(reply, |connection, _| {
-                transitions::insert(connection, jobs, now)
+            Command::Insert { jobs, now, reply } => writer.settle(reply, |connection, _, tally| {
+                transitions::insert(connection, tally, jobs, now)
             }),
             Command::Claim {
                 request,
                 now,
                 reply,
-            } => writer.settle(reply, |connection, names| {
-                transitions::claim(connection, names, &request, now)
+            } => writer.settle(reply, |connection, names, tally| {
+                transitions::claim(connection, names, tally, &request, now)
             }),
             Command::ExtendLease {
                 id,
                 token,
                 expires_at,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, _| {
-                transitions::extend_lease(connection, id, token, expires_at)
+            } => writer.settle_one_statement(reply, |connection, names, _| {
+                transitions::extend_lease(connection, names, id, token, expires_at)
             }),
             Command::Complete {
                 id,
                 token,
                 now,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, _| {
-                transitions::complete(connection, id, token, now)
+            } => writer.settle_one_statement(reply, |connection, names, tally| {
+                transitions::complete(connection, names, tally, id, token, now)
             }),
             Command::Fail {
                 id,
@@ -317,24 +340,25 @@ impl Command {
                 outcome,
                 now,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, _| {
-                transitions::fail(connection, id, token, &error, outcome, now)
+            } => writer.settle_one_statement(reply, |connection, names, tally| {
+                transitions::fail(connection, names, tally, id, token, &error, outcome, now)
             }),
-            Command::Release { id, token, reply } => writer
-                .settle_one_statement(reply, |connection, _| {
-                    transitions::release(connection, id, token)
-                }),
+            Command::Release { id, token, reply } => {
+                writer.settle_one_statement(reply, |connection, names, tally| {
+                    transitions::release(connection, names, tally, id, token)
+                })
+            }
             Command::Cancel { id, now, reply } => writer
-                .settle_one_statement(reply, |connection, names| {
-                    transitions::cancel(connection, names, id, now)
+                .settle_one_statement(reply, |connection, names, tally| {
+                    transitions::cancel(connection, names, tally, id, now)
                 }),
             Command::Reschedule {
                 id,
                 run_at,
                 now,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, names| {
-                transitions::reschedule(connection, names, id, run_at, now)
+            } => writer.settle_one_statement(reply, |connection, names, tally| {
+                transitions::reschedule(connection, names, tally, id, run_at, now)
             }),
             Command::Lead {
                 node,
@@ -342,11 +366,11 @@ impl Command {
                 lease,
                 now,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, _| {
+            } => writer.settle_one_statement(reply, |connection, _, _| {
                 transitions::lead(connection, &node, term, lease, now)
             }),
             Command::Resign { node, term, reply } => writer
-                .settle_one_statement(reply, |connection, _| {
+                .settle_one_statement(reply, |connection, _, _| {
                     transitions::resign(connection, &node, term)
                 }),
             Command::RescueExpired {
@@ -354,8 +378,8 @@ impl Command {
                 now,
                 limit,
                 reply,
-            } => writer.settle(reply, |connection, names| {
-                transitions::rescue_expired(connection, names, term, now, limit)
+            } => writer.settle(reply, |connection, names, tally| {
+                transitions::rescue_expired(connection, names, tally, term, now, limit)
             }),
             Command::PurgeFinished {
                 term,
@@ -363,31 +387,39 @@ impl Command {
                 limit,
                 now,
                 reply,
-            } => writer.settle(reply, |connection, _| {
-                transitions::purge_finished(connection, term, finished_before, limit, now)
+            } => writer.settle(reply, |connection, names, tally| {
+                transitions::purge_finished(
+                    connection,
+                    names,
+                    tally,
+                    term,
+                    finished_before,
+                    limit,
+                    now,
+                )
             }),
             Command::InsertIdempotent {
                 jobs,
                 record,
                 now,
                 reply,
-            } => writer.settle(reply, |connection, _| {
-                transitions::insert_idempotent(connection, jobs, &record, now)
+            } => writer.settle(reply, |connection, _, tally| {
+                transitions::insert_idempotent(connection, tally, jobs, &record, now)
             }),
             Command::PurgeIdempotency {
                 term,
                 now,
                 limit,
                 reply,
-            } => writer.settle_one_statement(reply, |connection, _| {
+            } => writer.settle_one_statement(reply, |connection, _, _| {
                 transitions::purge_idempotency(connection, term, now, limit)
             }),
             Command::InsertToken { token, reply } => writer
-                .settle_one_statement(reply, |connection, _| {
+                .settle_one_statement(reply, |connection, _, _| {
                     transitions::insert_token(connection, &token)
                 }),
             Command::RevokeToken { id, now, reply } => writer
-                .settle_one_statement(reply, |connection, _| {
+                .settle_one_statement(reply, |connection, _, _| {
                     transitions::revoke_token(connection, &id, now)
                 }),
         }
