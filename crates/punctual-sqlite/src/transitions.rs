@@ -436,6 +436,8 @@ pub(crate) fn complete(
 
 /// Records a failed attempt; `error` was already cut to `limits::ERROR_BYTES_MAX` by the caller
 /// (with `truncate_error`, which must run once: it appends an ellipsis).
+// The writer's connection, caches and tally, then the `Store::fail` call's own five inputs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fail(
     connection: &Connection,
     names: &mut Names,
