@@ -56,7 +56,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut failures = 0u32;
     let mut misses = 0u32;
     loop {
-        inner.sleeping_until_us.store(i64::MAX, Ordering::Release);
+        // Awake: announcements from here on are read before the next sleep (see `wake_for`).
+        inner.sleeping_until_us.store(i64::MIN, Ordering::SeqCst);
+        inner.announced_us.store(i64::MAX, Ordering::SeqCst);
         if inner.stop_claiming.is_cancelled() {
             return;
         }
@@ -136,10 +138,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             0
         };
         let now = inner.clock.now();
-        let wake_at = wake_time(now, next_due, config, misses);
+        let mut wake_at = wake_time(now, next_due, config, misses);
         inner
             .sleeping_until_us
-            .store(wake_at.as_micros(), Ordering::Release);
+            .store(wake_at.as_micros(), Ordering::SeqCst);
+        // A job announced since this look began (its insert may have missed the look) moves
+        // the wake-up earlier; later ones notify, now that the wake-up time is published.
+        let announced = inner.announced_us.swap(i64::MAX, Ordering::SeqCst);
+        if announced != i64::MAX {
+            let sooner = wake_time(now, Some(Timestamp::from_micros(announced)), config, 0);
+            wake_at = wake_at.min(sooner);
+        }
         let sleep = tokio::time::sleep_until(inner.instant_at(wake_at, now));
         tokio::select! {
             () = sleep => {}

@@ -685,6 +685,9 @@ struct RemoteStore {
     cut: AtomicBool,
     /// How many claims reached the store.
     claims: AtomicUsize,
+    /// How many looks for the next due job reached the store, and how long each takes.
+    next_due_calls: AtomicUsize,
+    next_due_delay: Mutex<Duration>,
 }
 
 impl RemoteStore {
@@ -694,6 +697,8 @@ impl RemoteStore {
             hints: Mutex::new(None),
             cut: AtomicBool::new(false),
             claims: AtomicUsize::new(0),
+            next_due_calls: AtomicUsize::new(0),
+            next_due_delay: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -796,6 +801,9 @@ impl Store for RemoteStore {
         queues: Option<&[punctual::Queue]>,
         kinds: Option<&[Kind]>,
     ) -> Result<Option<Timestamp>, StoreError> {
+        self.next_due_calls.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.next_due_delay.lock().expect("not poisoned");
+        tokio::time::sleep(delay).await;
         self.link()?.next_due(queues, kinds).await
     }
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -929,6 +937,54 @@ async fn an_insert_hint_from_the_store_wakes_the_dispatcher() {
         .await;
     let (_, _, _, started_at) = harness.recorder.started()[0];
     assert!(started_at.duration_since(run_at) <= Duration::from_millis(2));
+    scheduler.stop().await;
+}
+
+/// A stream of inserts of jobs for later does not make the dispatcher look at the store for
+/// each one. It did: an insert made while the dispatcher was awake left a stored wake-up, so a
+/// slow look (30 ms here; a large backlog of jobs of other kinds made PostgreSQL's and SQLite's
+/// that slow) met an insert every millisecond and the dispatcher looked without pause, about 30
+/// times a second, starving the node's CPU.
+#[tokio::test(start_paused = true)]
+async fn inserts_for_later_do_not_keep_the_dispatcher_looking() {
+    let harness = Harness::new();
+    let store = Arc::new(RemoteStore::new(harness.store.clone()));
+    *store.next_due_delay.lock().expect("not poisoned") = Duration::from_millis(30);
+    let scheduler = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .clock(harness.clock.clone())
+        .config(config())
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = store.next_due_calls.load(Ordering::SeqCst);
+    for _ in 0..1_000 {
+        let later = harness.clock.now().add(Duration::from_secs(3_600));
+        scheduler
+            .schedule("noop", &(), later, JobOptions::default())
+            .await
+            .expect("scheduled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let looks = store.next_due_calls.load(Ordering::SeqCst) - before;
+    // The bounded poll looks once a second, and the first insert may add one.
+    assert!(
+        looks <= 4,
+        "{looks} looks at the store in a second of inserts for later"
+    );
+
+    // A job due soon, inserted in the same stream, still runs on time.
+    let soon = harness.clock.now().add(Duration::from_millis(200));
+    let id = scheduler
+        .schedule("noop", &(), soon, JobOptions::default())
+        .await
+        .expect("scheduled");
+    harness
+        .wait_until(Duration::from_secs(2), async || {
+            harness.state(id).await == JobState::Succeeded
+        })
+        .await;
     scheduler.stop().await;
 }
 
