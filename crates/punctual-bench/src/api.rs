@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use punctual_core::{Clock, SystemClock, Timestamp};
+use punctual_server::webhook::sign::Secret;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::progress::Progress;
+use super::receiver::Receiver;
 use super::report::{Report, RequestMs};
-use super::service::{Receiver, ServeProcess, judge};
+use super::service::{ServeProcess, judge};
 use super::stats::{Lateness, percentile, rate};
 use super::{Plan, Workload, spread_at, wait_until};
 
@@ -113,7 +115,7 @@ async fn stored(node: &ServeProcess, state: Option<&str>) -> anyhow::Result<u64>
 }
 
 pub async fn api_create(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
-    let node = Arc::new(ServeProcess::start(plan, 64).await?);
+    let node = Arc::new(ServeProcess::start(plan, 64, &Secret::generate()).await?);
     let mut report = plan.report();
     // Due in an hour: the run measures creation, not execution.
     let job = |index: usize| json!({"kind": "bench.later", "delay_ms": 3_600_000, "payload": {"n": index}});
@@ -161,16 +163,18 @@ pub async fn api_create(plan: &Plan, progress: Progress) -> anyhow::Result<Repor
 
 pub async fn webhook(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let burst = plan.workload == Workload::WebhookBurst;
-    let delay = if burst {
-        plan.receiver_delay
-    } else {
-        Duration::ZERO
-    };
-    let receiver = Receiver::start(delay).await?;
-    let node = Arc::new(ServeProcess::start(plan, plan.concurrency).await?);
+    let clock = SystemClock;
+    // Room for every receipt, and for duplicates should there be any.
+    let receiver = Receiver::start(Arc::new(clock), plan.jobs + 1_000)
+        .await
+        .context("starting the receiver")?;
+    if burst {
+        receiver.set_delay(plan.receiver_delay);
+    }
+    let secret = receiver.enroll(0);
+    let node = Arc::new(ServeProcess::start(plan, plan.concurrency, &secret).await?);
     let mut report = plan.report();
     let jobs = plan.jobs;
-    let clock = SystemClock;
     let first_due = clock.now().add(LEAD);
     let due = |index: usize| -> Timestamp {
         if burst {
@@ -179,7 +183,7 @@ pub async fn webhook(plan: &Plan, progress: Progress) -> anyhow::Result<Report> 
             spread_at(first_due, plan.spread, index, jobs)
         }
     };
-    let url = receiver.url.clone();
+    let url = receiver.url("hook");
     let bodies = batches(
         jobs,
         |index| json!({"webhook": {"url": url}, "run_at": due(index).to_rfc3339_exact(), "payload": {"n": index}}),
@@ -200,7 +204,7 @@ pub async fn webhook(plan: &Plan, progress: Progress) -> anyhow::Result<Report> 
     ) + GRACE;
     let receiving = progress.bar("received", jobs as u64);
     let all = wait_until(Instant::now() + wait_for, &receiving, || {
-        let count = receiver.count();
+        let count = receiver.receipts().len();
         (count as u64, count >= jobs)
     })
     .await;
@@ -216,7 +220,7 @@ pub async fn webhook(plan: &Plan, progress: Progress) -> anyhow::Result<Report> 
     if !all {
         report.problems.push(format!(
             "only {} of {jobs} webhooks arrived by {} s after the last was due",
-            receiver.count(),
+            receiver.receipts().len(),
             GRACE.as_secs()
         ));
     }
@@ -231,7 +235,7 @@ pub async fn webhook(plan: &Plan, progress: Progress) -> anyhow::Result<Report> 
 }
 
 pub async fn remote_worker(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
-    let node = Arc::new(ServeProcess::start(plan, 64).await?);
+    let node = Arc::new(ServeProcess::start(plan, 64, &Secret::generate()).await?);
     let mut report = plan.report();
     let jobs = plan.jobs;
     let bodies = batches(

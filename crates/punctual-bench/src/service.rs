@@ -1,6 +1,6 @@
 //! What the service workloads share: a real `punctual serve` child process on a fresh store
-//! (the same binary, `current_exe() serve`), a token for it, an HTTP client, and a webhook
-//! receiver on loopback that verifies each signature and records when each request arrived.
+//! (the same binary, `current_exe() serve`), a token for it and an HTTP client; and the
+//! judgement of what the webhook receiver (`receiver`) got.
 //!
 //! Owns the child process: `ServeProcess` stops it (SIGTERM, then SIGKILL past a deadline) when
 //! dropped, so no path out of a workload leaves one behind. Must not judge figures: the workloads
@@ -9,23 +9,18 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::extract::State;
-use axum::http::HeaderMap;
-use punctual_core::{Clock, SystemClock, Timestamp};
+use punctual_core::JobId;
 use punctual_server::auth::{Scope, issue};
 use punctual_server::store_url::{self, StoreUrl};
-use punctual_server::webhook::sign::{Secret, verify};
 use serde_json::Value;
 
 use super::Plan;
+use super::receiver::Receipt;
 use super::store::BenchStore;
 
-/// The signing secret of the bench's nodes; the receiver verifies with it.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// How long a node may take to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long a node may take to stop after SIGTERM before it is killed.
@@ -44,8 +39,13 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Starts a node on the plan's store (a fresh SQLite file for `sqlite`, the run's own schema
-    /// for PostgreSQL) with `concurrency` webhooks in flight, and waits until it is ready.
-    pub async fn start(plan: &Plan, concurrency: usize) -> anyhow::Result<ServeProcess> {
+    /// for PostgreSQL) with `concurrency` webhooks in flight, signing with `secret`, and waits
+    /// until it is ready.
+    pub async fn start(
+        plan: &Plan,
+        concurrency: usize,
+        secret: &str,
+    ) -> anyhow::Result<ServeProcess> {
         let (url, dir) = match &plan.store {
             BenchStore::Memory => bail!(
                 "the service workloads run a real punctual serve, which needs a durable store: \
@@ -95,7 +95,7 @@ impl ServeProcess {
             .args(["--store", &store_text])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--allow-network", "127.0.0.0/8"])
-            .args(["--webhook-secret", SECRET])
+            .args(["--webhook-secret", secret])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--log-level", "warn"])
             .stdin(Stdio::null())
@@ -212,119 +212,9 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// One webhook request the receiver got.
-#[derive(Clone, Debug)]
-pub struct Receipt {
-    pub id: String,
-    /// The job's `run_at`, from `punctual-scheduled-at`.
-    pub run_at: Timestamp,
-    /// When the request arrived, on the system clock (the node's, on this machine).
-    pub received: Timestamp,
-    pub signed: bool,
-}
-
-struct Receiving {
-    receipts: Mutex<Vec<Receipt>>,
-    secret: Secret,
-    delay: Duration,
-    clock: SystemClock,
-}
-
-/// A webhook receiver on loopback that answers 200 after `delay`.
-pub struct Receiver {
-    pub url: String,
-    state: Arc<Receiving>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    pub async fn start(delay: Duration) -> anyhow::Result<Receiver> {
-        let state = Arc::new(Receiving {
-            receipts: Mutex::new(Vec::new()),
-            secret: Secret::parse(SECRET).context("the bench's secret")?,
-            delay,
-            clock: SystemClock,
-        });
-        let router = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the receiver")?;
-        let url = format!(
-            "http://{}/hook",
-            listener.local_addr().context("the receiver's address")?
-        );
-        let server = tokio::spawn(async move {
-            // Ends when the task is aborted at the end of the run.
-            let _ = axum::serve(listener, router).await;
-        });
-        Ok(Receiver { url, state, server })
-    }
-
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn receipts(&self) -> Vec<Receipt> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Receipt>> {
-        // Held only to push or copy.
-        self.state
-            .receipts
-            .lock()
-            .expect("the receipts lock is never poisoned")
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<Receiving>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> axum::http::StatusCode {
-    let received = state.clock.now();
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-    };
-    let id = header("webhook-id").to_owned();
-    let timestamp: i64 = header("webhook-timestamp").parse().unwrap_or(0);
-    let signed = verify(
-        &state.secret,
-        header("webhook-signature"),
-        &id,
-        timestamp,
-        &body,
-    );
-    let receipt = Receipt {
-        run_at: Timestamp::parse_rfc3339(header("punctual-scheduled-at")).unwrap_or(received),
-        received,
-        signed,
-        id,
-    };
-    state
-        .receipts
-        .lock()
-        .expect("the receipts lock is never poisoned")
-        .push(receipt);
-    if !state.delay.is_zero() {
-        tokio::time::sleep(state.delay).await;
-    }
-    axum::http::StatusCode::OK
-}
-
 /// What the receipts say about `expected` jobs: how many never arrived, how many arrived more
-/// than once, how many were badly signed, and each first arrival's lateness in milliseconds.
+/// than once, how many were not signed by an enrolled node, and each first arrival's lateness
+/// (its arrival minus `run_at`) in milliseconds.
 pub struct Judged {
     pub lost: u64,
     pub duplicates: u64,
@@ -333,23 +223,20 @@ pub struct Judged {
 }
 
 pub fn judge(receipts: &[Receipt], expected: usize) -> Judged {
-    let mut first: HashMap<&str, &Receipt> = HashMap::with_capacity(receipts.len());
+    let mut first: HashMap<JobId, &Receipt> = HashMap::with_capacity(receipts.len());
     let mut duplicates = 0;
     let mut bad_signatures = 0;
     for receipt in receipts {
-        if !receipt.signed {
+        if receipt.sender.is_none() {
             bad_signatures += 1;
         }
-        match first.get(receipt.id.as_str()) {
-            Some(_) => duplicates += 1,
-            None => {
-                first.insert(&receipt.id, receipt);
-            }
+        if first.insert(receipt.id, receipt).is_some() {
+            duplicates += 1;
         }
     }
     let lateness_ms = first
         .values()
-        .map(|receipt| receipt.received.micros_since(receipt.run_at) as f64 / 1_000.0)
+        .map(|receipt| receipt.received_at.micros_since(receipt.scheduled_at) as f64 / 1_000.0)
         .collect();
     Judged {
         lost: (expected as u64).saturating_sub(first.len() as u64),
@@ -362,20 +249,26 @@ pub fn judge(receipts: &[Receipt], expected: usize) -> Judged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use punctual_core::Timestamp;
 
     #[test]
     fn receipts_are_judged_by_id() {
         let at = Timestamp::from_millis(1_000_000);
-        let receipt = |id: &str, late_ms: u64, signed: bool| Receipt {
-            id: id.to_owned(),
-            run_at: at,
-            received: at.add(Duration::from_millis(late_ms)),
-            signed,
+        let receipt = |id: u8, late_ms: u64, sender: Option<u32>| Receipt {
+            path: "hook".to_owned(),
+            id: JobId::from_bytes([id; 16]),
+            attempt: 1,
+            token: 1,
+            scheduled_at: at,
+            stamped_s: 1_000,
+            received_at: at.add(Duration::from_millis(late_ms)),
+            sender,
+            body: String::new(),
         };
         let receipts = vec![
-            receipt("a", 2, true),
-            receipt("b", 4, true),
-            receipt("a", 9, false),
+            receipt(1, 2, Some(0)),
+            receipt(2, 4, Some(0)),
+            receipt(1, 9, None),
         ];
         let judged = judge(&receipts, 3);
         assert_eq!(
