@@ -230,8 +230,11 @@ pub fn judge(receipts: &[Receipt], expected: usize) -> Judged {
         if receipt.sender.is_none() {
             bad_signatures += 1;
         }
-        if first.insert(receipt.id, receipt).is_some() {
-            duplicates += 1;
+        match first.entry(receipt.id) {
+            std::collections::hash_map::Entry::Occupied(_) => duplicates += 1,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(receipt);
+            }
         }
     }
     let lateness_ms = first
