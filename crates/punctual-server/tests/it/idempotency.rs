@@ -123,3 +123,59 @@ pub async fn a_refused_request_keeps_no_key_and_batches_replay_too(backend: Back
     assert_eq!((empty.status, empty.code()), (400, "bad_request"));
     server.stop().await;
 }
+
+/// While the first request under a key is being answered, another under the same key is 409
+/// `idempotency_key_in_use` (with `Retry-After`) and stores nothing; once the first is answered,
+/// a retry gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_first_request_is_in_progress_is_a_conflict() {
+    let flaky = std::sync::Arc::new(crate::outage::Flaky::new());
+    let server = Server::start_on(flaky.clone(), crate::harness::node_config("gated")).await;
+    let body = r#"{"kind": "invoice", "delay_ms": 60000}"#;
+    let held = flaky.gate.write().await;
+    let first = {
+        let client = server.client.clone();
+        let url = format!("{}/v1/jobs", server.base);
+        let token = server.admin.clone();
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("idempotency-key", "slow-1")
+                .body(body)
+                .send()
+                .await
+                .expect("answers");
+            crate::harness::answer(response).await
+        })
+    };
+    // Once the first request is inside the store, waiting at the gate, ask again under its key.
+    crate::harness::eventually(
+        std::time::Duration::from_secs(10),
+        "the first request at the gate",
+        || async {
+            flaky
+                .idempotent_calls
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        },
+    )
+    .await;
+    let second = create_with_key(&server, "/v1/jobs", "slow-1", body).await;
+    assert_eq!(
+        (second.status, second.code()),
+        (409, "idempotency_key_in_use"),
+        "{second:?}"
+    );
+    assert!(second.headers.contains_key("retry-after"));
+    drop(held);
+    let first = first.await.expect("the first request's task");
+    assert_eq!(first.status, 201, "{first:?}");
+    let third = create_with_key(&server, "/v1/jobs", "slow-1", body).await;
+    assert_eq!(third.status, 201);
+    assert_eq!(third.headers["idempotent-replayed"], "true");
+    assert_eq!(third.body, first.body);
+    assert_eq!(server.job_count().await, 1);
+    server.stop().await;
+}

@@ -11,10 +11,25 @@ use serde_json::json;
 
 use crate::harness::{Server, eventually, node_config};
 
-/// A store that fails every call with `Unavailable` while `down` is set.
-struct Flaky {
-    inner: MemoryStore,
-    down: AtomicBool,
+/// A store that fails every call with `Unavailable` while `down` is set, and whose inserts
+/// under an idempotency key wait while `gate` is held for writing.
+pub(crate) struct Flaky {
+    pub inner: MemoryStore,
+    pub down: AtomicBool,
+    pub gate: tokio::sync::RwLock<()>,
+    /// Inserts under an idempotency key that reached the store (before the gate).
+    pub idempotent_calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Flaky {
+    pub fn new() -> Flaky {
+        Flaky {
+            inner: MemoryStore::new(),
+            down: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
+            idempotent_calls: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Flaky {
@@ -159,6 +174,8 @@ impl Store for Flaky {
         record: IdempotencyRecord,
         now: Timestamp,
     ) -> Result<Idempotent, StoreError> {
+        self.idempotent_calls.fetch_add(1, Ordering::SeqCst);
+        let _open = self.gate.read().await;
         pass!(self, self.inner.insert_idempotent(jobs, record, now))
     }
     async fn purge_idempotency(
@@ -189,10 +206,7 @@ impl Store for Flaky {
 
 #[tokio::test]
 async fn an_outage_is_a_503_with_retry_after_and_the_node_recovers() {
-    let flaky = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(false),
-    });
+    let flaky = Arc::new(Flaky::new());
     let server = Server::start_on(flaky.clone(), node_config("flaky")).await;
     let id = server
         .create(&json!({"kind": "k", "delay_ms": 60000}))
