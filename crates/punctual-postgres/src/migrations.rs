@@ -95,6 +95,38 @@
 //! state) it changed (HOT: `count` is not indexed, and the table's fillfactor leaves room);
 //! per transaction, one advisory try-lock. Reads sum a few rows.
 //!
+//! # Version 5: pending jobs by kind
+//!
+//! `punctual_jobs_pending_by_kind`, on `(kind, priority, run_at_us, id)` of the pending jobs,
+//! serves `next_due` and `claim` with a kinds filter: one probe per (kind, priority level) to
+//! the head of that kind's due jobs, ten per kind asked for. Without it they walked
+//! `punctual_jobs_pending` and passed over every pending job of another kind ahead of the
+//! first of theirs (and the claim locked none of those, but read them all). That is the usual
+//! case once nodes differ: a `punctual serve` node's engine asks only for the kind
+//! `punctual.webhook` while jobs for remote workers wait in the same table. Measured with
+//! 100,000 pending jobs of another kind, a kinds-filtered `next_due` took about 26 ms, and
+//! every node's engine asks at least once a second (its bounded poll) and before every claim;
+//! a claim paid the same when due jobs of other kinds were ahead. The cost grew with other
+//! kinds' backlog, on every node. With the index it follows the kinds asked for and the jobs
+//! taken. (With a queues filter as well, `claim` chooses this index or
+//! `punctual_jobs_pending_by_queue`; see `claim::walks_kinds`.)
+//!
+//! What it costs: one more index entry per pending row version. No update of a job is HOT
+//! (see "Churn" below), and PostgreSQL adds an entry to a partial index only for a new row
+//! version that satisfies its predicate: so an insert, and a move into a pending state (a
+//! retry, a release, a rescue, a revival, a reschedule), writes one more entry (with its WAL),
+//! while a claim, a completion, a heartbeat or a purge writes none here. The entries of row
+//! versions no longer pending are left for vacuum and bottom-up deletion, as in the other
+//! pending indexes; the index's size follows the pending jobs and their churn, not the table.
+//! That is worth paying because the reads it saves come from every node, all the time,
+//! whatever the write rate, and grew without bound. Appending the kind to
+//! `punctual_jobs_pending` instead would have made the walk an index-only filter but still a
+//! walk; an index on queue and kind together would serve only requests naming both.
+//!
+//! The step builds the index in the migration's transaction (`CONCURRENTLY` cannot run in
+//! one), which holds off writes to the jobs table while it reads the table once: on a table
+//! of millions of jobs, run `punctual migrate` at a quiet moment.
+//!
 //! # Churn: what is updated, what is deleted (issue 3, item 8)
 //!
 //! A job is one row for its whole life. It is inserted once, updated in place at each transition
@@ -105,7 +137,8 @@
 //!
 //! Every update changes `state` or an indexed column, and `state` appears in every partial
 //! index's predicate, so no update is HOT (heap-only): each writes a new entry into the primary
-//! key and into the one partial index the new version belongs to. We accept that: partial
+//! key and into the partial indexes the new version belongs to (the running one, the finished
+//! one, or the pending ones: two, three since version 5). We accept that: partial
 //! indexes keep the claim index holding only pending jobs, so a claim never walks past the
 //! millions of finished rows that a full index on (state, priority, run_at) would still hold as
 //! dead entries between vacuums; the alternative (a non-partial index) would allow HOT updates
@@ -381,6 +414,15 @@ const MIGRATIONS: &[Migration] = &[
             AFTER TRUNCATE ON punctual_jobs
             FOR EACH STATEMENT EXECUTE FUNCTION punctual_jobs_count_truncated();
     "#,
+    },
+    Migration {
+        name: "index pending jobs by kind",
+        sql: "
+        -- Claims and next_due for some kinds: one range scan per (kind, priority), in claim
+        -- order, so pending jobs of other kinds are never read.
+        CREATE INDEX punctual_jobs_pending_by_kind
+            ON punctual_jobs (kind, priority, run_at_us, id) WHERE state IN (0, 2);
+    ",
     },
 ];
 

@@ -11,6 +11,7 @@ use punctual_core::{
 use tokio_postgres::types::ToSql;
 
 use crate::PgStore;
+use crate::claim::{queue_names, walks_kinds};
 use crate::error::{corrupt, pg};
 use crate::rows::{
     column, job_columns, jobs_from_rows, kind_names, sql_count, state_code, state_from_code, uuid,
@@ -212,9 +213,46 @@ pub(crate) async fn queue_stats(
         .collect()
 }
 
-/// The earliest pending `run_at`: the first entry of each priority level's range of the
-/// pending index (one probe per level, or per level and queue), then the least of those. A
-/// kinds filter (`$1`, NULL for any kind) walks each range to its first row of those kinds.
+/// The earliest pending `run_at` over every queue and kind: the first entry of each priority
+/// level's range of `punctual_jobs_pending` (one probe per level), and the least of those.
+pub(crate) const NEXT_DUE: &str = "SELECT min(first.run_at_us)
+     FROM generate_series(0, 9) AS level(priority)
+     CROSS JOIN LATERAL (
+         SELECT run_at_us FROM punctual_jobs
+         WHERE state IN (0, 2) AND priority = level.priority
+         ORDER BY run_at_us LIMIT 1
+     ) AS first";
+
+/// `NEXT_DUE` in the queues in `$2`, one probe per (queue, level) of
+/// `punctual_jobs_pending_by_queue`, of the kinds in `$1` (`NULL` for any kind: with kinds,
+/// each range is walked to its first row of those kinds).
+pub(crate) const NEXT_DUE_IN_QUEUES: &str = "SELECT min(first.run_at_us)
+     FROM unnest($2::text[]) AS served(queue)
+     CROSS JOIN generate_series(0, 9) AS level(priority)
+     CROSS JOIN LATERAL (
+         SELECT run_at_us FROM punctual_jobs
+         WHERE state IN (0, 2) AND queue = served.queue
+             AND priority = level.priority
+             AND ($1::text[] IS NULL OR kind = ANY($1::text[]))
+         ORDER BY run_at_us LIMIT 1
+     ) AS first";
+
+/// `NEXT_DUE` of the kinds in `$1`, one probe per (kind, level) of
+/// `punctual_jobs_pending_by_kind`, in the queues in `$2` (`NULL` for every queue: with
+/// queues, each range is walked to its first row in one of them).
+pub(crate) const NEXT_DUE_OF_KINDS: &str = "SELECT min(first.run_at_us)
+     FROM unnest($1::text[]) AS wanted(kind)
+     CROSS JOIN generate_series(0, 9) AS level(priority)
+     CROSS JOIN LATERAL (
+         SELECT run_at_us FROM punctual_jobs
+         WHERE state IN (0, 2) AND kind = wanted.kind
+             AND priority = level.priority
+             AND ($2::text[] IS NULL OR queue = ANY($2::text[]))
+         ORDER BY run_at_us LIMIT 1
+     ) AS first";
+
+/// The earliest pending `run_at` in `queues` of `kinds`: the ranges a claim with these filters
+/// walks (`claim::walks_kinds` chooses), each to its first row, and the least of those.
 pub(crate) async fn next_due(
     store: &PgStore,
     queues: Option<&[Queue]>,
@@ -222,45 +260,26 @@ pub(crate) async fn next_due(
 ) -> Result<Option<Timestamp>, StoreError> {
     check_kinds(kinds)?;
     let kinds = kinds.map(kind_names);
-    if kinds.as_ref().is_some_and(Vec::is_empty) {
+    let queues = queues.map(queue_names);
+    if kinds.as_ref().is_some_and(Vec::is_empty) || queues.as_ref().is_some_and(Vec::is_empty) {
         return Ok(None);
     }
     let client = store.client().await?;
-    let row = match queues {
-        None => {
-            let statement = client
-                .prepare_cached(
-                    "SELECT min(first.run_at_us)
-                     FROM generate_series(0, 9) AS level(priority)
-                     CROSS JOIN LATERAL (
-                         SELECT run_at_us FROM punctual_jobs
-                         WHERE state IN (0, 2) AND priority = level.priority
-                             AND ($1::text[] IS NULL OR kind = ANY($1::text[]))
-                         ORDER BY run_at_us LIMIT 1
-                     ) AS first",
-                )
-                .await
-                .map_err(pg)?;
-            client.query_one(&statement, &[&kinds]).await
+    let row = match (&queues, &kinds) {
+        (None, None) => {
+            let statement = client.prepare_cached(NEXT_DUE).await.map_err(pg)?;
+            client.query_one(&statement, &[]).await
         }
-        Some(queues) => {
-            let names: Vec<&str> = queues.iter().map(Queue::as_str).collect();
+        (_, Some(names)) if walks_kinds(queues.as_deref(), names) => {
+            let statement = client.prepare_cached(NEXT_DUE_OF_KINDS).await.map_err(pg)?;
+            client.query_one(&statement, &[&kinds, &queues]).await
+        }
+        _ => {
             let statement = client
-                .prepare_cached(
-                    "SELECT min(first.run_at_us)
-                     FROM unnest($2::text[]) AS served(queue)
-                     CROSS JOIN generate_series(0, 9) AS level(priority)
-                     CROSS JOIN LATERAL (
-                         SELECT run_at_us FROM punctual_jobs
-                         WHERE state IN (0, 2) AND queue = served.queue
-                             AND priority = level.priority
-                             AND ($1::text[] IS NULL OR kind = ANY($1::text[]))
-                         ORDER BY run_at_us LIMIT 1
-                     ) AS first",
-                )
+                .prepare_cached(NEXT_DUE_IN_QUEUES)
                 .await
                 .map_err(pg)?;
-            client.query_one(&statement, &[&kinds, &names]).await
+            client.query_one(&statement, &[&kinds, &queues]).await
         }
     }
     .map_err(pg)?;

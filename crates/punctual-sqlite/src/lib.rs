@@ -1,9 +1,10 @@
 //! `SqliteStore`: punctual's embedded default store, one SQLite file on local disk.
 //!
 //! This crate is the only place SQLite SQL lives (the schema in `migrations`, the writes in
-//! `transitions`, the reads in `reads`). It implements `punctual_core::Store` exactly as the
-//! trait documents it; the conformance suite in `punctual-testkit` checks that it agrees with the
-//! in-memory reference model.
+//! `transitions`, the reads in `reads`; `ranges` chooses the index ranges a claim and
+//! `next_due` walk for their filters). It implements `punctual_core::Store` exactly as the
+//! trait documents it; the conformance suite in `punctual-testkit` checks that it agrees with
+//! the in-memory reference model.
 //!
 //! # Durability
 //!
@@ -33,6 +34,7 @@ mod error;
 mod migrations;
 #[cfg(test)]
 mod query_plans;
+mod ranges;
 mod reads;
 mod rows;
 mod store;

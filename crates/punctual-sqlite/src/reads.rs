@@ -23,9 +23,10 @@ use rusqlite::{Connection, OpenFlags, Statement, ToSql, params};
 use tokio::sync::Semaphore;
 
 use crate::error::{Failure, corrupt, from_sql};
+use crate::ranges::Ranges;
 use crate::rows::{
-    Names, job_columns, job_from_row, kind_array, record_columns, record_from_row, state_code,
-    state_from_code, token_columns, token_from_row,
+    Names, job_columns, job_from_row, record_columns, record_from_row, state_code, state_from_code,
+    text_array, token_columns, token_from_row,
 };
 
 // The reads that the engine makes often, named so that `query_plans` can check that each is
@@ -39,13 +40,27 @@ pub(crate) const NEXT_DUE: &str = "SELECT run_at_us FROM job
 pub(crate) const NEXT_DUE_IN_QUEUE: &str = "SELECT run_at_us FROM job
      WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 ORDER BY run_at_us LIMIT 1";
 
-/// `NEXT_DUE` of the kinds in `?2` (an `rarray`): the same index, walked past rows of other
-/// kinds (as the claim's scans are).
-pub(crate) const NEXT_DUE_OF_KINDS: &str = "SELECT run_at_us FROM job
-     WHERE state IN (0, 2) AND priority = ?1 AND kind IN rarray(?2)
-     ORDER BY run_at_us LIMIT 1";
+/// `NEXT_DUE` of the kinds in `?2` (an `rarray`): the head of each kind's range of
+/// `job_pending_by_kind` for the level, one seek per kind (in this one statement), and the
+/// least of them. No row of another kind is read.
+pub(crate) const NEXT_DUE_OF_KINDS: &str = "SELECT min((
+         SELECT run_at_us FROM job
+         WHERE state IN (0, 2) AND kind = wanted.value AND priority = ?1
+         ORDER BY run_at_us LIMIT 1))
+     FROM rarray(?2) AS wanted";
 
-/// `NEXT_DUE_IN_QUEUE` of the kinds in `?3`.
+/// `NEXT_DUE_OF_KINDS` within the queues in `?3` (an `rarray`): each kind's range is walked to
+/// its first row in one of them, passing over that kind's jobs in other queues (see `ranges`
+/// for when this is the plan).
+pub(crate) const NEXT_DUE_OF_KINDS_IN_QUEUES: &str = "SELECT min((
+         SELECT run_at_us FROM job
+         WHERE state IN (0, 2) AND kind = wanted.value AND priority = ?1
+             AND queue IN rarray(?3)
+         ORDER BY run_at_us LIMIT 1))
+     FROM rarray(?2) AS wanted";
+
+/// `NEXT_DUE_IN_QUEUE` of the kinds in `?3`: walks the queue's range past rows of other kinds
+/// (see `ranges` for when this is the plan).
 pub(crate) const NEXT_DUE_IN_QUEUE_OF_KINDS: &str = "SELECT run_at_us FROM job
      WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND kind IN rarray(?3)
      ORDER BY run_at_us LIMIT 1";
@@ -411,48 +426,68 @@ pub(crate) fn held_record_on(
     }
 }
 
-/// The earliest `run_at` among pending jobs: the head of each priority level's index range
-/// (per queue when queues are named), one index seek each; with a kinds filter, the first row
-/// of those kinds in that range.
+/// The earliest `run_at` among pending jobs: the head of each priority level's index range,
+/// one seek each, per queue or per kind as `Ranges` chooses; with both filters, the first row
+/// of the range that passes the other.
 pub(crate) fn next_due(
     reader: &mut Reader,
     queues: Option<&[Queue]>,
     kinds: Option<&[Kind]>,
 ) -> Result<Option<Timestamp>, Failure> {
-    let kinds = kinds.map(kind_array);
-    if kinds.as_ref().is_some_and(|kinds| kinds.is_empty()) {
-        return Ok(None);
-    }
-    let connection = &reader.connection;
+    next_due_on(&reader.connection, queues, kinds)
+}
+
+/// `next_due` on any connection (`query_plans` measures it on its own).
+pub(crate) fn next_due_on(
+    connection: &Connection,
+    queues: Option<&[Queue]>,
+    kinds: Option<&[Kind]>,
+) -> Result<Option<Timestamp>, Failure> {
     let mut earliest: Option<i64> = None;
     let mut consider = |statement: &mut Statement<'_>, parameters: &[&dyn ToSql]| {
         let mut rows = statement.query(parameters)?;
-        if let Some(row) = rows.next()? {
-            let found: i64 = row.get(0)?;
+        // The `min` of the kinds' statements gives a row of NULL when no kind has a job.
+        if let Some(row) = rows.next()?
+            && let Some(found) = row.get::<_, Option<i64>>(0)?
+        {
             earliest = Some(earliest.map_or(found, |current| current.min(found)));
         }
         Ok::<(), Failure>(())
     };
-    for priority in Priority::HIGHEST.get()..=Priority::LOWEST.get() {
-        match (queues, &kinds) {
-            (None, None) => {
-                let mut statement = connection.prepare_cached(NEXT_DUE)?;
+    let levels = Priority::HIGHEST.get()..=Priority::LOWEST.get();
+    match Ranges::of(queues, kinds) {
+        Ranges::Nothing => {}
+        Ranges::All => {
+            let mut statement = connection.prepare_cached(NEXT_DUE)?;
+            for priority in levels {
                 consider(&mut statement, &[&priority])?;
             }
-            (None, Some(kinds)) => {
-                let mut statement = connection.prepare_cached(NEXT_DUE_OF_KINDS)?;
-                consider(&mut statement, &[&priority, kinds])?;
-            }
-            (Some(queues), None) => {
-                let mut statement = connection.prepare_cached(NEXT_DUE_IN_QUEUE)?;
-                for queue in queues {
-                    consider(&mut statement, &[&queue.as_str(), &priority])?;
+        }
+        Ranges::Queues { queues, kinds } => {
+            let mut statement = connection.prepare_cached(match kinds {
+                None => NEXT_DUE_IN_QUEUE,
+                Some(_) => NEXT_DUE_IN_QUEUE_OF_KINDS,
+            })?;
+            for priority in levels {
+                for queue in &queues {
+                    match &kinds {
+                        None => consider(&mut statement, &[queue, &priority])?,
+                        Some(kinds) => consider(&mut statement, &[queue, &priority, kinds])?,
+                    }
                 }
             }
-            (Some(queues), Some(kinds)) => {
-                let mut statement = connection.prepare_cached(NEXT_DUE_IN_QUEUE_OF_KINDS)?;
-                for queue in queues {
-                    consider(&mut statement, &[&queue.as_str(), &priority, kinds])?;
+        }
+        Ranges::Kinds { kinds, queues } => {
+            // One statement per level takes every kind: `NEXT_DUE_OF_KINDS` seeks per kind.
+            let kinds = text_array(&kinds);
+            let mut statement = connection.prepare_cached(match queues {
+                None => NEXT_DUE_OF_KINDS,
+                Some(_) => NEXT_DUE_OF_KINDS_IN_QUEUES,
+            })?;
+            for priority in levels {
+                match &queues {
+                    None => consider(&mut statement, &[&priority, &kinds])?,
+                    Some(queues) => consider(&mut statement, &[&priority, &kinds, queues])?,
                 }
             }
         }

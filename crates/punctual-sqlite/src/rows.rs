@@ -2,7 +2,7 @@
 //! token in an `api_token` row and an idempotency record in an `idempotency_key` row.
 //!
 //! Owns the state codes, the column list every `SELECT` and `RETURNING` uses, the conversions of
-//! durations and timestamps to integers (and of a kinds filter to an `rarray`), and a small
+//! durations and timestamps to integers (and of a list of names to an `rarray`), and a small
 //! cache of decoded names so that reading a thousand rows of the same queue does not validate
 //! and allocate the queue name a thousand times. Must not decide any transition: that is
 //! `transitions`' job.
@@ -64,15 +64,12 @@ macro_rules! job_columns {
 }
 pub(crate) use job_columns;
 
-/// A kinds filter as the `rarray` its statements take (`kind IN rarray(?n)`), each kind once.
-pub(crate) fn kind_array(kinds: &[Kind]) -> Array {
-    let mut names: Vec<&str> = kinds.iter().map(Kind::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
+/// Names (of queues or kinds) as the `rarray` a statement takes (`kind IN rarray(?n)`).
+pub(crate) fn text_array(names: &[&str]) -> Array {
     Rc::new(
         names
-            .into_iter()
-            .map(|name| Value::Text(name.to_owned()))
+            .iter()
+            .map(|name| Value::Text((*name).to_owned()))
             .collect(),
     )
 }

@@ -31,11 +31,11 @@ use rusqlite::{Connection, Statement, params};
 
 use crate::counts::Tally;
 use crate::error::{Failure, is_primary_key_violation};
+use crate::ranges::Ranges;
 use crate::reads::held_record_on;
 use crate::rows::{
-    Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, kind_array, micros,
-    retry_columns, retry_from_columns, scopes_column, state_code, state_from_code, token_columns,
-    token_from_row,
+    Names, ScheduleColumns, id_from_blob, job_columns, job_from_row, micros, retry_columns,
+    retry_from_columns, scopes_column, state_code, state_from_code, token_columns, token_from_row,
 };
 
 // The statements whose speed matters with many jobs stored, named so that `query_plans` can
@@ -51,17 +51,24 @@ pub(crate) const CLAIM_CANDIDATES_IN_QUEUE: &str = "SELECT run_at_us, id FROM jo
      WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
      ORDER BY run_at_us, id LIMIT ?4";
 
-/// `CLAIM_CANDIDATES` of the kinds in `?4` (an `rarray`). No index has the kind: the same range
-/// scan checks each row's kind (it reads the row for its state anyway) and passes over the
-/// others, so the cost grows only with the due jobs of other kinds ahead of those taken.
-pub(crate) const CLAIM_CANDIDATES_OF_KINDS: &str = "SELECT run_at_us, id FROM job
-     WHERE state IN (0, 2) AND priority = ?1 AND run_at_us <= ?2 AND kind IN rarray(?4)
-     ORDER BY run_at_us, id LIMIT ?3";
-
-/// `CLAIM_CANDIDATES_IN_QUEUE` of the kinds in `?5`.
+/// `CLAIM_CANDIDATES_IN_QUEUE` of the kinds in `?5` (an `rarray`): the queue's range, each
+/// row's kind checked and others passed over (see `ranges` for when this is the plan).
 pub(crate) const CLAIM_CANDIDATES_IN_QUEUE_OF_KINDS: &str = "SELECT run_at_us, id FROM job
      WHERE state IN (0, 2) AND queue = ?1 AND priority = ?2 AND run_at_us <= ?3
          AND kind IN rarray(?5)
+     ORDER BY run_at_us, id LIMIT ?4";
+
+/// Due pending jobs of one kind and priority level, in claim order, from
+/// `job_pending_by_kind`: no row of another kind is read.
+pub(crate) const CLAIM_CANDIDATES_OF_KIND: &str = "SELECT run_at_us, id FROM job
+     WHERE state IN (0, 2) AND kind = ?1 AND priority = ?2 AND run_at_us <= ?3
+     ORDER BY run_at_us, id LIMIT ?4";
+
+/// `CLAIM_CANDIDATES_OF_KIND` within the queues in `?5` (an `rarray`): the kind's range, each
+/// row's queue checked and others passed over (see `ranges` for when this is the plan).
+pub(crate) const CLAIM_CANDIDATES_OF_KIND_IN_QUEUES: &str = "SELECT run_at_us, id FROM job
+     WHERE state IN (0, 2) AND kind = ?1 AND priority = ?2 AND run_at_us <= ?3
+         AND queue IN rarray(?5)
      ORDER BY run_at_us, id LIMIT ?4";
 
 /// Takes those of the chosen jobs (`?1`, an `rarray` of ids) in state `?6` under a lease of
@@ -172,11 +179,12 @@ fn insert_one(
 
 /// Takes due pending jobs under a lease, in claim order (priority, then `run_at`, then id).
 ///
-/// Candidates are found with one index range scan per priority level (and per queue when the
-/// request names queues), each stopping after the rows still wanted, so the cost follows the
-/// batch size, not the number of pending jobs. Within a level, per-queue candidates are merged
-/// by `(run_at, id)`. A kinds filter is checked in the same scans; due jobs of other kinds are
-/// passed over (read, not taken), which costs nothing while every due job is of a kind asked for.
+/// Candidates are found with one index range scan per priority level, or per (queue, level)
+/// or (kind, level) as `Ranges` chooses for the filters, each stopping after the rows still
+/// wanted, so the cost follows the batch size (times the ranges walked), not the number of
+/// pending jobs. Within a level, the ranges' candidates are merged by `(run_at, id)` and the
+/// first ones wanted kept. With both filters, the rows of the walked ranges that fail the
+/// other are passed over (read, not taken).
 pub(crate) fn claim(
     connection: &Connection,
     names: &mut Names,
@@ -185,16 +193,10 @@ pub(crate) fn claim(
     now: Timestamp,
 ) -> Result<Vec<Job>, Failure> {
     let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
-    let kinds = request.kinds.as_deref().map(kind_array);
-    if limit == 0 || kinds.as_ref().is_some_and(|kinds| kinds.is_empty()) {
+    let ranges = Ranges::of(request.queues.as_deref(), request.kinds.as_deref());
+    if limit == 0 || matches!(ranges, Ranges::Nothing) {
         return Ok(Vec::new());
     }
-    let queues = request.queues.as_ref().map(|queues| {
-        let mut queues: Vec<&Queue> = queues.iter().collect();
-        queues.sort_unstable();
-        queues.dedup();
-        queues
-    });
     let due_by = request.due_by.as_micros();
     let mut candidates: Vec<(i64, [u8; 16])> = Vec::with_capacity(limit);
     for priority in Priority::HIGHEST.get()..=Priority::LOWEST.get() {
@@ -203,50 +205,64 @@ pub(crate) fn claim(
             break;
         }
         let count = sql_count(wanted);
-        match &queues {
-            None => {
-                let mut statement = connection.prepare_cached(match kinds {
-                    None => CLAIM_CANDIDATES,
-                    Some(_) => CLAIM_CANDIDATES_OF_KINDS,
-                })?;
-                match &kinds {
-                    None => collect_candidates(
-                        &mut statement,
-                        params![priority, due_by, count],
-                        &mut candidates,
-                    )?,
-                    Some(kinds) => collect_candidates(
-                        &mut statement,
-                        params![priority, due_by, count, kinds],
-                        &mut candidates,
-                    )?,
-                }
+        let level_start = candidates.len();
+        let walked = match &ranges {
+            Ranges::Nothing => 0,
+            Ranges::All => {
+                let mut statement = connection.prepare_cached(CLAIM_CANDIDATES)?;
+                collect_candidates(
+                    &mut statement,
+                    params![priority, due_by, count],
+                    &mut candidates,
+                )?;
+                1
             }
-            Some(queues) => {
-                let level_start = candidates.len();
+            Ranges::Queues { queues, kinds } => {
                 let mut statement = connection.prepare_cached(match kinds {
                     None => CLAIM_CANDIDATES_IN_QUEUE,
                     Some(_) => CLAIM_CANDIDATES_IN_QUEUE_OF_KINDS,
                 })?;
                 for queue in queues {
-                    match &kinds {
+                    match kinds {
                         None => collect_candidates(
                             &mut statement,
-                            params![queue.as_str(), priority, due_by, count],
+                            params![queue, priority, due_by, count],
                             &mut candidates,
                         )?,
                         Some(kinds) => collect_candidates(
                             &mut statement,
-                            params![queue.as_str(), priority, due_by, count, kinds],
+                            params![queue, priority, due_by, count, kinds],
                             &mut candidates,
                         )?,
                     }
                 }
-                if queues.len() > 1 {
-                    candidates[level_start..].sort_unstable();
-                    candidates.truncate(level_start + wanted);
-                }
+                queues.len()
             }
+            Ranges::Kinds { kinds, queues } => {
+                let mut statement = connection.prepare_cached(match queues {
+                    None => CLAIM_CANDIDATES_OF_KIND,
+                    Some(_) => CLAIM_CANDIDATES_OF_KIND_IN_QUEUES,
+                })?;
+                for kind in kinds {
+                    match queues {
+                        None => collect_candidates(
+                            &mut statement,
+                            params![kind, priority, due_by, count],
+                            &mut candidates,
+                        )?,
+                        Some(queues) => collect_candidates(
+                            &mut statement,
+                            params![kind, priority, due_by, count, queues],
+                            &mut candidates,
+                        )?,
+                    }
+                }
+                kinds.len()
+            }
+        };
+        if walked > 1 {
+            candidates[level_start..].sort_unstable();
+            candidates.truncate(level_start + wanted);
         }
     }
 

@@ -1654,6 +1654,176 @@ pub async fn next_due_sees_only_the_requested_kinds(store: Arc<dyn Store>) {
     );
 }
 
+/// The ids of those of `jobs` that `keep` keeps, in claim order (priority, `run_at`, id).
+fn in_claim_order(jobs: &[NewJob], keep: impl Fn(&NewJob) -> bool) -> Vec<JobId> {
+    let mut kept: Vec<&NewJob> = jobs.iter().filter(|job| keep(job)).collect();
+    kept.sort_by_key(|job| (job.priority, job.run_at, job.id));
+    kept.into_iter().map(|job| job.id).collect()
+}
+
+/// A job of `kind_name` in queue `name` at `priority`, due at `run_at`, with id `sequence`.
+fn pending_job(
+    sequence: u64,
+    kind_name: &str,
+    name: &str,
+    priority: u8,
+    run_at: Timestamp,
+) -> NewJob {
+    let options = JobOptions::default()
+        .id(job_id(NOW, sequence))
+        .queue(queue(name))
+        .priority(Priority::new(priority).expect("valid"));
+    new_job(kind_name, run_at, options, NOW)
+}
+
+pub async fn claim_and_next_due_of_kinds_pass_over_many_jobs_of_other_kinds(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (a, b) = ("conformance.a", "conformance.b");
+    let others = ["conformance.x", "conformance.y"];
+    // 300 jobs of other kinds at every priority level, each due before every job of `a` and
+    // `b` at its level: a walk in claim order meets them all first.
+    let mut crowd: Vec<NewJob> = (0..300u64)
+        .map(|n| {
+            let run_at = NOW.sub(seconds(400 - n));
+            pending_job(
+                n,
+                others[(n % 2) as usize],
+                "default",
+                (n % 10) as u8,
+                run_at,
+            )
+        })
+        .collect();
+    let wanted = [
+        pending_job(1_000, a, "default", 3, NOW.sub(seconds(50))),
+        pending_job(1_001, b, "default", 3, NOW.sub(seconds(60))),
+        // The same level and `run_at` as 1,001, of the other kind asked for: the id decides.
+        pending_job(1_002, a, "default", 3, NOW.sub(seconds(60))),
+        pending_job(1_003, b, "default", 7, NOW.sub(seconds(90))),
+        pending_job(1_004, a, "default", 7, NOW.add(seconds(30))),
+        pending_job(1_005, b, "default", 9, NOW.add(seconds(10))),
+    ];
+    crowd.extend(wanted.iter().cloned());
+    insert(store, crowd.clone()).await;
+
+    let next_due = |kinds: &[&str]| {
+        let kinds: Vec<_> = kinds.iter().map(|name| kind(name)).collect();
+        async move { store.next_due(None, Some(&kinds)).await.expect("next_due") }
+    };
+    let of_kinds = |kinds: &[&str], limit, due_by| ClaimRequest {
+        kinds: Some(kinds.iter().map(|name| kind(name)).collect()),
+        ..request(limit, due_by)
+    };
+    assert_eq!(next_due(&[a]).await, Some(NOW.sub(seconds(60))));
+    assert_eq!(next_due(&[b]).await, Some(NOW.sub(seconds(90))));
+    assert_eq!(next_due(&[a, b]).await, Some(NOW.sub(seconds(90))));
+
+    // The kinds asked for are merged into claim order, and the limit cuts within a level.
+    let first = claim(store, of_kinds(&[b, a], 2, NOW), NOW).await;
+    assert_eq!(ids(&first), vec![job_id(NOW, 1_001), job_id(NOW, 1_002)]);
+    let rest = claim(store, of_kinds(&[a, b], 10, NOW), NOW).await;
+    assert_eq!(ids(&rest), vec![job_id(NOW, 1_000), job_id(NOW, 1_003)]);
+    assert!(
+        claim(store, of_kinds(&[a, b], 10, NOW), NOW)
+            .await
+            .is_empty()
+    );
+    assert_eq!(next_due(&[a, b]).await, Some(NOW.add(seconds(10))));
+    let later = claim(store, of_kinds(&[a, b], 10, NOW.add(seconds(60))), NOW).await;
+    assert_eq!(ids(&later), vec![job_id(NOW, 1_004), job_id(NOW, 1_005)]);
+    assert_eq!(next_due(&[a, b]).await, None);
+
+    // The crowd was passed over, not touched: all of it pending, in its own claim order.
+    assert_eq!(next_due(&others).await, Some(NOW.sub(seconds(400))));
+    let taken = claim(store, of_kinds(&[others[1]], 1_000, NOW), NOW).await;
+    let expected = in_claim_order(&crowd, |job| job.kind == kind(others[1]));
+    assert_eq!(expected.len(), 150);
+    assert_eq!(ids(&taken), expected);
+}
+
+pub async fn claim_and_next_due_of_kinds_in_queues_match_both_filters(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (a, b, x) = ("conformance.a", "conformance.b", "conformance.x");
+    // Ahead at every level: 200 jobs of another kind in `alpha`, and 100 of kind `a` in
+    // `gamma`. Whichever index a store walks for both filters, one of the two crowds is in it.
+    let mut jobs: Vec<NewJob> = (0..300u64)
+        .map(|n| {
+            let (kind_name, name) = if n < 200 { (x, "alpha") } else { (a, "gamma") };
+            pending_job(
+                n,
+                kind_name,
+                name,
+                (n % 10) as u8,
+                NOW.sub(seconds(400 - n)),
+            )
+        })
+        .collect();
+    jobs.extend([
+        pending_job(1_000, a, "alpha", 5, NOW.sub(seconds(30))),
+        pending_job(1_001, a, "alpha", 5, NOW.sub(seconds(20))),
+        pending_job(1_002, b, "alpha", 5, NOW.sub(seconds(25))),
+        pending_job(1_003, a, "beta", 2, NOW.sub(seconds(10))),
+        pending_job(1_004, b, "beta", 8, NOW.sub(seconds(40))),
+    ]);
+    insert(store, jobs.clone()).await;
+
+    let names = |list: &[&str]| list.iter().map(|name| queue(name)).collect::<Vec<_>>();
+    let kinds_of = |list: &[&str]| list.iter().map(|name| kind(name)).collect::<Vec<_>>();
+    let next_due = |queues: &[&str], kinds: &[&str]| {
+        let (queues, kinds) = (names(queues), kinds_of(kinds));
+        async move {
+            store
+                .next_due(Some(&queues), Some(&kinds))
+                .await
+                .expect("next_due")
+        }
+    };
+    let of = |queues: &[&str], kinds: &[&str], limit| ClaimRequest {
+        queues: Some(names(queues)),
+        kinds: Some(kinds_of(kinds)),
+        ..request(limit, NOW)
+    };
+
+    // One queue, one kind.
+    assert_eq!(next_due(&["alpha"], &[a]).await, Some(NOW.sub(seconds(30))));
+    let claimed = claim(store, of(&["alpha"], &[a], 10), NOW).await;
+    assert_eq!(ids(&claimed), vec![job_id(NOW, 1_000), job_id(NOW, 1_001)]);
+    // More queues than kinds.
+    assert_eq!(
+        next_due(&["beta", "alpha"], &[b]).await,
+        Some(NOW.sub(seconds(40)))
+    );
+    let claimed = claim(store, of(&["beta", "alpha", "beta"], &[b], 10), NOW).await;
+    assert_eq!(ids(&claimed), vec![job_id(NOW, 1_002), job_id(NOW, 1_004)]);
+    // More kinds than queues.
+    assert_eq!(
+        next_due(&["beta"], &[b, a]).await,
+        Some(NOW.sub(seconds(10)))
+    );
+    let claimed = claim(store, of(&["beta"], &[b, a], 10), NOW).await;
+    assert_eq!(ids(&claimed), vec![job_id(NOW, 1_003)]);
+
+    // Both crowds are left, and are found by the filters that match them.
+    assert_eq!(next_due(&["alpha"], &[a, b]).await, None);
+    assert!(
+        claim(store, of(&["alpha"], &[a, b], 10), NOW)
+            .await
+            .is_empty()
+    );
+    assert_eq!(next_due(&["alpha", "beta"], &[a]).await, None);
+    assert_eq!(
+        next_due(&["gamma", "alpha"], &[a]).await,
+        Some(NOW.sub(seconds(200)))
+    );
+    let claimed = claim(store, of(&["gamma", "alpha"], &[a], 5), NOW).await;
+    let expected = in_claim_order(&jobs, |job| job.queue == queue("gamma"));
+    assert_eq!(ids(&claimed), expected[..5]);
+    let claimed = claim(store, of(&["alpha"], &[x, b], 1_000), NOW).await;
+    let expected = in_claim_order(&jobs, |job| job.kind == kind(x));
+    assert_eq!(expected.len(), 200);
+    assert_eq!(ids(&claimed), expected);
+}
+
 pub async fn next_lease_expiry_finds_the_earliest_lease(store: Arc<dyn Store>) {
     let store = &*store;
     assert_eq!(

@@ -95,6 +95,8 @@ macro_rules! store_conformance_suite {
             recurring_job_after_downtime_runs_once_then_resumes_in_the_future,
             next_due_finds_the_earliest_pending_job,
             next_due_sees_only_the_requested_kinds,
+            claim_and_next_due_of_kinds_pass_over_many_jobs_of_other_kinds,
+            claim_and_next_due_of_kinds_in_queues_match_both_filters,
             next_lease_expiry_finds_the_earliest_lease,
             list_filters_by_queue_state_and_kind,
             list_pages_visit_every_job_exactly_once,

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use punctual_core::{ClaimRequest, Job, JobId, JobOptions, LeaseToken, NodeId, Store, Timestamp};
-use punctual_testkit::fixtures::{NOW, job_id, new_job};
+use punctual_core::{
+    ClaimRequest, Job, JobId, JobOptions, Kind, LeaseToken, NodeId, Store, Timestamp,
+};
+use punctual_testkit::fixtures::{NOW, job_id, kind, new_job};
 use tokio::sync::Barrier;
 
 use crate::TestSchema;
@@ -22,6 +24,21 @@ const LIMITS: [usize; CLAIMERS] = [1, 3, 7, 16, 25, 50, 100, 13];
 /// the round's lease token. Between rounds each node hands its jobs back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claimers_never_share_a_job() {
+    claim_rounds(None).await;
+}
+
+/// The same with a kinds filter, which claims through the index by kind: every node asks for
+/// the jobs' kind, half of them with a kind no job has besides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_of_kinds_never_share_a_job() {
+    claim_rounds(Some(KIND)).await;
+}
+
+const KIND: &str = "stress.job";
+
+/// Runs the rounds; with `kinds`, each claim asks for that kind (and every other node's also
+/// for one no job has, so the kinds' ranges are merged).
+async fn claim_rounds(kinds: Option<&str>) {
     let Some(schema) = TestSchema::new().await else {
         return;
     };
@@ -29,7 +46,7 @@ async fn concurrent_claimers_never_share_a_job() {
     let jobs = (0..JOBS)
         .map(|sequence| {
             let options = JobOptions::default().id(job_id(NOW, sequence));
-            new_job("stress.job", NOW, options, NOW)
+            new_job(KIND, NOW, options, NOW)
         })
         .collect();
     first.insert(jobs, NOW).await.expect("insert");
@@ -39,7 +56,14 @@ async fn concurrent_claimers_never_share_a_job() {
     for node in 0..CLAIMERS {
         let store = schema.connect().await;
         let barrier = Arc::clone(&barrier);
-        nodes.spawn(claimer(node, store, barrier));
+        let kinds = kinds.map(|name| {
+            let mut kinds = vec![kind(name)];
+            if node % 2 == 1 {
+                kinds.push(kind("stress.idle"));
+            }
+            kinds
+        });
+        nodes.spawn(claimer(node, store, barrier, kinds));
     }
 
     let mut claims: BTreeMap<(u64, JobId), Vec<usize>> = BTreeMap::new();
@@ -72,6 +96,7 @@ async fn claimer(
     node: usize,
     store: punctual_postgres::PgStore,
     barrier: Arc<Barrier>,
+    kinds: Option<Vec<Kind>>,
 ) -> (usize, Vec<(u64, Job)>) {
     let holder = NodeId::new(&format!("node-{node}")).expect("valid node name");
     let limit = LIMITS[node];
@@ -82,7 +107,7 @@ async fn claimer(
             let request = ClaimRequest {
                 holder: holder.clone(),
                 queues: None,
-                kinds: None,
+                kinds: kinds.clone(),
                 limit,
                 due_by: NOW,
                 lease: Duration::from_secs(60),
@@ -98,8 +123,8 @@ async fn claimer(
             mine.extend(claimed);
         }
         // Wait until no node claims any more before handing back, or a job would be claimed
-        // again in the same round. All jobs are of one priority level, so a claim locks only
-        // rows it takes: an empty claim means every job was taken, by someone.
+        // again in the same round. All jobs are of one priority level and one kind, so a claim
+        // locks only rows it takes: an empty claim means every job was taken, by someone.
         barrier.wait().await;
         let pending = store.next_due(None, None).await.expect("next_due");
         assert_eq!(

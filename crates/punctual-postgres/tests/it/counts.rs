@@ -266,7 +266,8 @@ async fn a_transaction_in_flight_does_not_hold_up_anothers_counts() {
 }
 
 /// Schema step 4 starts the counts from the jobs a schema already holds: the step taken back
-/// out of a populated schema (its objects dropped, its record deleted), then a reconnect.
+/// out of a populated schema (its objects dropped, its record deleted, and step 5, which
+/// follows it, with it), then a reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counts_step_counts_the_jobs_already_stored() {
     let Some((store, schema)) = crate::fresh_store().await else {
@@ -305,10 +306,11 @@ async fn the_counts_step_counts_the_jobs_already_stored() {
              DROP FUNCTION punctual_jobs_count_inserted(), punctual_jobs_count_updated(),
                  punctual_jobs_count_deleted(), punctual_jobs_count_truncated(),
                  punctual_job_counts_slot();
-             DELETE FROM punctual_migrations WHERE version = 4;",
+             DROP INDEX punctual_jobs_pending_by_kind;
+             DELETE FROM punctual_migrations WHERE version IN (4, 5);",
         )
         .await
-        .expect("take step 4 back out");
+        .expect("take steps 4 and 5 back out");
     let store = schema.connect().await;
     assert_eq!(store.counts().await.expect("counts"), before);
 }

@@ -3,7 +3,7 @@
 //! claimers, concurrent migrations, the database's clock, LISTEN/NOTIFY, leadership across
 //! nodes, job counts kept across nodes and transactions, requests under one idempotency key
 //! at once, work inside the caller's own transaction, the jobs table's health and dropping a
-//! schema).
+//! schema, and what a kinds-filtered read costs, in PostgreSQL's own counts).
 //!
 //! Each test gets its own schema `t_<unix seconds>_<pid>_<counter>`, dropped when the test ends;
 //! schemas a crashed run left behind are dropped by the first test of a run an hour later.
@@ -27,6 +27,7 @@ mod counts;
 mod housekeeping;
 mod idempotency;
 mod in_transaction;
+mod kinds;
 mod leadership;
 mod migrations;
 mod wakeups;

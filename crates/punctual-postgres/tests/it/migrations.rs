@@ -1,7 +1,11 @@
-//! Migrations: applied once, safe when nodes start together, and a newer schema is refused.
+//! Migrations: applied once, safe when nodes start together, a newer schema is refused, and a
+//! step added later applies to the jobs a schema already holds.
 
-use punctual_core::StoreError;
+use std::time::Duration;
+
+use punctual_core::{ClaimRequest, JobOptions, Store, StoreError};
 use punctual_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
+use punctual_testkit::fixtures::{NOW, kind, new_job, node};
 
 use crate::{TestSchema, database_url, raw_client};
 
@@ -118,4 +122,56 @@ async fn an_unreachable_server_is_unavailable() {
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
     );
+}
+
+/// Schema step 5 indexes the pending jobs a schema already holds by kind: the step taken back
+/// out of a populated schema (its index dropped, its record deleted), then a reconnect; the
+/// kinds-filtered reads, which now walk only that index, find the jobs stored before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kinds_index_step_indexes_the_jobs_already_stored() {
+    let Some(schema) = TestSchema::new().await else {
+        return;
+    };
+    let store = schema.connect().await;
+    let of_kind = |name: &str, seconds: u64| {
+        new_job(
+            name,
+            NOW.add(Duration::from_secs(seconds)),
+            JobOptions::default(),
+            NOW,
+        )
+    };
+    let jobs = vec![
+        of_kind("pg.other", 1),
+        of_kind("pg.wanted", 5),
+        of_kind("pg.wanted", 3),
+    ];
+    store.insert(jobs, NOW).await.expect("insert");
+    drop(store);
+    raw_client(Some(&schema.name))
+        .await
+        .batch_execute(
+            "DROP INDEX punctual_jobs_pending_by_kind;
+             DELETE FROM punctual_migrations WHERE version = 5;",
+        )
+        .await
+        .expect("take step 5 back out");
+
+    let store = schema.connect().await;
+    let every_version: Vec<i32> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(recorded_versions(&schema.name).await, every_version);
+    let wanted = [kind("pg.wanted")];
+    let due = store.next_due(None, Some(&wanted)).await.expect("next_due");
+    assert_eq!(due, Some(NOW.add(Duration::from_secs(3))));
+    let request = ClaimRequest {
+        holder: node("node-a"),
+        queues: None,
+        kinds: Some(wanted.to_vec()),
+        limit: 10,
+        due_by: NOW.add(Duration::from_secs(60)),
+        lease: Duration::from_secs(30),
+    };
+    let claimed = store.claim(request, NOW).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|job| job.kind == wanted[0]));
 }

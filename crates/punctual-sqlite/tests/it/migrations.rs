@@ -2,7 +2,7 @@
 
 use punctual_core::{ClaimRequest, FailOutcome, JobOptions, JobState, Store, StoreError};
 use punctual_sqlite::{SCHEMA_VERSION, SqliteStore};
-use punctual_testkit::fixtures::{NOW, new_job, node, queue};
+use punctual_testkit::fixtures::{NOW, kind, new_job, node, queue};
 
 use crate::{job, open};
 
@@ -44,6 +44,7 @@ async fn a_new_file_gets_the_schema_once_and_reopening_changes_nothing() {
             "table job",
             "table job_count",
             "index job_finished_by_time",
+            "index job_pending_by_kind",
             "index job_pending_by_priority",
             "index job_pending_by_queue",
             "index job_running_by_lease_expiry",
@@ -136,15 +137,67 @@ async fn the_counts_step_counts_the_jobs_already_stored() {
     );
     drop(store);
 
-    // Steps 4 and 5 made and then dropped the triggers; taking both out leaves a file of
-    // version 3, whose jobs the counts step must count.
+    // Steps 4 and 5 made and then dropped the triggers, and step 6 added an index; taking
+    // them out leaves a file of version 3, whose jobs the counts step must count.
     let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
     connection
-        .execute_batch("DROP TABLE job_count; PRAGMA user_version = 3;")
-        .expect("take steps 4 and 5 back out");
+        .execute_batch(
+            "DROP INDEX job_pending_by_kind; DROP TABLE job_count; PRAGMA user_version = 3;",
+        )
+        .expect("take steps 4 to 6 back out");
     drop(connection);
 
     let store = open(&path);
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     assert_eq!(store.counts().await.expect("counts"), before);
+}
+
+/// Schema step 6 indexes the pending jobs a file already holds by kind. A file from before it is
+/// made by taking the step back out of a current one (the index dropped, `user_version` set to
+/// 5); once reopened, the kinds-filtered reads, which now walk only the new index, find those
+/// jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kinds_index_step_indexes_the_jobs_already_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("punctual.db");
+    let store = open(&path);
+    let of_kind = |name: &str, seconds: u64| {
+        new_job(
+            name,
+            NOW.add(std::time::Duration::from_secs(seconds)),
+            JobOptions::default(),
+            NOW,
+        )
+    };
+    let jobs = vec![
+        of_kind("sqlite.other", 1),
+        of_kind("sqlite.wanted", 5),
+        of_kind("sqlite.wanted", 3),
+    ];
+    store.insert(jobs, NOW).await.expect("insert");
+    drop(store);
+
+    let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    connection
+        .execute_batch("DROP INDEX job_pending_by_kind; PRAGMA user_version = 5;")
+        .expect("take step 6 back out");
+    drop(connection);
+
+    let store = open(&path);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    assert!(schema_objects(&path).contains(&"index job_pending_by_kind".to_owned()));
+    let wanted = [kind("sqlite.wanted")];
+    let due = store.next_due(None, Some(&wanted)).await.expect("next_due");
+    assert_eq!(due, Some(NOW.add(std::time::Duration::from_secs(3))));
+    let request = ClaimRequest {
+        holder: node("node-a"),
+        queues: None,
+        kinds: Some(wanted.to_vec()),
+        limit: 10,
+        due_by: NOW.add(std::time::Duration::from_secs(60)),
+        lease: std::time::Duration::from_secs(30),
+    };
+    let claimed = store.claim(request, NOW).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|job| job.kind == wanted[0]));
 }
