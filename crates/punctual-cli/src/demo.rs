@@ -143,7 +143,7 @@ impl Observed {
         }
     }
 
-    /// Prints the engine's view of one event. Called inline on the engine's tasks: it only
+    /// Prints the engine's view of one event. Called on the engine's observer task: it only
     /// formats a line and updates a small map.
     fn on_event(&self, event: &Event) {
         let start = self.start;
@@ -206,6 +206,9 @@ impl Observed {
             )),
             Event::StoreError { operation, error } => start.say(format_args!(
                 "engine: store error during {operation}: {error} (will retry)"
+            )),
+            Event::LoopPanicked { task, message, .. } => start.say(format_args!(
+                "engine: the {task} loop panicked ({message}); starting it again"
             )),
             // Nothing finished is old enough to be purged during a demo.
             Event::Purged { .. } => {}

@@ -412,6 +412,14 @@ pub trait Store: Send + Sync + 'static {
     /// keeps its first `revoked_at`) and is `Ok`. `TokenNotFound` if there is none.
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError>;
 
+    /// A failure this store cannot recover from while the process lives (SQLite's writer
+    /// thread died), with what is known of it; `None` (the default) while the store can still
+    /// answer, even if it is unreachable for now. A node whose store reports one is not ready
+    /// and not healthy: it must be restarted. Cheap: no I/O.
+    fn fatal_error(&self) -> Option<String> {
+        None
+    }
+
     /// Hints of jobs inserted by other processes, for a store that several processes share
     /// (PostgreSQL's LISTEN/NOTIFY). `None` (the default) when the store has no such channel:
     /// an embedded store's writers are in-process and wake the engine directly.

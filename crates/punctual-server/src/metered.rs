@@ -244,4 +244,8 @@ impl Store for MeteredStore {
     async fn listen(&self) -> Result<Option<Box<dyn InsertHints>>, StoreError> {
         self.inner.listen().await
     }
+
+    fn fatal_error(&self) -> Option<String> {
+        self.inner.fatal_error()
+    }
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use punctual::Event;
+use punctual::{EngineHealth, Event};
 use punctual_core::{QueueStats, StateCount, Timestamp};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +51,11 @@ struct ClassLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    fault: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,6 +130,7 @@ pub struct Metrics {
     jobs: Family<JobLabels, Gauge>,
     due: Family<QueueLabels, Gauge>,
     oldest_due_age: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    engine_faults: Family<FaultLabels, Counter>,
     /// Serialises a scrape's refresh of the gauges with its encoding.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -209,8 +215,16 @@ impl Metrics {
             "How long the oldest due pending job of each queue has been due",
             oldest_due_age.clone(),
         );
+        let engine_faults = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "engine_faults",
+            "Faults the engine survived: loop_panic (a loop panicked and was started again), \
+             event_dropped (the event observer was behind), observer_panic",
+            engine_faults.clone(),
+        );
         Metrics {
             registry,
+            engine_faults,
             http_requests,
             http_duration,
             lateness,
@@ -227,7 +241,7 @@ impl Metrics {
         }
     }
 
-    /// Records what the engine reports. Called inline on the engine's tasks: atomics only.
+    /// Records what the engine reports (called by the engine's observer task): atomics only.
     pub fn observe(&self, event: &Event) {
         match event {
             Event::Started {
@@ -309,9 +323,20 @@ impl Metrics {
         &self,
         counts: &[StateCount],
         queues: &[QueueStats],
+        health: EngineHealth,
         now: Timestamp,
     ) -> String {
         let _scrape = self.scrape.lock().await;
+        // The engine keeps these counts; the counters catch up with them (under the scrape
+        // lock, so two scrapes do not both add the same difference).
+        for (fault, count) in [
+            ("loop_panic", health.loop_panics),
+            ("event_dropped", health.events_dropped),
+            ("observer_panic", health.observer_panics),
+        ] {
+            let counter = self.engine_faults.get_or_create(&FaultLabels { fault });
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
         self.jobs.clear();
         for count in counts {
             let labels = JobLabels {
@@ -389,7 +414,12 @@ mod tests {
             oldest_due: Some(run_at),
         }];
         let text = metrics
-            .render(&counts, &queues, run_at.add(Duration::from_secs(3)))
+            .render(
+                &counts,
+                &queues,
+                EngineHealth::default(),
+                run_at.add(Duration::from_secs(3)),
+            )
             .await;
         for expected in [
             r#"punctual_jobs{queue="mail",state="scheduled"} 7"#,
@@ -404,7 +434,34 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
         // A queue that emptied is gone from the next scrape.
-        let text = metrics.render(&[], &[], run_at).await;
+        let text = metrics
+            .render(
+                &[],
+                &[],
+                EngineHealth {
+                    loop_panics: 2,
+                    events_dropped: 0,
+                    observer_panics: 1,
+                },
+                run_at,
+            )
+            .await;
         assert!(!text.contains(r#"queue="mail""#), "{text}");
+        // The engine's fault counts are carried over as counters, once each.
+        for expected in [
+            r#"punctual_engine_faults_total{fault="loop_panic"} 2"#,
+            r#"punctual_engine_faults_total{fault="observer_panic"} 1"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        let health = EngineHealth {
+            loop_panics: 3,
+            ..EngineHealth::default()
+        };
+        let text = metrics.render(&[], &[], health, run_at).await;
+        assert!(
+            text.contains(r#"punctual_engine_faults_total{fault="loop_panic"} 3"#),
+            "{text}"
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! Must not run SQL itself beyond the connection settings: writes are commands for `writer`,
 //! reads are functions in `reads`.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct SqliteStore {
     commands: Option<mpsc::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReadPool>,
+    /// Set by the writer thread if it panics.
+    fatal: Arc<Mutex<Option<String>>>,
 }
 
 impl SqliteStore {
@@ -83,9 +86,28 @@ impl SqliteStore {
         let readers = Arc::new(ReadPool::open(&path, options.read_connections)?);
         let (commands, receiver) = mpsc::channel(options.channel_capacity.max(1));
         let batch_max = options.commit_batch_max;
+        let fatal = Arc::new(Mutex::new(None));
+        let recorded = fatal.clone();
         let writer = std::thread::Builder::new()
             .name("punctual-sqlite-writer".to_owned())
-            .spawn(move || writer::run(connection, receiver, batch_max))
+            .spawn(move || {
+                // The writer never panics by design; if it does anyway, the store can no
+                // longer write and says so (`fatal_error`) instead of only refusing calls.
+                let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    writer::run(connection, receiver, batch_max);
+                }));
+                if let Err(panic) = run {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|text| (*text).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_owned());
+                    *recorded
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                        Some(format!("the SQLite writer thread panicked: {message}"));
+                }
+            })
             .map_err(|error| {
                 StoreError::Unavailable(format!("could not start the writer thread: {error}"))
             })?;
@@ -94,7 +116,23 @@ impl SqliteStore {
             commands: Some(commands),
             writer: Some(writer),
             readers,
+            fatal,
         })
+    }
+
+    /// Makes the writer thread panic, as a bug in it would: every later write is refused and
+    /// `fatal_error` reports it. For tests of what a node does then.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_writer_panic(&self) {
+        let _ = self.write(|reply| Command::Crash { reply }).await;
+        // The reply is dropped as the thread unwinds; the thread ends once it has recorded why.
+        while !self
+            .writer
+            .as_ref()
+            .is_none_or(|writer| writer.is_finished())
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// The database file.
@@ -221,6 +259,21 @@ fn check_batch(jobs: &[NewJob], now: Timestamp) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn fatal_error(&self) -> Option<String> {
+        let recorded = self
+            .fatal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        recorded.or_else(|| {
+            // Only dropping the store ends the writer; finished before that, it died.
+            self.writer
+                .as_ref()
+                .filter(|writer| writer.is_finished())
+                .map(|_| "the SQLite writer thread has stopped".to_owned())
+        })
+    }
+
     async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
         check_batch(&jobs, now)?;
         if jobs.is_empty() {

@@ -127,6 +127,9 @@ pub(crate) enum Command {
         token: ApiToken,
         reply: Reply<()>,
     },
+    /// Makes the writer thread panic, as a bug in it would (tests of what follows).
+    #[cfg(feature = "fault-injection")]
+    Crash { reply: Reply<()> },
     RevokeToken {
         id: TokenId,
         now: Timestamp,
@@ -422,6 +425,10 @@ impl Command {
                 .settle_one_statement(reply, |connection, _, _| {
                     transitions::revoke_token(connection, &id, now)
                 }),
+            #[cfg(feature = "fault-injection")]
+            Command::Crash { reply: _ } => {
+                panic!("the writer thread was made to panic (fault injection)")
+            }
         }
     }
 
@@ -444,6 +451,8 @@ impl Command {
             Command::PurgeIdempotency { reply, .. } => refuse(reply, reason),
             Command::InsertToken { reply, .. } => refuse(reply, reason),
             Command::RevokeToken { reply, .. } => refuse(reply, reason),
+            #[cfg(feature = "fault-injection")]
+            Command::Crash { reply } => refuse(reply, reason),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Config {
     pub purge_interval: Duration,
     /// On `stop`, how long running handlers may take to finish before they are told to cancel.
     pub grace: Duration,
+    /// Most events queued for the observer; beyond it events are dropped and counted.
+    pub event_buffer: usize,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
             grace: Duration::from_secs(10),
+            event_buffer: 65_536,
         }
     }
 }
@@ -91,6 +94,7 @@ impl Config {
             .purge_interval
             .clamp(Duration::from_millis(100), Duration::from_secs(3600));
         self.grace = self.grace.min(Duration::from_secs(3600));
+        self.event_buffer = self.event_buffer.clamp(1, 1 << 20);
         self
     }
 }

@@ -1,6 +1,6 @@
 //! What the engine reports as it works, to an optional observer (logs, the demo, the benchmark).
 //!
-//! Observers are called inline on the engine's tasks: they must be quick and must not block.
+//! The observer is called on a thread of its own (`observe`), in the order the events happened.
 
 use std::time::Duration;
 
@@ -53,6 +53,13 @@ pub enum Event {
     Rescued(RescueOutcome),
     /// Finished jobs past their retention were deleted.
     Purged { count: u64 },
+    /// One of the engine's loops (`task`) panicked; it is started again after a capped backoff.
+    /// `consecutive` counts its panics without a long healthy run between them.
+    LoopPanicked {
+        task: &'static str,
+        message: String,
+        consecutive: u32,
+    },
     /// A store call failed; the engine will retry it.
     StoreError {
         operation: &'static str,

@@ -36,13 +36,15 @@ mod event;
 mod execute;
 mod handler;
 mod maintenance;
+mod observe;
 mod scheduler;
+mod supervise;
 
 pub use config::Config;
 pub use error::EngineError;
 pub use event::Event;
 pub use handler::{BoxError, Handler, JobContext, JobError};
-pub use scheduler::{Scheduler, SchedulerBuilder, StopReport};
+pub use scheduler::{EVENT_FLUSH_MAX, EngineHealth, Scheduler, SchedulerBuilder, StopReport};
 
 pub use punctual_core::{
     Clock, FailDirective, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind,

@@ -22,9 +22,9 @@ use crate::error::EngineError;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::maintenance::Leadership;
+use crate::observe::{Observer, Observers};
+use crate::supervise::supervise;
 use crate::{dispatch, maintenance};
-
-type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// State shared by the scheduler handle and its tasks.
 pub(crate) struct Inner {
@@ -36,7 +36,10 @@ pub(crate) struct Inner {
     /// these kinds, so jobs of other kinds stay pending for a node that has their handler.
     pub kinds: Vec<Kind>,
     accept_unknown_kinds: bool,
-    observer: Option<Observer>,
+    /// Hands events to the application's observer, on a thread of its own.
+    observers: Observers,
+    /// Panics of the engine's loops, each followed by a restart (`supervise`).
+    pub loop_panics: AtomicU64,
     /// Wakes the dispatcher when a job due sooner than its wake-up time is scheduled.
     pub wake: Notify,
     /// When the sleeping dispatcher will wake, in microseconds; `i64::MIN` while it is awake,
@@ -66,9 +69,7 @@ impl Inner {
         if let Event::StoreError { operation, error } = &event {
             tracing::warn!(operation, error, "store call failed; retrying");
         }
-        if let Some(observer) = &self.observer {
-            observer(&event);
-        }
+        self.observers.emit(event);
     }
 
     /// Wakes the dispatcher if a job due at `run_at` must be claimed before it would wake.
@@ -155,7 +156,11 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Called with every `Event`, inline on the engine's tasks: keep it quick.
+    /// Called with every `Event`, in order, on a task of the engine's own: the engine's tasks
+    /// only queue the event (at most `Config::event_buffer`), so an observer that is slow or
+    /// panics cannot stall or stop them. When the queue is full, events are dropped and counted
+    /// (`Scheduler::health`); a panic is caught, logged and counted. It must not block: while it
+    /// blocks it holds one of the runtime's threads.
     pub fn observer(
         mut self,
         observer: impl Fn(&Event) + Send + Sync + 'static,
@@ -173,6 +178,7 @@ impl SchedulerBuilder {
         // Every claim carries the list: refuse here what every claim would be refused for.
         check_kinds(Some(&kinds))?;
         let config = self.config.normalised();
+        let observers = Observers::new(self.observer, config.event_buffer);
         let permits = Arc::new(Semaphore::new(config.concurrency));
         Ok(Scheduler {
             inner: Arc::new(Inner {
@@ -181,7 +187,8 @@ impl SchedulerBuilder {
                 handlers: self.handlers,
                 kinds,
                 accept_unknown_kinds: self.accept_unknown_kinds,
-                observer: self.observer,
+                observers,
+                loop_panics: AtomicU64::new(0),
                 wake: Notify::new(),
                 sleeping_until_us: AtomicI64::new(i64::MIN),
                 announced_us: AtomicI64::new(i64::MAX),
@@ -209,6 +216,20 @@ pub struct StopReport {
     /// Handlers still running when `stop` returned; their leases will expire and the jobs will
     /// be rescued.
     pub abandoned: usize,
+}
+
+/// Longest `flush_events` (and `stop`) waits for the observer to catch up.
+pub const EVENT_FLUSH_MAX: Duration = Duration::from_secs(2);
+
+/// Counts of what went wrong inside the engine without stopping it (`Scheduler::health`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// Panics of the engine's loops; each loop was started again after a capped backoff.
+    pub loop_panics: u64,
+    /// Events dropped because the observer's queue was full.
+    pub events_dropped: u64,
+    /// Events whose observer call panicked.
+    pub observer_panics: u64,
 }
 
 /// The engine (the brief's Scheduler). Cheap to clone; all clones drive the same engine.
@@ -239,12 +260,18 @@ impl Scheduler {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(EngineError::AlreadyStarted);
         }
+        let inner = &self.inner;
+        inner.observers.start(&runtime);
         let tasks = vec![
-            runtime.spawn(dispatch::run(self.inner.clone())),
-            runtime.spawn(maintenance::lead(self.inner.clone())),
-            runtime.spawn(maintenance::rescue(self.inner.clone())),
-            runtime.spawn(maintenance::purge(self.inner.clone())),
-            runtime.spawn(maintenance::forward_insert_hints(self.inner.clone())),
+            runtime.spawn(supervise(inner.clone(), "dispatcher", dispatch::run)),
+            runtime.spawn(supervise(inner.clone(), "leadership", maintenance::lead)),
+            runtime.spawn(supervise(inner.clone(), "rescuer", maintenance::rescue)),
+            runtime.spawn(supervise(inner.clone(), "purger", maintenance::purge)),
+            runtime.spawn(supervise(
+                inner.clone(),
+                "insert_hints",
+                maintenance::forward_insert_hints,
+            )),
         ];
         self.tasks
             .lock()
@@ -279,6 +306,8 @@ impl Scheduler {
             let after_cancel = inner.config.grace.min(Duration::from_secs(5));
             let _ = tokio::time::timeout(after_cancel, inner.jobs.wait()).await;
         }
+        // What was reported before `stop` returns is observed before it returns.
+        inner.observers.flush(EVENT_FLUSH_MAX).await;
         StopReport {
             released: inner.released.load(Ordering::Relaxed),
             finished_in_grace,
@@ -392,6 +421,29 @@ impl Scheduler {
 
     pub async fn get(&self, id: JobId) -> Result<Option<Job>, EngineError> {
         Ok(self.inner.store.get(id).await?)
+    }
+
+    /// Waits until the observer has seen every event reported before this call, or
+    /// `EVENT_FLUSH_MAX` has passed (an observer that blocks); true if it has seen them.
+    pub async fn flush_events(&self) -> bool {
+        self.inner.observers.flush(EVENT_FLUSH_MAX).await
+    }
+
+    /// The term this node leads under, if it believes it leads (the store fences every duty
+    /// with it, so a stale belief changes nothing).
+    pub fn leader_term(&self) -> Option<punctual_core::LeaderTerm> {
+        self.inner.leader_term()
+    }
+
+    /// What went wrong inside the engine without stopping it: loops that panicked and were
+    /// started again, events the observer missed.
+    pub fn health(&self) -> EngineHealth {
+        let losses = &self.inner.observers.losses;
+        EngineHealth {
+            loop_panics: self.inner.loop_panics.load(Ordering::Relaxed),
+            events_dropped: losses.dropped.load(Ordering::Relaxed),
+            observer_panics: losses.panics.load(Ordering::Relaxed),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -1,5 +1,9 @@
-//! `/healthz` (the process lives), `/readyz` (the store answers and the node is not stopping)
-//! and `/metrics`.
+//! `/healthz` (the process lives and its store can recover), `/readyz` (the store answers and
+//! the node is not stopping) and `/metrics`.
+//!
+//! A store that reports a fatal error (`Store::fatal_error`: SQLite's writer thread died) fails
+//! both: the node cannot write again until it is restarted, and a supervisor that watches
+//! `/healthz` restarts it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +30,36 @@ fn health(app: &App, status: &str, detail: Option<String>) -> Health {
     }
 }
 
-/// The process lives.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
-pub async fn healthz(State(app): State<Arc<App>>) -> axum::Json<Health> {
-    axum::Json(health(&app, "ok", None))
+/// 503 with `detail`, and a `Retry-After`.
+fn unavailable(app: &App, detail: String) -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(health(app, "unavailable", Some(detail))),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// What makes the node unable to recover without a restart, if anything.
+fn fatal(app: &App) -> Option<String> {
+    app.store
+        .fatal_error()
+        .map(|error| format!("the store failed and cannot recover: {error}; restart the node"))
+}
+
+/// The process lives, and nothing it needs has failed beyond recovery.
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, description = "The store failed beyond recovery: restart the node", body = Health))
+)]
+pub async fn healthz(State(app): State<Arc<App>>) -> Response {
+    match fatal(&app) {
+        Some(detail) => unavailable(&app, detail),
+        None => axum::Json(health(&app, "ok", None)).into_response(),
+    }
 }
 
 /// The node can serve: its store answers and it is not stopping.
@@ -38,17 +68,10 @@ pub async fn healthz(State(app): State<Arc<App>>) -> axum::Json<Health> {
     responses((status = 200, body = Health), (status = 503, description = "Not ready; see detail", body = Health))
 )]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let unready = |detail: String| {
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(health(&app, "unavailable", Some(detail))),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
-    };
+    let unready = |detail: String| unavailable(&app, detail);
+    if let Some(detail) = fatal(&app) {
+        return unready(detail);
+    }
     if app.stopping.is_cancelled() {
         return unready("the node is stopping".to_owned());
     }
@@ -82,7 +105,10 @@ pub async fn metrics(
     let now = app.now();
     let counts = app.store.counts().await?;
     let queues = app.store.queue_stats(now).await?;
-    let text = app.metrics.render(&counts, &queues, now).await;
+    let text = app
+        .metrics
+        .render(&counts, &queues, app.scheduler.health(), now)
+        .await;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

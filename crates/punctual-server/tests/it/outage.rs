@@ -250,3 +250,56 @@ async fn an_outage_is_a_503_with_retry_after_and_the_node_recovers() {
     );
     server.stop().await;
 }
+
+/// A SQLite writer thread that dies leaves a store that can never write again: the node says
+/// so on `/readyz` and `/healthz` (a supervisor restarts it) rather than answering 503 to every
+/// write forever while it looks alive; and a restart on the same file has every job.
+#[tokio::test]
+async fn a_dead_sqlite_writer_makes_the_node_unready_and_unhealthy() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("punctual.db");
+    let store = Arc::new(punctual_sqlite::SqliteStore::open(&path).expect("open"));
+    let server = Server::start_on(store.clone(), node_config("doomed")).await;
+    let id = server
+        .create(&json!({"kind": "k", "delay_ms": 60000}))
+        .await;
+    assert_eq!(
+        server.request("GET", "/readyz", None, None).await.status,
+        200
+    );
+    assert!(store.fatal_error().is_none());
+
+    store.inject_writer_panic().await;
+    let detail = store
+        .fatal_error()
+        .expect("the store reports its dead writer");
+    assert!(detail.contains("panicked"), "{detail}");
+    for path in ["/readyz", "/healthz"] {
+        let answer = server.request("GET", path, None, None).await;
+        assert_eq!(answer.status, 503, "{path}: {answer:?}");
+        let said = answer.body["detail"].as_str().unwrap_or_default();
+        assert!(said.contains("restart the node"), "{path}: {said}");
+    }
+    // Writes are refused with a 503, never a 500, and reads still answer.
+    let refused = server
+        .request(
+            "POST",
+            "/v1/jobs",
+            Some(&server.admin),
+            Some(&json!({"kind": "k"})),
+        )
+        .await;
+    assert_eq!((refused.status, refused.code()), (503, "unavailable"));
+    assert_eq!(server.job(&id).await["state"], "scheduled");
+    drop(server);
+    drop(store);
+
+    let reopened = Arc::new(punctual_sqlite::SqliteStore::open(&path).expect("reopen"));
+    assert!(reopened.fatal_error().is_none());
+    let job = reopened
+        .get(id.parse().expect("an id"))
+        .await
+        .expect("get")
+        .expect("the acknowledged job is there");
+    assert_eq!(job.state, JobState::Scheduled);
+}

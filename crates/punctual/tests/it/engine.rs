@@ -688,6 +688,11 @@ struct RemoteStore {
     /// How many looks for the next due job reached the store, and how long each takes.
     next_due_calls: AtomicUsize,
     next_due_delay: Mutex<Duration>,
+    /// Operations whose next call panics, once each: a bug in the store, or in the engine
+    /// code that calls it, as the loop that made the call sees it.
+    panic_once: Mutex<Vec<&'static str>>,
+    /// How often each operation that can be armed was called.
+    calls: Mutex<std::collections::HashMap<&'static str, usize>>,
 }
 
 impl RemoteStore {
@@ -699,6 +704,32 @@ impl RemoteStore {
             claims: AtomicUsize::new(0),
             next_due_calls: AtomicUsize::new(0),
             next_due_delay: Mutex::new(Duration::ZERO),
+            panic_once: Mutex::new(Vec::new()),
+            calls: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Makes the next call of `operation` panic.
+    fn panic_next(&self, operation: &'static str) {
+        self.panic_once
+            .lock()
+            .expect("not poisoned")
+            .push(operation);
+    }
+
+    /// Panics if `operation` was armed by `panic_next`, disarming it.
+    fn trip(&self, operation: &'static str) {
+        *self
+            .calls
+            .lock()
+            .expect("not poisoned")
+            .entry(operation)
+            .or_default() += 1;
+        let mut armed = self.panic_once.lock().expect("not poisoned");
+        if let Some(at) = armed.iter().position(|armed| *armed == operation) {
+            armed.remove(at);
+            drop(armed);
+            panic!("injected panic in {operation}");
         }
     }
 
@@ -734,6 +765,7 @@ impl Store for RemoteStore {
         now: Timestamp,
     ) -> Result<Vec<punctual::Job>, StoreError> {
         self.claims.fetch_add(1, Ordering::SeqCst);
+        self.trip("claim");
         self.link()?.claim(request, now).await
     }
     async fn extend_lease(
@@ -802,6 +834,7 @@ impl Store for RemoteStore {
         kinds: Option<&[Kind]>,
     ) -> Result<Option<Timestamp>, StoreError> {
         self.next_due_calls.fetch_add(1, Ordering::SeqCst);
+        self.trip("next_due");
         let delay = *self.next_due_delay.lock().expect("not poisoned");
         tokio::time::sleep(delay).await;
         self.link()?.next_due(queues, kinds).await
@@ -816,6 +849,7 @@ impl Store for RemoteStore {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Option<LeaderTerm>, StoreError> {
+        self.trip("lead");
         self.link()?.lead(node, term, lease, now).await
     }
     async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
@@ -827,6 +861,7 @@ impl Store for RemoteStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<punctual_core::RescueOutcome>, StoreError> {
+        self.trip("rescue_expired");
         self.link()?.rescue_expired(term, now, limit).await
     }
     async fn purge_finished(
@@ -836,6 +871,7 @@ impl Store for RemoteStore {
         limit: usize,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
+        self.trip("purge_finished");
         self.link()?
             .purge_finished(term, finished_before, limit, now)
             .await
@@ -886,6 +922,7 @@ impl Store for RemoteStore {
         self.link()?.revoke_token(id, now).await
     }
     async fn listen(&self) -> Result<Option<Box<dyn punctual_core::InsertHints>>, StoreError> {
+        self.trip("listen");
         let receiver = self.hints.lock().expect("not poisoned").take();
         Ok(receiver.map(|receiver| {
             Box::new(ChannelHints(receiver)) as Box<dyn punctual_core::InsertHints>
@@ -1359,4 +1396,186 @@ async fn a_completion_outlasts_a_store_outage_shorter_than_the_lease() {
     );
     assert_eq!(harness.recorder.started().len(), 1);
     scheduler.stop().await;
+}
+
+/// A config whose leader duties come round quickly, for the supervision tests.
+fn quick_duties() -> Config {
+    Config {
+        rescue_interval: Duration::from_millis(100),
+        purge_interval: Duration::from_millis(100),
+        leader_renew: Duration::from_millis(100),
+        ..config()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_panics_is_started_again_and_the_node_keeps_working() {
+    // Each engine loop, and the store call that panics inside it.
+    let cases = [
+        ("dispatcher", "claim"),
+        ("dispatcher", "next_due"),
+        ("leadership", "lead"),
+        ("rescuer", "rescue_expired"),
+        ("purger", "purge_finished"),
+        ("insert_hints", "listen"),
+    ];
+    for (task, operation) in cases {
+        let harness = Harness::new();
+        let store = Arc::new(RemoteStore::new(harness.store.clone()));
+        store.panic_next(operation);
+        let recorder = harness.recorder.clone();
+        let scheduler = Scheduler::builder(store.clone() as Arc<dyn Store>)
+            .clock(harness.clock.clone())
+            .config(quick_duties())
+            .observer(move |event| recorder.0.lock().expect("not poisoned").push(event.clone()))
+            .handler("noop", |_job: JobContext| async { Ok(()) })
+            .build()
+            .expect("build");
+        scheduler.start().expect("start");
+        harness
+            .wait_until(Duration::from_secs(5), async || {
+                scheduler.health().loop_panics == 1
+            })
+            .await;
+        // Started again: the node still leads and runs jobs, and the loop's store call is made
+        // again.
+        let id = scheduler
+            .schedule_in(
+                "noop",
+                &(),
+                Duration::from_millis(500),
+                JobOptions::default(),
+            )
+            .await
+            .expect("schedule");
+        harness
+            .wait_until(Duration::from_secs(5), async || {
+                harness.state(id).await == JobState::Succeeded
+                    && scheduler.leader_term().is_some()
+                    && store.calls.lock().expect("not poisoned")[operation] >= 2
+            })
+            .await;
+        scheduler.stop().await;
+        let panics = harness.recorder.pick(|event| match event {
+            Event::LoopPanicked {
+                task, consecutive, ..
+            } => Some((task, consecutive)),
+            _ => None,
+        });
+        assert_eq!(panics, [(task, 1)], "after a panic in {operation}");
+        assert_eq!(scheduler.health().loop_panics, 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_that_panics_does_not_stop_the_engine() {
+    let harness = Harness::new();
+    let scheduler = Scheduler::builder(harness.store.clone() as Arc<dyn Store>)
+        .clock(harness.clock.clone())
+        .config(config())
+        .observer(|event| {
+            if matches!(event, Event::Started { .. }) {
+                panic!("the observer fails");
+            }
+        })
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            scheduler
+                .schedule_in(
+                    "noop",
+                    &(),
+                    Duration::from_millis(50),
+                    JobOptions::default(),
+                )
+                .await
+                .expect("schedule"),
+        );
+    }
+    harness
+        .wait_until(Duration::from_secs(5), async || {
+            for id in &ids {
+                if harness.state(*id).await != JobState::Succeeded {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    assert!(scheduler.flush_events().await);
+    let health = scheduler.health();
+    assert_eq!(health.observer_panics, 3, "{health:?}");
+    assert_eq!(health.loop_panics, 0, "{health:?}");
+    scheduler.stop().await;
+}
+
+/// Real time on two threads: the observer really blocks its thread, until every job has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_that_blocks_loses_events_not_jobs() {
+    let store = Arc::new(MemoryStore::new());
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let observed = Arc::new(AtomicUsize::new(0));
+    let (held, counted) = (gate.clone(), observed.clone());
+    let scheduler = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .config(Config {
+            event_buffer: 4,
+            ..config()
+        })
+        .observer(move |_event| {
+            let (open, opened) = &*held;
+            let mut open = open.lock().expect("not poisoned");
+            while !*open {
+                open = opened.wait(open).expect("not poisoned");
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .handler("noop", |_job: JobContext| async { Ok(()) })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let jobs = 200;
+    let mut ids = Vec::new();
+    for _ in 0..jobs {
+        ids.push(
+            scheduler
+                .schedule_in("noop", &(), Duration::ZERO, JobOptions::default())
+                .await
+                .expect("schedule"),
+        );
+    }
+    // Not a timing bound: with the observer called inline the jobs would never finish.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut done = 0;
+        for id in &ids {
+            if store.get(*id).await.expect("get").expect("exists").state == JobState::Succeeded {
+                done += 1;
+            }
+        }
+        if done == jobs {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {done} of {jobs} jobs ran: the blocked observer held them up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = scheduler.health();
+    // Two events per job, a queue of four and an observer that has observed nothing.
+    assert!(health.events_dropped >= 2 * jobs as u64 - 5, "{health:?}");
+    assert_eq!(observed.load(Ordering::SeqCst), 0);
+    let (open, opened) = &*gate;
+    *open.lock().expect("not poisoned") = true;
+    opened.notify_all();
+    assert!(scheduler.flush_events().await);
+    scheduler.stop().await;
+    let delivered = observed.load(Ordering::SeqCst) as u64;
+    // The jobs' events, and the leadership's: each delivered or counted as dropped.
+    assert!(delivered + scheduler.health().events_dropped >= 2 * jobs as u64);
+    assert!(delivered > 0, "the observer resumed");
 }
