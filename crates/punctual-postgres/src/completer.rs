@@ -18,12 +18,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use punctual_core::{JobId, LeaseToken, StoreError, Timestamp};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
+use crate::bounded::within;
 use crate::error::{pg, pool as pool_error};
 use crate::rows::{SUCCEEDED, column, job_id, uuid};
 
@@ -64,11 +66,18 @@ pub(crate) struct Completer {
 
 impl Completer {
     /// Starts the flushers on the current runtime.
-    pub(crate) fn start(pool: Pool) -> Completer {
+    /// Each round's statements take at most `call_timeout` (`PgOptions::call_timeout`).
+    pub(crate) fn start(pool: Pool, call_timeout: Duration) -> Completer {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
         let receiver = Arc::new(Mutex::new(receiver));
         let flushers = (0..FLUSHERS)
-            .map(|_| tokio::spawn(flush_forever(pool.clone(), Arc::clone(&receiver))))
+            .map(|_| {
+                tokio::spawn(flush_forever(
+                    pool.clone(),
+                    call_timeout,
+                    Arc::clone(&receiver),
+                ))
+            })
             .collect();
         Completer { sender, flushers }
     }
@@ -102,7 +111,11 @@ impl Drop for Completer {
 }
 
 /// Takes a batch off the queue and flushes it, until the queue closes.
-async fn flush_forever(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Completion>>>) {
+async fn flush_forever(
+    pool: Pool,
+    limit: Duration,
+    receiver: Arc<Mutex<mpsc::Receiver<Completion>>>,
+) {
     loop {
         let batch = {
             // Held only while taking a batch, not while flushing it, so the next flusher can
@@ -121,7 +134,7 @@ async fn flush_forever(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Completion
             }
             batch
         };
-        flush(&pool, batch).await;
+        flush(&pool, limit, batch).await;
     }
 }
 
@@ -129,14 +142,14 @@ async fn flush_forever(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Completion
 /// arrival order: the later call waits for a second round (and finds the job succeeded, which
 /// is `Ok` under the same token and `LeaseLost` under another, as it would had the calls been
 /// made one after the other).
-async fn flush(pool: &Pool, mut batch: Vec<Completion>) {
+async fn flush(pool: &Pool, limit: Duration, mut batch: Vec<Completion>) {
     while !batch.is_empty() {
         let mut seen = HashSet::with_capacity(batch.len());
         let (round, later): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .partition(|completion| seen.insert(completion.id));
-        match complete_round(pool, &round).await {
-            Ok(updated) => answer(pool, round, &updated).await,
+        match within(pool, limit, "complete", complete_round(pool, &round)).await {
+            Ok(updated) => answer(pool, limit, round, &updated).await,
             Err(error) => {
                 for completion in round {
                     let _ = completion.reply.send(Err(replicate(&error)));
@@ -187,7 +200,7 @@ async fn complete_round(pool: &Pool, round: &[Completion]) -> Result<HashSet<Job
 /// Answers `Ok` for every completed id; for the rest, `Ok` if the job already succeeded under
 /// the caller's token (`Store::complete` is idempotent for the holder that completed), else
 /// `LeaseLost` if the job exists and `NotFound` if not.
-async fn answer(pool: &Pool, round: Vec<Completion>, updated: &HashSet<JobId>) {
+async fn answer(pool: &Pool, limit: Duration, round: Vec<Completion>, updated: &HashSet<JobId>) {
     let missed: Vec<uuid::Uuid> = round
         .iter()
         .filter(|completion| !updated.contains(&completion.id))
@@ -196,7 +209,7 @@ async fn answer(pool: &Pool, round: Vec<Completion>, updated: &HashSet<JobId>) {
     let existing = if missed.is_empty() {
         Ok(HashMap::new())
     } else {
-        existing_jobs(pool, &missed).await
+        within(pool, limit, "complete", existing_jobs(pool, &missed)).await
     };
     for completion in round {
         let result = if updated.contains(&completion.id) {

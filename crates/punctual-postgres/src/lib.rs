@@ -79,6 +79,7 @@ use punctual_core::{
 };
 use tokio_postgres::NoTls;
 
+mod bounded;
 mod claim;
 mod clock;
 mod completer;
@@ -142,6 +143,17 @@ pub struct PgOptions {
     ///
     /// Both settings also hold on the connections `PgStore::client` hands out; see there.
     pub idle_in_transaction_timeout: Option<Duration>,
+    /// Longest a store call may take, from waiting for a connection to the last row, before it
+    /// fails with `Unavailable` (a timed-out write may or may not have been applied, as with
+    /// any lost connection). Also the server's `statement_timeout` on every connection the
+    /// store opens, so a statement the server runs too long ends there as well. A network that
+    /// silently stops delivering (no reset) would otherwise hang a call until the kernel gives
+    /// up on the connection. Migrations are not bounded by it. Default 15 s.
+    pub call_timeout: Duration,
+    /// How long data sent on a connection may stay unacknowledged before the kernel closes it
+    /// (`TCP_USER_TIMEOUT`, Linux), so a connection to a vanished server is found closed and
+    /// replaced. `None` leaves the kernel's default (about 15 minutes). Default 20 s.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for PgOptions {
@@ -154,6 +166,8 @@ impl Default for PgOptions {
             apply_migrations: true,
             lock_timeout: Some(Duration::from_secs(5)),
             idle_in_transaction_timeout: Some(Duration::from_secs(30)),
+            call_timeout: Duration::from_secs(15),
+            tcp_user_timeout: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -174,7 +188,45 @@ fn session_settings(options: &PgOptions) -> Vec<String> {
             milliseconds(timeout)
         ));
     }
+    if !options.call_timeout.is_zero() {
+        settings.push(format!(
+            "-c statement_timeout={}",
+            milliseconds(options.call_timeout)
+        ));
+    }
     settings
+}
+
+/// What in the server's settings, as this session sees them, could lose jobs the store has
+/// acknowledged: `fsync` or `synchronous_commit` off. Empty when both are safe.
+pub async fn durability_warnings(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<String>, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let (fsync, synchronous_commit): (String, String) = (row.get(0), row.get(1));
+    let mut warnings = Vec::new();
+    if fsync == "off" {
+        warnings.push(
+            "PostgreSQL runs with fsync=off: a crash of the database's machine can lose or \
+             corrupt jobs punctual acknowledged as stored"
+                .to_owned(),
+        );
+    }
+    if synchronous_commit == "off" {
+        warnings.push(
+            "PostgreSQL runs with synchronous_commit=off: a crash of the database can lose the \
+             last jobs punctual acknowledged as stored (up to three times wal_writer_delay); \
+             set synchronous_commit=on for punctual's database or role"
+                .to_owned(),
+        );
+    }
+    Ok(warnings)
 }
 
 /// Reads the database's clock in microseconds since the Unix epoch. `clock_timestamp()`, not
@@ -227,6 +279,8 @@ struct Settings {
     jobs_table: String,
     /// Shared by all clones; its flusher tasks end when the last clone is dropped.
     completer: Completer,
+    /// `PgOptions::call_timeout`.
+    call_timeout: Duration,
 }
 
 impl PgStore {
@@ -272,6 +326,9 @@ impl PgStore {
             .keepalives_idle(Duration::from_secs(15))
             .keepalives_interval(Duration::from_secs(5))
             .keepalives_retries(3);
+        if let Some(timeout) = options.tcp_user_timeout {
+            config.tcp_user_timeout(timeout);
+        }
 
         let manager = Manager::from_config(
             config.clone(),
@@ -302,11 +359,15 @@ impl PgStore {
                     Some(schema) => format!("\"{schema}\".punctual_jobs"),
                     None => "punctual_jobs".to_owned(),
                 },
-                completer: Completer::start(pool.clone()),
+                completer: Completer::start(pool.clone(), options.call_timeout),
+                call_timeout: options.call_timeout,
             }),
         };
         let mut client = store.client().await?;
         migrations::run(&mut client, store.schema(), options.apply_migrations).await?;
+        for warning in durability_warnings(&client).await? {
+            tracing::warn!("{warning}");
+        }
         Ok(store)
     }
 
@@ -353,6 +414,16 @@ impl PgStore {
     /// it came), or connect your own client.
     pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool)
+    }
+
+    /// Runs `call` (the store operation `operation`) within `PgOptions::call_timeout`; see
+    /// `bounded::within`.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        bounded::within(&self.pool, self.settings.call_timeout, operation, call).await
     }
 
     /// Stores `jobs` (validated `NewJob`s, as `Store::insert` takes them) inside the caller's
@@ -424,7 +495,8 @@ impl std::fmt::Debug for PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn insert(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
-        insert::insert(self, jobs, now).await
+        self.bounded("insert", insert::insert(self, jobs, now))
+            .await
     }
 
     async fn claim(
@@ -432,7 +504,8 @@ impl Store for PgStore {
         request: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        claim::claim(self, request, now).await
+        self.bounded("claim", claim::claim(self, request, now))
+            .await
     }
 
     async fn extend_lease(
@@ -442,7 +515,11 @@ impl Store for PgStore {
         expires_at: Timestamp,
         _now: Timestamp,
     ) -> Result<(), StoreError> {
-        transitions::extend_lease(self, id, token, expires_at).await
+        self.bounded(
+            "extend_lease",
+            transitions::extend_lease(self, id, token, expires_at),
+        )
+        .await
     }
 
     async fn complete(
@@ -451,7 +528,8 @@ impl Store for PgStore {
         token: LeaseToken,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.settings.completer.complete(id, token, now).await
+        self.bounded("complete", self.settings.completer.complete(id, token, now))
+            .await
     }
 
     async fn fail(
@@ -462,7 +540,11 @@ impl Store for PgStore {
         outcome: FailOutcome,
         now: Timestamp,
     ) -> Result<JobState, StoreError> {
-        transitions::fail(self, id, token, error, outcome, now).await
+        self.bounded(
+            "fail",
+            transitions::fail(self, id, token, error, outcome, now),
+        )
+        .await
     }
 
     async fn release(
@@ -471,11 +553,13 @@ impl Store for PgStore {
         token: LeaseToken,
         _now: Timestamp,
     ) -> Result<(), StoreError> {
-        transitions::release(self, id, token).await
+        self.bounded("release", transitions::release(self, id, token))
+            .await
     }
 
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        transitions::cancel(self, id, now).await
+        self.bounded("cancel", transitions::cancel(self, id, now))
+            .await
     }
 
     async fn reschedule(
@@ -484,11 +568,12 @@ impl Store for PgStore {
         run_at: Timestamp,
         now: Timestamp,
     ) -> Result<Job, StoreError> {
-        transitions::reschedule(self, id, run_at, now).await
+        self.bounded("reschedule", transitions::reschedule(self, id, run_at, now))
+            .await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        reads::get(self, id).await
+        self.bounded("get", reads::get(self, id)).await
     }
 
     async fn list(
@@ -497,15 +582,17 @@ impl Store for PgStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<JobPage, StoreError> {
-        reads::list(self, filter, after, limit).await
+        self.bounded("list", reads::list(self, filter, after, limit))
+            .await
     }
 
     async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
-        reads::counts(self).await
+        self.bounded("counts", reads::counts(self)).await
     }
 
     async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
-        reads::queue_stats(self, now).await
+        self.bounded("queue_stats", reads::queue_stats(self, now))
+            .await
     }
 
     async fn next_due(
@@ -513,11 +600,13 @@ impl Store for PgStore {
         queues: Option<&[Queue]>,
         kinds: Option<&[Kind]>,
     ) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_due(self, queues, kinds).await
+        self.bounded("next_due", reads::next_due(self, queues, kinds))
+            .await
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_lease_expiry(self).await
+        self.bounded("next_lease_expiry", reads::next_lease_expiry(self))
+            .await
     }
 
     async fn lead(
@@ -527,11 +616,13 @@ impl Store for PgStore {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Option<LeaderTerm>, StoreError> {
-        leader::lead(self, node, term, lease, now).await
+        self.bounded("lead", leader::lead(self, node, term, lease, now))
+            .await
     }
 
     async fn resign(&self, node: &NodeId, term: LeaderTerm) -> Result<(), StoreError> {
-        leader::resign(self, node, term).await
+        self.bounded("resign", leader::resign(self, node, term))
+            .await
     }
 
     async fn rescue_expired(
@@ -540,7 +631,11 @@ impl Store for PgStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<RescueOutcome>, StoreError> {
-        transitions::rescue_expired(self, term, now, limit).await
+        self.bounded(
+            "rescue_expired",
+            transitions::rescue_expired(self, term, now, limit),
+        )
+        .await
     }
 
     async fn purge_finished(
@@ -550,7 +645,11 @@ impl Store for PgStore {
         limit: usize,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        transitions::purge_finished(self, term, finished_before, limit, now).await
+        self.bounded(
+            "purge_finished",
+            transitions::purge_finished(self, term, finished_before, limit, now),
+        )
+        .await
     }
 
     async fn insert_idempotent(
@@ -559,7 +658,11 @@ impl Store for PgStore {
         record: IdempotencyRecord,
         now: Timestamp,
     ) -> Result<Idempotent, StoreError> {
-        idempotency::insert_idempotent(self, jobs, record, now).await
+        self.bounded(
+            "insert_idempotent",
+            idempotency::insert_idempotent(self, jobs, record, now),
+        )
+        .await
     }
 
     async fn purge_idempotency(
@@ -568,15 +671,20 @@ impl Store for PgStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        idempotency::purge_idempotency(self, term, now, limit).await
+        self.bounded(
+            "purge_idempotency",
+            idempotency::purge_idempotency(self, term, now, limit),
+        )
+        .await
     }
 
     async fn insert_token(&self, token: ApiToken) -> Result<(), StoreError> {
-        tokens::insert_token(self, token).await
+        self.bounded("insert_token", tokens::insert_token(self, token))
+            .await
     }
 
     async fn get_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
-        tokens::get_token(self, id).await
+        self.bounded("get_token", tokens::get_token(self, id)).await
     }
 
     async fn list_tokens(
@@ -584,16 +692,19 @@ impl Store for PgStore {
         after: Option<&TokenId>,
         limit: usize,
     ) -> Result<Vec<ApiToken>, StoreError> {
-        tokens::list_tokens(self, after, limit).await
+        self.bounded("list_tokens", tokens::list_tokens(self, after, limit))
+            .await
     }
 
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
-        tokens::revoke_token(self, id, now).await
+        self.bounded("revoke_token", tokens::revoke_token(self, id, now))
+            .await
     }
 
     /// The insert notifications of every node sharing this database (see `Wakeups`).
     async fn listen(&self) -> Result<Option<Box<dyn InsertHints>>, StoreError> {
-        Ok(Some(Box::new(PgStore::listen(self).await?)))
+        let wakeups = self.bounded("listen", PgStore::listen(self)).await?;
+        Ok(Some(Box::new(wakeups)))
     }
 }
 
@@ -619,7 +730,8 @@ mod tests {
             session_settings(&PgOptions::default()),
             [
                 "-c lock_timeout=5000",
-                "-c idle_in_transaction_session_timeout=30000"
+                "-c idle_in_transaction_session_timeout=30000",
+                "-c statement_timeout=15000"
             ]
         );
         let options = PgOptions {
@@ -633,12 +745,14 @@ mod tests {
             session_settings(&options),
             [
                 "-c lock_timeout=1",
-                "-c idle_in_transaction_session_timeout=2147483647"
+                "-c idle_in_transaction_session_timeout=2147483647",
+                "-c statement_timeout=15000"
             ]
         );
         let options = PgOptions {
             lock_timeout: None,
             idle_in_transaction_timeout: None,
+            call_timeout: Duration::ZERO,
             ..PgOptions::default()
         };
         assert!(session_settings(&options).is_empty());

@@ -444,6 +444,12 @@ pub(crate) async fn run(
     apply: bool,
 ) -> Result<u32, StoreError> {
     let transaction = client.transaction().await.map_err(pg)?;
+    // A step may build an index over millions of rows: the store's statement_timeout bounds
+    // the calls of a running node, not its migrations.
+    transaction
+        .batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(pg)?;
     if apply {
         // Several nodes may start at once on an empty schema; the lock makes them take turns,
         // and each later one finds the steps already recorded. Transaction-scoped, so a node

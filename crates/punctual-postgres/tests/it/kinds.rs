@@ -182,7 +182,10 @@ async fn kinds_filtered_reads_do_not_walk_other_kinds_jobs() {
     let read = reads(&store).await.since(&before);
 
     // Each of the 4 * CALLS calls probes the ten levels for at most one entry each, and each
-    // claim looks its job up by id: a few hundred entries, where one walk meets 20,000.
+    // claim looks its job up by id: a few hundred entries, where one walk meets 20,000. A
+    // claimed job leaves a dead entry in the index, which later probes read again until it can
+    // be marked dead, and that waits while any other session (the other tests, running at the
+    // same time) holds an older snapshot: up to twice as many, still far from a walk.
     let probes = 4 * CALLS as i64 * 10;
     let (scans, _) = read.of("punctual_jobs_pending_by_kind");
     assert!(
@@ -191,7 +194,7 @@ async fn kinds_filtered_reads_do_not_walk_other_kinds_jobs() {
     );
     assert_eq!(read.table_scans, 0, "{read:?}");
     assert!(
-        read.entries() <= probes + 2 * CALLS as i64,
+        read.entries() <= 2 * (probes + 2 * CALLS as i64),
         "{} index entries read for {} calls: {read:?}",
         read.entries(),
         4 * CALLS

@@ -21,6 +21,7 @@ use punctual_testkit::StoreUnderTest;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 
+mod blackhole;
 mod claims;
 mod clock;
 mod counts;
