@@ -6,6 +6,7 @@
 //! caller's answer right under concurrency (`group_commit`).
 
 mod crash;
+mod disk_full;
 mod edges;
 mod group_commit;
 mod migrations;
