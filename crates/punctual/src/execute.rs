@@ -142,6 +142,10 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
     let mut lease_lost = false;
     let joined = loop {
         tokio::select! {
+            // A handler that returned as a heartbeat fell due has its outcome recorded, not its
+            // lease renewed for work that is done; and `biased` makes that choice the same in
+            // every run (tokio's random pick is not seedable), which the simulation relies on.
+            biased;
             joined = &mut work => break joined,
             () = tokio::time::sleep(inner.config.heartbeat), if !lease_lost => {
                 let now = inner.clock.now();
