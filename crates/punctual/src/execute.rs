@@ -66,33 +66,47 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
             (lease.token, lease.expires_at)
         });
 
-    // Wait for the job's time, unless the engine stops first: then hand it back untouched.
-    let now = inner.clock.now();
+    // Before the handler starts: wait for the job's time, then check the lease as
+    // `before_start` says, until both hold at once. Both can come undone while the other is
+    // checked: the timer is tokio's, so a clock stepped back reads less than `run_at` when it
+    // fires, or after a check; and a check's answer can come back late (a slow store, a node
+    // paused or cut off), when the lease it confirmed is nearly over or over, and the job may
+    // have been rescued and run elsewhere. `lease_until` is the lease as last confirmed.
+    let mut lease_until = expires_at;
+    let mut now = inner.clock.now();
     let waited = job.run_at > now;
-    let stopping = if waited {
-        let due = tokio::time::sleep_until(inner.instant_at(job.run_at, now));
-        tokio::select! {
-            biased;
-            () = inner.stop_claiming.cancelled() => true,
-            () = due => false,
+    let mut checks = 0;
+    loop {
+        match wait_until_due(&inner, &job, now).await {
+            Wait::Stopping => {
+                // The engine stops first: hand the job back untouched.
+                release(&inner, &job, token, lease_until).await;
+                return;
+            }
+            Wait::Due { now: due, slept } => {
+                now = due;
+                if checks > 0 && !slept && may_start(now, lease_until, inner.config.heartbeat) {
+                    break;
+                }
+            }
         }
-    } else {
-        inner.stop_claiming.is_cancelled()
-    };
-    if stopping {
-        release(&inner, &job, token, expires_at).await;
-        return;
+        if checks == START_CHECKS_MAX {
+            // The store answers too late to be trusted with a start: do not run. The lease runs
+            // out and the rescuer makes the job pending again; nothing is lost.
+            inner.emit(Event::StoreError {
+                operation: "extend_lease",
+                error: "the lease was confirmed too late to start the handler".to_owned(),
+            });
+            return;
+        }
+        let check = before_start(now, waited, lease_until, inner.config.heartbeat);
+        let Some(confirmed) = verified(&inner, &job, token, check, now, lease_until).await else {
+            return;
+        };
+        lease_until = confirmed;
+        checks += 1;
+        now = inner.clock.now();
     }
-    let now = inner.clock.now();
-    let check = before_start(now, waited, expires_at, inner.config.heartbeat);
-    if !verified(&inner, &job, token, check, now).await {
-        return;
-    }
-    // The lease as last confirmed by the store.
-    let mut lease_until = match check {
-        BeforeStart::RenewLease => now.add(inner.config.lease),
-        BeforeStart::Run | BeforeStart::CheckStillHeld => expires_at,
-    };
 
     // Unreachable while the store honours the claim's kinds filter (the dispatcher asks only
     // for kinds with a handler here). Kept as a defence: should a store hand one over anyway, a
@@ -274,25 +288,66 @@ pub(crate) fn before_start(
     }
 }
 
-/// Carries out `check`; false (with the reason reported) if the handler must not start.
+/// How a wait for a job's `run_at` ended.
+enum Wait {
+    /// The engine is stopping.
+    Stopping,
+    /// The clock reads `run_at` or later: `now`; `slept` if it had to wait for it.
+    Due { now: Timestamp, slept: bool },
+}
+
+/// Sleeps until the clock (not tokio's timer: see `run`) reads the job's `run_at`, given that
+/// it read `now`, or until the engine stops.
+async fn wait_until_due(inner: &Inner, job: &Job, mut now: Timestamp) -> Wait {
+    let mut slept = false;
+    while job.run_at > now {
+        let due = tokio::time::sleep_until(inner.instant_at(job.run_at, now));
+        tokio::select! {
+            biased;
+            () = inner.stop_claiming.cancelled() => return Wait::Stopping,
+            () = due => {}
+        }
+        slept = true;
+        now = inner.clock.now();
+    }
+    if inner.stop_claiming.is_cancelled() && !slept {
+        return Wait::Stopping;
+    }
+    Wait::Due { now, slept }
+}
+
+/// Whether a handler may start at `now` under a lease confirmed until `lease_until`: only with
+/// at least a heartbeat of it left, so that the lease is live when the handler starts and its
+/// first heartbeat renews it before it runs out.
+pub(crate) fn may_start(now: Timestamp, lease_until: Timestamp, heartbeat: Duration) -> bool {
+    now.add(heartbeat) < lease_until
+}
+
+/// How many checks before a start (`verified`) a job task makes, at most, when each answer
+/// comes back too late to start on.
+const START_CHECKS_MAX: u32 = 3;
+
+/// Carries out `check` on a claim whose lease was `expires_at`; the expiry of the lease as the
+/// store confirmed it, or `None` (with the reason reported) if the handler must not start.
 async fn verified(
     inner: &Inner,
     job: &Job,
     token: LeaseToken,
     check: BeforeStart,
     now: Timestamp,
-) -> bool {
+    expires_at: Timestamp,
+) -> Option<Timestamp> {
     let held = match check {
-        BeforeStart::Run => return true,
-        BeforeStart::CheckStillHeld => still_held(inner, job, token).await,
+        BeforeStart::Run => return Some(expires_at),
+        BeforeStart::CheckStillHeld => still_held(inner, job, token, expires_at).await,
         BeforeStart::RenewLease => {
             match inner
                 .store
                 .extend_lease(job.id, token, now.add(inner.config.lease), now)
                 .await
             {
-                Ok(()) => true,
-                Err(StoreError::LeaseLost { .. } | StoreError::NotFound(_)) => false,
+                Ok(()) => Some(now.add(inner.config.lease)),
+                Err(StoreError::LeaseLost { .. } | StoreError::NotFound(_)) => None,
                 Err(error) => {
                     // Unsure whether we still hold it: do not run. The lease runs out and the
                     // rescuer makes the job pending again; nothing is lost.
@@ -300,12 +355,12 @@ async fn verified(
                         operation: "extend_lease",
                         error: error.to_string(),
                     });
-                    return false;
+                    return None;
                 }
             }
         }
     };
-    if !held {
+    if held.is_none() {
         // Cancelled, or rescued and possibly run elsewhere, since the claim.
         inner.emit(Event::LeaseLost {
             id: job.id,
@@ -316,13 +371,21 @@ async fn verified(
     held
 }
 
-/// Whether the job is still running under `token`. A read, so it costs no commit; on a store
-/// error the job runs (its completion is fenced anyway).
-async fn still_held(inner: &Inner, job: &Job, token: LeaseToken) -> bool {
+/// The expiry of the job's lease if it is still running under `token`. A read, so it costs no
+/// commit; on a store error the claim's expiry, `expires_at`, stands (the completion is fenced
+/// anyway).
+async fn still_held(
+    inner: &Inner,
+    job: &Job,
+    token: LeaseToken,
+    expires_at: Timestamp,
+) -> Option<Timestamp> {
     match inner.store.get(job.id).await {
-        Ok(Some(stored)) => stored.state == JobState::Running && stored.lease_token == token,
-        Ok(None) => false,
-        Err(_) => true,
+        Ok(Some(stored)) if stored.state == JobState::Running && stored.lease_token == token => {
+            Some(stored.lease.map_or(expires_at, |lease| lease.expires_at))
+        }
+        Ok(_) => None,
+        Err(_) => Some(expires_at),
     }
 }
 
@@ -411,6 +474,18 @@ mod tests {
                 BeforeStart::RenewLease
             );
         }
+    }
+
+    #[test]
+    fn a_handler_starts_only_with_a_heartbeat_of_its_confirmed_lease_left() {
+        let now = Timestamp::from_millis(1_000_000);
+        let heartbeat = Duration::from_millis(250);
+        // A renewal answered at once leaves the whole lease.
+        assert!(may_start(now, now.add(Duration::from_secs(1)), heartbeat));
+        // An answer that comes back late, as the lease it confirmed runs out or after it did
+        // (the simulation's seeds in crates/punctual-sim/tests/it/regressions.rs).
+        assert!(!may_start(now, now.add(heartbeat), heartbeat));
+        assert!(!may_start(now, now.sub(Duration::from_secs(3)), heartbeat));
     }
 
     #[tokio::test]
