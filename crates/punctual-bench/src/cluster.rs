@@ -16,7 +16,7 @@
 //! counted apart (`runs_after_takeover`). Every node is killed and reaped on every path out of
 //! here, errors included.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,13 +24,13 @@ use punctual::Config;
 use punctual_server::store_url::StoreUrl;
 use rand::Rng as _;
 
-use super::fleet::{Node, NodeStore, Spawner, lease_lost, max_rss};
+use super::fleet::{Node, NodeStore, Spawner, heartbeat, lease_lost, max_rss};
 use super::progress::Progress;
 use super::receiver::Receiver;
 use super::report::Report;
 use super::stats::{
-    Lateness, Run, classify_runs, first_run_lateness_ms, rate, runs_after_takeover,
-    stale_completions_accepted,
+    Lateness, Run, classify_runs, first_run_lateness_ms, lease_end_bound, rate,
+    runs_after_takeover, stale_completions_accepted,
 };
 use super::store::{self, BenchStore};
 use super::{
@@ -53,6 +53,7 @@ const COUNT_INTERVAL: Duration = Duration::from_millis(100);
 /// rerun by other nodes.
 struct Pause {
     node: u32,
+    paused_us: i64,
     resumed_us: i64,
 }
 
@@ -93,7 +94,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         .map(|number| spawner.spawn(&format!("node-{number}-0"), &receiver))
         .collect::<anyhow::Result<_>>()?;
     let mut logs: Vec<_> = nodes.iter().map(|node| node.log.clone()).collect();
-    let mut killed = HashSet::new();
+    // Each killed node's sender, and when it was killed (database clock).
+    let mut killed: HashMap<u32, i64> = HashMap::new();
     let mut pauses: Vec<Pause> = Vec::new();
     let mut rss_mb: Option<f64> = None;
 
@@ -113,17 +115,19 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         let target = rand::rng().random_range(0..nodes.len());
         if number % 2 == 0 {
             nodes[target].kill()?;
-            killed.insert(nodes[target].sender);
+            killed.insert(nodes[target].sender, clock.now().as_micros());
             let replacement = spawner.spawn(&format!("node-{target}-{}", number + 1), &receiver)?;
             logs.push(replacement.log.clone());
             nodes[target] = replacement;
         } else {
             let node = &nodes[target];
+            let paused_us = clock.now().as_micros();
             node.pause()?;
             tokio::time::sleep(PAUSE.max(plan.lease * 3)).await;
             node.resume()?;
             pauses.push(Pause {
                 node: node.sender,
+                paused_us,
                 resumed_us: clock.now().as_micros(),
             });
         }
@@ -152,13 +156,24 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let runs = received_runs(&receiver, jobs, &mut report);
     // A job is claimed no earlier than its run_at minus the claim window.
     let claim_ahead_us = i64::try_from(Config::default().claim_ahead.as_micros()).unwrap_or(0);
-    let lost_holder = |run: &Run| {
-        killed.contains(&run.node)
-            || pauses.iter().any(|pause| {
-                pause.node == run.node && run.run_at_us - claim_ahead_us <= pause.resumed_us
-            })
+    // When the holder of `run` stopped: killed, or paused (the first pause of its node that
+    // ended after the job could have been claimed). It renews nothing while paused, and a
+    // renewal after it resumes is refused once the job was rescued.
+    let stopped = |run: &Run| {
+        killed.get(&run.node).copied().or_else(|| {
+            pauses
+                .iter()
+                .find(|pause| {
+                    pause.node == run.node && run.run_at_us - claim_ahead_us <= pause.resumed_us
+                })
+                .map(|pause| pause.paused_us)
+        })
     };
-    let counts = classify_runs(&runs, lost_holder);
+    let heartbeat_us = i64::try_from(heartbeat(plan.lease).as_micros()).unwrap_or(i64::MAX);
+    let lease_us = i64::try_from(plan.lease.as_micros()).unwrap_or(i64::MAX);
+    let counts = classify_runs(&runs, |run| {
+        lease_end_bound(run, Some(stopped(run)?), heartbeat_us, lease_us)
+    });
     let succeeded = succeeded_webhooks(&*store, jobs).await?;
     let succeeded_indexes: HashSet<usize> = succeeded.iter().map(|job| job.index).collect();
     let received: HashSet<usize> = runs.iter().map(|run| run.index).collect();
@@ -167,6 +182,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         .count() as u64;
     report.duplicates = counts.duplicates;
     report.duplicates_explained = counts.explained;
+    report.reruns_before_lease_expiry = Some(counts.before_lease_expiry);
     report.lateness_ms = Lateness::of(first_run_lateness_ms(&runs));
     report.stale_completions_refused = Some(lease_lost(&logs)?);
     let completions: Vec<_> = succeeded.iter().map(|job| (job.id, job.token)).collect();

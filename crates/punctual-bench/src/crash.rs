@@ -15,19 +15,20 @@
 //! effect on the receiver, and the receipts that did arrive are judged as they are (see
 //! docs/benchmarks.md).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use punctual_server::store_url::StoreUrl;
 use rand::Rng as _;
 
-use super::fleet::{NodeStore, Spawner, lease_lost, max_rss};
+use super::fleet::{NodeStore, Spawner, heartbeat, lease_lost, max_rss};
 use super::progress::Progress;
 use super::receiver::Receiver;
 use super::report::Report;
 use super::stats::{
-    Lateness, classify_runs, first_run_lateness_ms, rate, stale_completions_accepted,
+    Lateness, classify_runs, first_run_lateness_ms, lease_end_bound, rate,
+    stale_completions_accepted,
 };
 use super::store::{self, BenchStore};
 use super::{
@@ -95,7 +96,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let kill_after_max =
         ((LEAD + plan.spread) * 2 / plan.kills.max(1) as u32).max(KILL_AFTER_MIN * 2);
     let mut spawner = Spawner::new(node_store, scratch.path(), plan.concurrency, plan.lease)?;
-    let mut killed = HashSet::new();
+    // Each killed node's sender, and when it was killed (on the clock the receiver uses).
+    let mut killed: HashMap<u32, i64> = HashMap::new();
     let mut logs = Vec::new();
     let mut node_rss_mb: Option<f64> = None;
     let killing = progress.bar("kills", plan.kills as u64);
@@ -107,7 +109,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         node.check_alive()?;
         node_rss_mb = max_rss(node_rss_mb, node.peak_rss_mb());
         node.kill()?;
-        killed.insert(node.sender);
+        killed.insert(node.sender, clock.now().as_micros());
         killing.inc(1);
     }
     killing.finish_and_clear();
@@ -132,7 +134,12 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
 
     // Every webhook the receiver got, and what the store says of each job.
     let runs = received_runs(&receiver, jobs, &mut report);
-    let counts = classify_runs(&runs, |run| killed.contains(&run.node));
+    let heartbeat_us = i64::try_from(heartbeat(plan.lease).as_micros()).unwrap_or(i64::MAX);
+    let lease_us = i64::try_from(plan.lease.as_micros()).unwrap_or(i64::MAX);
+    let counts = classify_runs(&runs, |run| {
+        let stopped = killed.get(&run.node).copied()?;
+        lease_end_bound(run, Some(stopped), heartbeat_us, lease_us)
+    });
     let succeeded = succeeded_webhooks(&*store, jobs).await?;
     let succeeded_indexes: HashSet<usize> = succeeded.iter().map(|job| job.index).collect();
     let received: HashSet<usize> = runs.iter().map(|run| run.index).collect();
@@ -141,6 +148,7 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         .count() as u64;
     report.duplicates = counts.duplicates;
     report.duplicates_explained = counts.explained;
+    report.reruns_before_lease_expiry = Some(counts.before_lease_expiry);
     report.lateness_ms = Lateness::of(first_run_lateness_ms(&runs));
     report.stale_completions_refused = Some(lease_lost(&logs)?);
     let completions: Vec<_> = succeeded.iter().map(|job| (job.id, job.token)).collect();

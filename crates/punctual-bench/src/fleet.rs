@@ -37,6 +37,12 @@ pub enum NodeStore {
     Postgres { url: PostgresUrl, schema: String },
 }
 
+/// How often the nodes renew a running job's lease of `lease` (written to their configuration,
+/// so that the judgement of reruns knows it).
+pub fn heartbeat(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(10))
+}
+
 /// Starts nodes, each with its own log file in `scratch`, all with one configuration file.
 pub struct Spawner {
     exe: PathBuf,
@@ -57,8 +63,10 @@ impl Spawner {
     ) -> anyhow::Result<Spawner> {
         let config = scratch.join("node.toml");
         let text = format!(
-            "[engine]\nlease_ms = {}\nleader_lease_ms = {}\nconcurrency = {concurrency}\n",
+            "[engine]\nlease_ms = {}\nheartbeat_ms = {}\nleader_lease_ms = {}\n\
+             concurrency = {concurrency}\n",
             lease.as_millis(),
+            heartbeat(lease).as_millis(),
             LEADER_LEASE.as_millis()
         );
         std::fs::write(&config, text)

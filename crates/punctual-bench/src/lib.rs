@@ -569,6 +569,8 @@ fn received_runs(receiver: &Receiver, jobs: usize, report: &mut Report) -> Vec<s
                 id: receipt.id,
                 run_at_us: receipt.scheduled_at.as_micros(),
                 received_us: receipt.received_at.as_micros(),
+                lease_expires_us: receipt.lease_expires_at.map(|at| at.as_micros()),
+                answered_us: receipt.answered_at.map(|at| at.as_micros()),
             }),
             (None, _) => unsigned += 1,
             (Some(_), None) => strays += 1,

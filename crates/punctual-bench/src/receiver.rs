@@ -53,6 +53,11 @@ pub struct Receipt {
     pub stamped_s: i64,
     /// When the request arrived, on the receiver's clock.
     pub received_at: Timestamp,
+    /// When the sender's lease on this attempt ran out as confirmed when it started
+    /// (`punctual-lease-expires-at`), if the header was there.
+    pub lease_expires_at: Option<Timestamp>,
+    /// When the receiver answered, on its clock; `None` until it has.
+    pub answered_at: Option<Timestamp>,
     /// The enrolled node whose secret signed it.
     pub sender: Option<u32>,
     pub body: String,
@@ -265,6 +270,7 @@ async fn receive(
         .iter()
         .find(|(_, secret)| verify(secret, signature, id_text, stamped_s, &body))
         .map(|(sender, _)| *sender);
+    let lease_expires_at = header("punctual-lease-expires-at").and_then(Timestamp::parse_rfc3339);
     let receipt = Receipt {
         path: uri.path().trim_start_matches('/').to_owned(),
         id,
@@ -273,6 +279,8 @@ async fn receive(
         scheduled_at,
         stamped_s,
         received_at,
+        lease_expires_at,
+        answered_at: None,
         sender,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
@@ -284,41 +292,48 @@ async fn receive(
         shared: shared.clone(),
         entry,
     };
-    {
+    let kept = {
         let mut receipts = lock(&shared.receipts);
         if receipts.len() < shared.capacity {
             receipts.push(receipt);
+            Some(receipts.len() - 1)
         } else {
             shared.overflow.fetch_add(1, Ordering::Relaxed);
+            None
         }
-    }
-
-    let delay = Duration::from_micros(shared.delay_us.load(Ordering::Relaxed));
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if let Some(entry) = in_flight.entry {
-        let mut released = shared.released.subscribe();
-        let wait = async {
-            loop {
-                {
-                    let mut flight = lock(&shared.flight);
-                    if !flight.held.contains(&entry.sender) {
-                        // Answered from here on: `hold` can no longer list it. (The guard's
-                        // removal, when it drops, then finds nothing.)
-                        flight.remove(entry);
+    };
+    let answer = async {
+        let delay = Duration::from_micros(shared.delay_us.load(Ordering::Relaxed));
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(entry) = in_flight.entry {
+            let mut released = shared.released.subscribe();
+            let wait = async {
+                loop {
+                    {
+                        let mut flight = lock(&shared.flight);
+                        if !flight.held.contains(&entry.sender) {
+                            // Answered from here on: `hold` can no longer list it. (The guard's
+                            // removal, when it drops, then finds nothing.)
+                            flight.remove(entry);
+                            return;
+                        }
+                    }
+                    if released.changed().await.is_err() {
                         return;
                     }
                 }
-                if released.changed().await.is_err() {
-                    return;
-                }
+            };
+            // Past HOLD_MAX the answer goes out anyway, so no request waits without bound.
+            if tokio::time::timeout(HOLD_MAX, wait).await.is_err() {
+                lock(&shared.flight).remove(entry);
             }
-        };
-        // Past HOLD_MAX the answer goes out anyway, so no request waits without bound.
-        if tokio::time::timeout(HOLD_MAX, wait).await.is_err() {
-            lock(&shared.flight).remove(entry);
         }
+    };
+    answer.await;
+    if let Some(at) = kept {
+        lock(&shared.receipts)[at].answered_at = Some(shared.clock.now());
     }
     StatusCode::OK
 }
@@ -340,7 +355,7 @@ mod tests {
             "POST /{path} HTTP/1.1\r\nhost: x\r\nwebhook-id: {id}\r\nwebhook-timestamp: \
              {stamped}\r\nwebhook-signature: {signature}\r\npunctual-attempt: 2\r\n\
              punctual-lease-token: {token}\r\npunctual-scheduled-at: 2027-01-15T08:00:00.250Z\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n7",
+             punctual-lease-expires-at: 2027-01-15T08:00:01.250Z\r\ncontent-length: {}\r\nconnection: close\r\n\r\n7",
             body.len()
         );
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -381,6 +396,12 @@ mod tests {
             receipts[0].scheduled_at,
             Timestamp::parse_rfc3339("2027-01-15T08:00:00.250Z").expect("a time")
         );
+        assert_eq!(
+            receipts[0].lease_expires_at,
+            Timestamp::parse_rfc3339("2027-01-15T08:00:01.250Z")
+        );
+        let answered = receipts[0].answered_at.expect("answered");
+        assert!(answered >= receipts[0].received_at);
         assert_eq!(receiver.in_flight(1), 0);
     }
 

@@ -58,6 +58,9 @@ pub struct Report {
     /// Webhooks sent by a resumed holder after its job had been taken over under a larger
     /// token (cluster): counted among the explained duplicates, their outcome refused.
     pub runs_after_takeover: Option<u64>,
+    /// crash, cluster: reruns that arrived before the lease of the run before them had run out
+    /// (a guarantee broken; must be 0).
+    pub reruns_before_lease_expiry: Option<u64>,
     /// Bytes of the store's files (database and write-ahead log) per stored job.
     pub store_bytes_per_job: Option<f64>,
     /// backlog: how long `Store::counts` and `Store::queue_stats` (a metrics scrape's questions)
@@ -106,6 +109,7 @@ impl Report {
             pauses: None,
             stale_completions_accepted: None,
             runs_after_takeover: None,
+            reruns_before_lease_expiry: None,
             store_bytes_per_job: None,
             stats_ms: None,
             dead_tuples: None,
@@ -127,6 +131,7 @@ impl Report {
         self.lost > 0
             || self.unexplained_duplicates() > 0
             || self.stale_completions_accepted.unwrap_or(0) > 0
+            || self.reruns_before_lease_expiry.unwrap_or(0) > 0
             || self.integrity_ok == Some(false)
     }
 
@@ -138,13 +143,19 @@ impl Report {
         }
         if self.unexplained_duplicates() > 0 {
             self.problems.push(format!(
-                "{} duplicate runs are not explained by a killed holder",
+                "{} duplicate runs are not explained by a killed or paused holder whose lease \
+                 had provably run out",
                 self.unexplained_duplicates()
             ));
         }
         if let Some(accepted) = self.stale_completions_accepted.filter(|count| *count > 0) {
             self.problems.push(format!(
                 "{accepted} completions were accepted from holders whose lease had moved on"
+            ));
+        }
+        if let Some(early) = self.reruns_before_lease_expiry.filter(|count| *count > 0) {
+            self.problems.push(format!(
+                "{early} reruns arrived before the lease of the run before them had run out"
             ));
         }
         if self.integrity_ok == Some(false) {
@@ -252,6 +263,10 @@ impl Report {
                 count(self.stale_completions_accepted),
             ),
             ("runs after takeover", count(self.runs_after_takeover)),
+            (
+                "reruns before lease expiry",
+                count(self.reruns_before_lease_expiry),
+            ),
             ("kills", count(self.kills)),
             ("pauses", count(self.pauses)),
             ("peak RSS", optional(self.rss_mb_max, " MB")),
@@ -375,6 +390,7 @@ mod tests {
             "pauses",
             "stale_completions_accepted",
             "runs_after_takeover",
+            "reruns_before_lease_expiry",
             "dead_tuples",
             "table_bytes",
         ] {

@@ -265,6 +265,8 @@ mod tests {
             scheduled_at: at,
             stamped_s: 1_000,
             received_at: at.add(Duration::from_millis(late_ms)),
+            lease_expires_at: None,
+            answered_at: None,
             sender,
             body: String::new(),
         };

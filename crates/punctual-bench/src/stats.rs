@@ -73,6 +73,37 @@ pub struct Run {
     /// microseconds since the Unix epoch.
     pub run_at_us: i64,
     pub received_us: i64,
+    /// When the sender's lease on this attempt ran out as confirmed when the handler started
+    /// (the `punctual-lease-expires-at` header), and when the receiver answered; on the same
+    /// clocks as the above.
+    pub lease_expires_us: Option<i64>,
+    pub answered_us: Option<i64>,
+}
+
+/// The latest instant `run`'s lease can have lasted until, given that its holder stopped
+/// (killed, or paused) at `stopped_us`, that holders renew every `heartbeat_us` while a
+/// handler runs, and that a renewal lasts `lease_us`; `None` when that cannot be told.
+///
+/// A handler that was answered before a heartbeat can have fallen due (the first comes a
+/// heartbeat after the start, which is not before `run_at`) was never renewed: its lease ran
+/// out when the header says. Otherwise a renewal may have come up to the moment its holder
+/// stopped, and lasted a lease from then.
+pub fn lease_end_bound(
+    run: &Run,
+    stopped_us: Option<i64>,
+    heartbeat_us: i64,
+    lease_us: i64,
+) -> Option<i64> {
+    /// Room for the answer to reach the holder before its first heartbeat.
+    const ANSWER_MARGIN_US: i64 = 1_000;
+    let confirmed = run.lease_expires_us?;
+    let answered_early = run
+        .answered_us
+        .is_some_and(|answered| answered + ANSWER_MARGIN_US < run.run_at_us + heartbeat_us);
+    if answered_early {
+        return Some(confirmed);
+    }
+    stopped_us.map(|stopped| confirmed.max(stopped + lease_us))
 }
 
 /// What the runs of a set of jobs add up to.
@@ -83,18 +114,24 @@ pub struct RunCounts {
     /// Runs beyond the first, over all jobs.
     pub duplicates: u64,
     /// Duplicates that followed a run whose holder lost its lease for a reason the workload
-    /// caused (killed, or paused past its lease), under a larger lease token: the job was
-    /// claimed anew after that lease expired, as it should be.
+    /// caused (killed, or paused past its lease), under a larger lease token, and that arrived
+    /// after that lease had provably run out: the job was claimed anew after it expired, as it
+    /// should be.
     pub explained: u64,
+    /// Duplicates that arrived before the lease of the run before them had run out, by the
+    /// lease its holder was confirmed when it started: a rerun the store allowed too early.
+    pub before_lease_expiry: u64,
 }
 
 /// Counts the runs of each job and classifies every run after a job's first.
 ///
 /// A job's runs are taken in lease-token order (tokens grow with each claim of a job). A later
-/// run is explained when `lost_holder` says the run before it was made by a holder that lost its
-/// lease (a killed process; a paused one) and its token is strictly larger. Two runs under one
-/// token, or a second run after a holder that kept its lease, are unexplained.
-pub fn classify_runs(runs: &[Run], lost_holder: impl Fn(&Run) -> bool) -> RunCounts {
+/// run is explained when `lease_end` says the run before it was made by a holder that lost its
+/// lease (a killed process; a paused one) and gives the latest its lease can have lasted
+/// (`lease_end_bound`), the later run arrived after that, and its token is strictly larger. Two
+/// runs under one token, a second run after a holder that kept its lease, or one that may have
+/// started while the earlier lease still held, are unexplained.
+pub fn classify_runs(runs: &[Run], lease_end: impl Fn(&Run) -> Option<i64>) -> RunCounts {
     let mut sorted = runs.to_vec();
     sorted.sort_by_key(|run| (run.index, run.token, run.attempt, run.node));
     let mut counts = RunCounts::default();
@@ -103,8 +140,15 @@ pub fn classify_runs(runs: &[Run], lost_holder: impl Fn(&Run) -> bool) -> RunCou
         match previous {
             Some(earlier) if earlier.index == run.index => {
                 counts.duplicates += 1;
-                if lost_holder(earlier) && run.token > earlier.token {
+                let after_lease = lease_end(earlier).is_some_and(|end| run.received_us > end);
+                if after_lease && run.token > earlier.token {
                     counts.explained += 1;
+                }
+                if earlier
+                    .lease_expires_us
+                    .is_some_and(|expiry| run.received_us <= expiry)
+                {
+                    counts.before_lease_expiry += 1;
                 }
             }
             _ => counts.jobs_run += 1,
@@ -230,7 +274,10 @@ mod tests {
             node,
             id: id(index),
             run_at_us: 0,
-            received_us: 0,
+            // Each run an hour after the one before, its lease over long before.
+            received_us: token as i64 * 3_600_000_000,
+            lease_expires_us: Some(token as i64 * 3_600_000_000 + 1_000_000),
+            answered_us: Some(token as i64 * 3_600_000_000),
         }
     }
 
@@ -240,9 +287,15 @@ mod tests {
             .expect("a job id")
     }
 
-    fn killed(nodes: &[u32]) -> impl Fn(&Run) -> bool {
+    /// The lease end of runs by `nodes`, killed at once; `None` for other nodes.
+    fn killed(nodes: &[u32]) -> impl Fn(&Run) -> Option<i64> {
         let nodes = nodes.to_vec();
-        move |run: &Run| nodes.contains(&run.node)
+        move |run: &Run| {
+            nodes
+                .contains(&run.node)
+                .then(|| lease_end_bound(run, Some(run.received_us), 500_000, 1_000_000))
+                .flatten()
+        }
     }
 
     #[test]
@@ -253,7 +306,8 @@ mod tests {
             RunCounts {
                 jobs_run: 2,
                 duplicates: 0,
-                explained: 0
+                explained: 0,
+                before_lease_expiry: 0,
             }
         );
     }
@@ -266,6 +320,42 @@ mod tests {
         assert_eq!(counts.duplicates, 1);
         assert_eq!(counts.explained, 1);
         assert_eq!(counts.duplicates - counts.explained, 0);
+    }
+
+    #[test]
+    fn a_rerun_before_the_killed_holder_s_lease_ran_out_is_unexplained_and_reported() {
+        let first = run(0, 1, 10);
+        let mut early = run(0, 2, 11);
+        // Arrived half a second into the first run's one-second lease.
+        early.received_us = first.received_us + 500_000;
+        let counts = classify_runs(&[first, early], killed(&[10]));
+        assert_eq!(counts.duplicates, 1);
+        assert_eq!(counts.explained, 0);
+        assert_eq!(counts.before_lease_expiry, 1);
+    }
+
+    #[test]
+    fn a_holder_that_may_have_renewed_is_judged_by_when_it_stopped() {
+        // Answered after its first heartbeat could have fallen due: it may have renewed until
+        // it was killed, two seconds after it started, and that renewal lasted a lease.
+        let mut long = run(0, 1, 10);
+        long.answered_us = Some(long.received_us + 600_000);
+        let killed_us = long.received_us + 2_000_000;
+        let bound = lease_end_bound(&long, Some(killed_us), 500_000, 1_000_000);
+        assert_eq!(bound, Some(killed_us + 1_000_000));
+        // Without a known stop, nothing can be told.
+        assert_eq!(lease_end_bound(&long, None, 500_000, 1_000_000), None);
+        let mut rerun = run(0, 2, 11);
+        rerun.received_us = killed_us + 500_000;
+        let counts = classify_runs(&[long, rerun], |run: &Run| {
+            lease_end_bound(run, Some(killed_us), 500_000, 1_000_000)
+        });
+        assert_eq!((counts.explained, counts.before_lease_expiry), (0, 0));
+        rerun.received_us = killed_us + 1_000_001;
+        let counts = classify_runs(&[long, rerun], |run: &Run| {
+            lease_end_bound(run, Some(killed_us), 500_000, 1_000_000)
+        });
+        assert_eq!(counts.explained, 1);
     }
 
     #[test]

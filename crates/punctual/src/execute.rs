@@ -136,6 +136,7 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         attempt: job.attempt,
         attempt_max: job.attempt_max,
         lease_token: token,
+        lease_expires_at: lease_until,
         run_at: job.run_at,
         payload: job.payload.clone(),
         cancellation: cancellation.clone(),

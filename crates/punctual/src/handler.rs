@@ -80,6 +80,10 @@ pub struct JobContext {
     /// Identifies this claim. `(id, attempt, lease_token)` is an idempotency key for effects
     /// outside the store: a job may run again only after its lease provably expired.
     pub lease_token: LeaseToken,
+    /// When the lease runs out as the store last confirmed it when the handler started. The
+    /// engine renews it every heartbeat while the handler runs; no other holder can start the
+    /// job before it has run out.
+    pub lease_expires_at: Timestamp,
     /// When the job was due.
     pub run_at: Timestamp,
     pub payload: Payload,

@@ -139,6 +139,11 @@ impl WebhookExecutor {
             "punctual-scheduled-at",
             &job.run_at.to_rfc3339_exact(),
         );
+        insert(
+            &mut headers,
+            "punctual-lease-expires-at",
+            &job.lease_expires_at.to_rfc3339_exact(),
+        );
 
         let started = Instant::now();
         let request = self
