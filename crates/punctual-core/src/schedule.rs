@@ -91,7 +91,11 @@ impl Schedule {
     /// The first occurrence strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.0 {
-            Recurrence::Interval(interval) => Some(after.add(*interval)),
+            Recurrence::Interval(interval) => {
+                // `add` saturates: at the end of time there is no later occurrence.
+                let next = after.add(*interval);
+                (next > after).then_some(next)
+            }
             Recurrence::Cron {
                 time_zone, parsed, ..
             } => {
@@ -240,6 +244,18 @@ mod tests {
             assert_eq!(schedule.interval_duration(), Some(interval));
             assert_eq!(schedule.cron_expression(), None);
         }
+    }
+
+    #[test]
+    fn an_interval_has_no_occurrence_after_the_end_of_time() {
+        // Found by the fuzz target schedule_parse (fuzz/corpus/schedule_parse/
+        // interval-near-end-of-time): `add` saturated, and the "next" occurrence was `after`.
+        let every_second = Schedule::interval(Duration::from_secs(1)).expect("valid");
+        let last = Timestamp::from_micros(i64::MAX);
+        assert_eq!(every_second.next_after(last), None);
+        // Short of the end, the occurrence is the last instant there is, as `add` saturates.
+        let near = Timestamp::from_micros(i64::MAX - 500_000);
+        assert_eq!(every_second.next_after(near), Some(last));
     }
 
     proptest! {
