@@ -1,0 +1,89 @@
+//! The in-process router (`node::in_process_router`, what the fuzz target `api_request` drives):
+//! the same routes, authentication and validation as a served node, with no socket and no
+//! engine running.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use punctual_core::{Clock, JobState, Store, SystemClock};
+use punctual_server::auth::{Scope, issue};
+use punctual_server::node::in_process_router;
+use punctual_server::webhook::guard::NameResolver;
+use punctual_testkit::MemoryStore;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::harness::node_config;
+
+/// Resolves nothing: these requests name no webhook.
+struct NoNames;
+
+#[async_trait]
+impl NameResolver for NoNames {
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        Err(std::io::Error::other(format!(
+            "no resolver here for {host}"
+        )))
+    }
+}
+
+fn post(token: &str, path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("a valid request")
+}
+
+#[tokio::test]
+async fn the_in_process_router_validates_stores_and_runs_nothing() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (token, record) = issue("test", &[Scope::Admin], None, clock.now()).expect("valid");
+    store.insert_token(record).await.expect("stored");
+    let router = in_process_router(
+        store.clone(),
+        clock,
+        &node_config("in-process"),
+        Arc::new(NoNames),
+    )
+    .expect("the router is built");
+
+    let created = router
+        .clone()
+        .oneshot(post(&token, "/v1/jobs", r#"{"kind": "email"}"#))
+        .await
+        .expect("infallible");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body = axum::body::to_bytes(created.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let view: Value = serde_json::from_slice(&body).expect("JSON");
+    let id = view["id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("a job id");
+    // Due now, and still scheduled: no engine claims it.
+    let job = store.get(id).await.expect("read").expect("stored");
+    assert_eq!(job.state, JobState::Scheduled);
+
+    let refused = router
+        .clone()
+        .oneshot(post(
+            &token,
+            "/v1/jobs",
+            r#"{"kind": "email", "colour": 1}"#,
+        ))
+        .await
+        .expect("infallible");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let unauthorised = router
+        .oneshot(post("pct_nope_nope", "/v1/jobs", r#"{"kind": "email"}"#))
+        .await
+        .expect("infallible");
+    assert_eq!(unauthorised.status(), StatusCode::UNAUTHORIZED);
+}
