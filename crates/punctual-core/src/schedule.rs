@@ -13,6 +13,9 @@ use crate::job::ValidationError;
 use crate::limits;
 use crate::time::Timestamp;
 
+/// The years (UTC) in which a cron schedule has occurrences: those RFC 3339 can write.
+const CRON_YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
+
 /// How a recurring job repeats: a cron expression in a time zone, or a fixed interval.
 ///
 /// Opaque, so that `Schedule::cron` and `Schedule::interval` are the only ways to make one: a
@@ -99,7 +102,15 @@ impl Schedule {
             Recurrence::Cron {
                 time_zone, parsed, ..
             } => {
-                let local = after.to_chrono().with_timezone(time_zone);
+                // croner walks the wall clock from `after`, and chrono panics on a local time
+                // outside its range (within a day of its ends; `to_chrono` saturates instants
+                // past them). Cron occurrences are sought only in the years RFC 3339 can
+                // write, far inside that range.
+                let utc = chrono::DateTime::from_timestamp_micros(after.as_micros())?;
+                if !(CRON_YEARS).contains(&chrono::Datelike::year(&utc)) {
+                    return None;
+                }
+                let local = utc.with_timezone(time_zone);
                 let next = parsed.find_next_occurrence(&local, false).ok()?;
                 let next = Timestamp::from_chrono(&next);
                 // Cron resolution is a second; `after` may carry sub-second digits.
@@ -256,6 +267,32 @@ mod tests {
         // Short of the end, the occurrence is the last instant there is, as `add` saturates.
         let near = Timestamp::from_micros(i64::MAX - 500_000);
         assert_eq!(every_second.next_after(near), Some(last));
+    }
+
+    #[test]
+    fn a_cron_schedule_has_no_occurrence_outside_the_years_it_can_write() {
+        // Found by the fuzz target schedule_parse (fuzz/corpus/schedule_parse/
+        // after-max-instant): after i64::MAX µs, chrono's last instant in Kiritimati (UTC+14)
+        // has no local time, and croner panicked walking from it.
+        let new_year = Schedule::cron("0 0 1 1 *", "Pacific/Kiritimati").expect("valid");
+        let every_minute = Schedule::cron("* * * * *", "Etc/GMT+12").expect("valid");
+        for micros in [
+            i64::MAX,
+            i64::MIN,
+            253_402_300_800_000_000,
+            -62_167_219_200_000_001,
+        ] {
+            let after = Timestamp::from_micros(micros);
+            assert_eq!(new_year.next_after(after), None, "{micros}");
+            assert_eq!(every_minute.next_after(after), None, "{micros}");
+        }
+        // Inside the range the walk goes on as before (croner itself looks no further than
+        // the year 5000).
+        assert_eq!(
+            every_minute.next_after(at("4999-12-31T23:58:30Z")),
+            Some(at("4999-12-31T23:59:00Z"))
+        );
+        assert_eq!(every_minute.next_after(at("5001-01-01T00:00:00Z")), None);
     }
 
     proptest! {
