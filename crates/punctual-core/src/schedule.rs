@@ -64,6 +64,19 @@ impl Schedule {
             .build()
             .parse(expression)
             .map_err(|error| invalid(error.to_string()))?;
+        // A time field that matches no value (croner reads `,` alone as an empty list) never
+        // fires, and croner would step through a year of seconds to find that out: seconds
+        // of CPU for one request. Refused before the probe below.
+        let time_fields = [
+            ("second", &parsed.pattern.seconds),
+            ("minute", &parsed.pattern.minutes),
+            ("hour", &parsed.pattern.hours),
+        ];
+        for (name, field) in time_fields {
+            if field.values().is_empty() {
+                return Err(invalid(format!("the {name} field matches no value")));
+            }
+        }
         let time_zone = chrono_tz::Tz::from_str(time_zone)
             .map_err(|_| ValidationError::UnknownTimeZone(time_zone.to_owned()))?;
         let schedule = Schedule(Recurrence::Cron {
@@ -255,6 +268,27 @@ mod tests {
             assert_eq!(schedule.interval_duration(), Some(interval));
             assert_eq!(schedule.cron_expression(), None);
         }
+    }
+
+    #[test]
+    fn a_time_field_that_matches_nothing_is_refused_at_once() {
+        // Found by the fuzz target schedule_parse (fuzz/corpus/schedule_parse/
+        // empty-minute-list): `0 , * * * *` took 7 s of CPU (release build) to be refused as
+        // "never fires", croner stepping a year second by second. The reason shows the field
+        // check refused it, before any walk.
+        for expression in ["0 , * * * *", ", * * * *", "0 ,, * * *", "0 0 , * * *"] {
+            let refused = Schedule::cron(expression, "UTC");
+            assert!(
+                matches!(&refused, Err(ValidationError::InvalidCron { reason, .. }) if reason.contains("matches no value")),
+                "{expression}: {refused:?}"
+            );
+        }
+        // A list with an empty item and a value still means the value.
+        let at_five = Schedule::cron("5, * * * *", "UTC").expect("valid");
+        assert_eq!(
+            at_five.next_after(at("2026-01-10T12:00:00Z")),
+            Some(at("2026-01-10T12:05:00Z"))
+        );
     }
 
     #[test]
