@@ -185,7 +185,8 @@ fn request(data: &[u8], token: &str) -> Option<Request<Body>> {
     let (method, target) = lines.next()?.split_once(' ')?;
     let mut builder = Request::builder().method(method).uri(target);
     let (mut typed, mut authorised) = (false, false);
-    for line in lines {
+    // A head may end with its own line end (`GET /v1/queues\n`).
+    for line in lines.filter(|line| !line.is_empty()) {
         let (name, value) = line.split_once(':')?;
         let name = name.trim();
         typed |= name.eq_ignore_ascii_case(header::CONTENT_TYPE.as_str());
