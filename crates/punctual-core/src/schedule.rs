@@ -13,6 +13,9 @@ use crate::job::ValidationError;
 use crate::limits;
 use crate::time::Timestamp;
 
+/// The years (UTC) in which a cron schedule has occurrences: those RFC 3339 can write.
+const CRON_YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
+
 /// How a recurring job repeats: a cron expression in a time zone, or a fixed interval.
 ///
 /// Opaque, so that `Schedule::cron` and `Schedule::interval` are the only ways to make one: a
@@ -61,6 +64,19 @@ impl Schedule {
             .build()
             .parse(expression)
             .map_err(|error| invalid(error.to_string()))?;
+        // A time field that matches no value (croner reads `,` alone as an empty list) never
+        // fires, and croner would step through a year of seconds to find that out: seconds
+        // of CPU for one request. Refused before the probe below.
+        let time_fields = [
+            ("second", &parsed.pattern.seconds),
+            ("minute", &parsed.pattern.minutes),
+            ("hour", &parsed.pattern.hours),
+        ];
+        for (name, field) in time_fields {
+            if field.values().is_empty() {
+                return Err(invalid(format!("the {name} field matches no value")));
+            }
+        }
         let time_zone = chrono_tz::Tz::from_str(time_zone)
             .map_err(|_| ValidationError::UnknownTimeZone(time_zone.to_owned()))?;
         let schedule = Schedule(Recurrence::Cron {
@@ -91,11 +107,23 @@ impl Schedule {
     /// The first occurrence strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.0 {
-            Recurrence::Interval(interval) => Some(after.add(*interval)),
+            Recurrence::Interval(interval) => {
+                // `add` saturates: at the end of time there is no later occurrence.
+                let next = after.add(*interval);
+                (next > after).then_some(next)
+            }
             Recurrence::Cron {
                 time_zone, parsed, ..
             } => {
-                let local = after.to_chrono().with_timezone(time_zone);
+                // croner walks the wall clock from `after`, and chrono panics on a local time
+                // outside its range (within a day of its ends; `to_chrono` saturates instants
+                // past them). Cron occurrences are sought only in the years RFC 3339 can
+                // write, far inside that range.
+                let utc = chrono::DateTime::from_timestamp_micros(after.as_micros())?;
+                if !(CRON_YEARS).contains(&chrono::Datelike::year(&utc)) {
+                    return None;
+                }
+                let local = utc.with_timezone(time_zone);
                 let next = parsed.find_next_occurrence(&local, false).ok()?;
                 let next = Timestamp::from_chrono(&next);
                 // Cron resolution is a second; `after` may carry sub-second digits.
@@ -240,6 +268,65 @@ mod tests {
             assert_eq!(schedule.interval_duration(), Some(interval));
             assert_eq!(schedule.cron_expression(), None);
         }
+    }
+
+    #[test]
+    fn a_time_field_that_matches_nothing_is_refused_at_once() {
+        // Found by the fuzz target schedule_parse (fuzz/corpus/schedule_parse/
+        // empty-minute-list): `0 , * * * *` took 7 s of CPU (release build) to be refused as
+        // "never fires", croner stepping a year second by second. The reason shows the field
+        // check refused it, before any walk.
+        for expression in ["0 , * * * *", ", * * * *", "0 ,, * * *", "0 0 , * * *"] {
+            let refused = Schedule::cron(expression, "UTC");
+            assert!(
+                matches!(&refused, Err(ValidationError::InvalidCron { reason, .. }) if reason.contains("matches no value")),
+                "{expression}: {refused:?}"
+            );
+        }
+        // A list with an empty item and a value still means the value.
+        let at_five = Schedule::cron("5, * * * *", "UTC").expect("valid");
+        assert_eq!(
+            at_five.next_after(at("2026-01-10T12:00:00Z")),
+            Some(at("2026-01-10T12:05:00Z"))
+        );
+    }
+
+    #[test]
+    fn an_interval_has_no_occurrence_after_the_end_of_time() {
+        // Found by the fuzz target schedule_parse (fuzz/corpus/schedule_parse/
+        // interval-near-end-of-time): `add` saturated, and the "next" occurrence was `after`.
+        let every_second = Schedule::interval(Duration::from_secs(1)).expect("valid");
+        let last = Timestamp::from_micros(i64::MAX);
+        assert_eq!(every_second.next_after(last), None);
+        // Short of the end, the occurrence is the last instant there is, as `add` saturates.
+        let near = Timestamp::from_micros(i64::MAX - 500_000);
+        assert_eq!(every_second.next_after(near), Some(last));
+    }
+
+    #[test]
+    fn a_cron_schedule_has_no_occurrence_outside_the_years_it_can_write() {
+        // Found by the fuzz target schedule_parse (fuzz/corpus/schedule_parse/
+        // after-max-instant): after i64::MAX µs, chrono's last instant in Kiritimati (UTC+14)
+        // has no local time, and croner panicked walking from it.
+        let new_year = Schedule::cron("0 0 1 1 *", "Pacific/Kiritimati").expect("valid");
+        let every_minute = Schedule::cron("* * * * *", "Etc/GMT+12").expect("valid");
+        for micros in [
+            i64::MAX,
+            i64::MIN,
+            253_402_300_800_000_000,
+            -62_167_219_200_000_001,
+        ] {
+            let after = Timestamp::from_micros(micros);
+            assert_eq!(new_year.next_after(after), None, "{micros}");
+            assert_eq!(every_minute.next_after(after), None, "{micros}");
+        }
+        // Inside the range the walk goes on as before (croner itself looks no further than
+        // the year 5000).
+        assert_eq!(
+            every_minute.next_after(at("4999-12-31T23:58:30Z")),
+            Some(at("4999-12-31T23:59:00Z"))
+        );
+        assert_eq!(every_minute.next_after(at("5001-01-01T00:00:00Z")), None);
     }
 
     proptest! {

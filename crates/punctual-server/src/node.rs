@@ -90,30 +90,7 @@ impl Node {
         config: NodeConfig,
         resolver: Arc<dyn NameResolver>,
     ) -> Result<Node, NodeError> {
-        let metrics = Arc::new(Metrics::new());
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
-        let guard = GuardedResolver {
-            policy: Arc::new(AddressPolicy::new(config.allow_networks.clone())),
-            resolver,
-        };
-        let executor = WebhookExecutor::new(
-            guard.clone(),
-            config.webhook_secrets.clone(),
-            config.engine.concurrency,
-            metrics.clone(),
-            clock.clone(),
-        )?;
-        let observed = metrics.clone();
-        let scheduler = Scheduler::builder(store.clone())
-            .clock(clock.clone())
-            .config(config.engine.clone())
-            .handler(WEBHOOK_KIND, executor)
-            .accept_unknown_kinds(true)
-            .observer(move |event| {
-                observed.observe(event);
-                log(event);
-            })
-            .build()?;
+        let app = assemble(store, clock, &config, resolver)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -125,23 +102,7 @@ impl Node {
             address: config.listen,
             source,
         })?;
-        scheduler.start()?;
-        let app = Arc::new(App {
-            auth: Authenticator::new(store.clone(), clock.clone(), config.insecure_no_auth),
-            store,
-            clock,
-            scheduler,
-            metrics,
-            guard,
-            settings: ApiSettings {
-                node: config.engine.node.clone(),
-                idempotency_ttl: config.idempotency_ttl,
-                metrics_public: config.metrics_public,
-            },
-            arrivals: Notify::new(),
-            in_flight: Mutex::new(Default::default()),
-            stopping: CancellationToken::new(),
-        });
+        app.scheduler.start()?;
         let hints = tokio::spawn(forward_hints(app.clone()));
         let shutdown = CancellationToken::new();
         let router = api::router(app.clone());
@@ -199,6 +160,68 @@ impl Node {
         );
         report
     }
+}
+
+/// The HTTP API of a node on `store`, served in process: no socket, and the engine is built but
+/// not started, so the jobs its requests create are stored and never run. Requests are driven
+/// through the router itself (`tower::ServiceExt::oneshot`), as the fuzz target `api_request`
+/// does; `Node::start` serves the same router on a socket.
+pub fn in_process_router(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: &NodeConfig,
+    resolver: Arc<dyn NameResolver>,
+) -> Result<axum::Router, NodeError> {
+    Ok(api::router(assemble(store, clock, config, resolver)?))
+}
+
+/// What every request shares, with the engine built but not started.
+fn assemble(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: &NodeConfig,
+    resolver: Arc<dyn NameResolver>,
+) -> Result<Arc<App>, NodeError> {
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+    let guard = GuardedResolver {
+        policy: Arc::new(AddressPolicy::new(config.allow_networks.clone())),
+        resolver,
+    };
+    let executor = WebhookExecutor::new(
+        guard.clone(),
+        config.webhook_secrets.clone(),
+        config.engine.concurrency,
+        metrics.clone(),
+        clock.clone(),
+    )?;
+    let observed = metrics.clone();
+    let scheduler = Scheduler::builder(store.clone())
+        .clock(clock.clone())
+        .config(config.engine.clone())
+        .handler(WEBHOOK_KIND, executor)
+        .accept_unknown_kinds(true)
+        .observer(move |event| {
+            observed.observe(event);
+            log(event);
+        })
+        .build()?;
+    Ok(Arc::new(App {
+        auth: Authenticator::new(store.clone(), clock.clone(), config.insecure_no_auth),
+        store,
+        clock,
+        scheduler,
+        metrics,
+        guard,
+        settings: ApiSettings {
+            node: config.engine.node.clone(),
+            idempotency_ttl: config.idempotency_ttl,
+            metrics_public: config.metrics_public,
+        },
+        arrivals: Notify::new(),
+        in_flight: Mutex::new(Default::default()),
+        stopping: CancellationToken::new(),
+    }))
 }
 
 /// Logs what an operator should see: refused writes of a lost lease, rescues, leadership.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use punctual_core::{
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 
+use crate::api::PathParam;
 use crate::app::{App, Authorized, InFlight, Read, Write};
 use crate::body::{self, BATCH_BODY_BYTES_MAX, JOB_BODY_BYTES_MAX, Json, RawJson};
 use crate::dto::{
@@ -481,7 +482,7 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
 pub async fn get_job(
     State(app): State<Arc<App>>,
     _: Authorized<Read>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let id = job_id(&id)?;
     let job = app
@@ -618,7 +619,7 @@ pub async fn list_jobs(
 pub async fn cancel_job(
     State(app): State<Arc<App>>,
     _: Authorized<Write>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let id = job_id(&id)?;
     let job = app.store.cancel(id, app.now()).await?;
@@ -636,7 +637,7 @@ pub async fn cancel_job(
 pub async fn reschedule_job(
     State(app): State<Arc<App>>,
     _: Authorized<Write>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Json(spec): Json<Reschedule>,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let id = job_id(&id)?;
@@ -676,7 +677,7 @@ pub async fn reschedule_job(
 pub async fn retry_job(
     State(app): State<Arc<App>>,
     _: Authorized<Write>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let id = job_id(&id)?;
     let job = app

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use punctual_core::{TokenId, limits};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::api::PathParam;
 use crate::api::jobs::query;
 use crate::app::{Admin, App, Authorized};
 use crate::auth::{Scope, issue};
@@ -129,7 +130,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(app): State<Arc<App>>,
     _: Authorized<Admin>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<axum::Json<TokenView>, ApiError> {
     let id = TokenId::new(&id).map_err(|_| ApiError::not_found(format!("no token {id:?}")))?;
     let token = app.store.revoke_token(&id, app.now()).await?;

@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use punctual_core::{
     ClaimRequest, FailDirective, Job, JobId, JobState, Kind, LeaseToken, NodeId, Queue, StoreError,
 };
 
+use crate::api::PathParam;
 use crate::app::{App, Authorized, Worker};
 use crate::body::Json;
 use crate::dto::{
@@ -380,7 +381,7 @@ pub async fn fail_batch(
 pub async fn extend_lease(
     State(app): State<Arc<App>>,
     _: Authorized<Worker>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Json(spec): Json<HeldLease>,
 ) -> Result<axum::Json<ItemOutcome>, ApiError> {
     let lease = lease_of(spec.lease_ms)?;
@@ -400,7 +401,7 @@ pub async fn extend_lease(
 pub async fn complete_job(
     State(app): State<Arc<App>>,
     _: Authorized<Worker>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Json(spec): Json<HeldLease>,
 ) -> Result<axum::Json<ItemOutcome>, ApiError> {
     if spec.lease_ms.is_some() {
@@ -422,7 +423,7 @@ pub async fn complete_job(
 pub async fn fail_job(
     State(app): State<Arc<App>>,
     _: Authorized<Worker>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Json(spec): Json<FailOne>,
 ) -> Result<axum::Json<ItemOutcome>, ApiError> {
     let attempt = FailedAttempt {

@@ -3,6 +3,7 @@
 mod auth;
 mod harness;
 mod idempotency;
+mod in_process;
 mod malformed;
 mod outage;
 mod python_worker;
