@@ -125,11 +125,14 @@ impl SqliteStore {
     #[cfg(feature = "fault-injection")]
     pub async fn inject_writer_panic(&self) {
         let _ = self.write(|reply| Command::Crash { reply }).await;
-        // The reply is dropped as the thread unwinds; the thread ends once it has recorded why.
+        // The reply is dropped as the thread unwinds; the thread ends once it has recorded why
+        // (within moments; the bound only keeps a broken test from waiting forever).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !self
             .writer
             .as_ref()
             .is_none_or(|writer| writer.is_finished())
+            && std::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -39,14 +39,18 @@ pub(crate) fn outcome_of(joined: Result<Result<(), BoxError>, JoinError>) -> Out
             None => Outcome::Failed(error.to_string(), FailDirective::Backoff),
         },
         Err(error) if error.is_panic() => Outcome::Failed(
-            format!("handler panicked: {}", panic_message(error.into_panic())),
+            format!(
+                "handler panicked: {}",
+                panic_message(error.into_panic().as_ref())
+            ),
             FailDirective::Backoff,
         ),
         Err(_) => Outcome::Failed("handler was aborted".to_owned(), FailDirective::Backoff),
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+/// The text a panic was raised with, when it was a string.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         (*message).to_owned()
     } else if let Some(message) = payload.downcast_ref::<String>() {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::event::Event;
+use crate::execute::panic_message;
 
 pub(crate) type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -142,16 +143,5 @@ async fn deliver(mut messages: Receiver<Message>, observer: Observer, losses: Ar
                 let _ = done.send(());
             }
         }
-    }
-}
-
-/// The text a panic was raised with, if it was a string.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a panic without a message".to_owned()
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::event::Event;
-use crate::observe::panic_message;
+use crate::execute::panic_message;
 use crate::scheduler::Inner;
 
 /// A loop that ran this long before it panicked starts again at the shortest delay.
