@@ -18,7 +18,19 @@ use tokio_postgres::error::SqlState;
 /// not available, ...): `Unavailable`.
 pub(crate) fn pg(error: tokio_postgres::Error) -> StoreError {
     let Some(code) = error.code() else {
-        return StoreError::Unavailable(format!("postgres: {error}"));
+        // The driver's own message names only the step ("error performing TLS handshake");
+        // the reason (an unknown issuer, a refused connection) is in its sources.
+        let mut message = format!("postgres: {error}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !message.ends_with(&cause_text) {
+                message.push_str(": ");
+                message.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        return StoreError::Unavailable(message);
     };
     let described = match error.as_db_error() {
         Some(db) => format!("postgres {}: {}", code.code(), db.message()),

@@ -1,7 +1,7 @@
 //! `PgStore`: punctual's PostgreSQL store, for cluster mode, where several punctual nodes share
 //! one database. It is the only place in punctual where Postgres SQL lives.
 //!
-//! What it owns: a connection pool (deadpool over tokio-postgres, no TLS), the versioned schema
+//! What it owns: a connection pool (deadpool over tokio-postgres, TLS by rustls with libpq's `sslmode`: `tls`), the versioned schema
 //! (`migrations`, applied at connect under an advisory lock so nodes starting together are safe),
 //! every statement that reads or writes jobs (`insert`, `claim`, `transitions`, `completer`,
 //! `reads`), idempotency keys (`idempotency`) and API tokens (`tokens`), leadership (`leader`: the elected node's term fences rescue and purge), the
@@ -77,7 +77,6 @@ use punctual_core::{
     NodeId, Queue, QueueStats, RescueOutcome, StateCount, Store, StoreError, Timestamp, TokenId,
     ValidationError,
 };
-use tokio_postgres::NoTls;
 
 mod bounded;
 mod claim;
@@ -92,6 +91,7 @@ mod leader;
 mod migrations;
 mod reads;
 mod rows;
+mod tls;
 mod tokens;
 mod transitions;
 mod wakeups;
@@ -104,6 +104,7 @@ pub use tokio_postgres;
 pub use clock::DatabaseClock;
 pub use housekeeping::TableHealth;
 pub use migrations::SCHEMA_VERSION;
+pub use tls::SslMode;
 pub use wakeups::Wakeups;
 
 use crate::completer::Completer;
@@ -229,6 +230,19 @@ pub async fn durability_warnings(
     Ok(warnings)
 }
 
+/// The TLS version `client`'s connection negotiated (`TLSv1.3`), or `None` when it is not
+/// encrypted, as the server sees it (`pg_stat_ssl`).
+pub async fn tls_version(client: &tokio_postgres::Client) -> Result<Option<String>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(row.map(|row| row.get(0)))
+}
+
 /// Reads the database's clock in microseconds since the Unix epoch. `clock_timestamp()`, not
 /// `now()`: the latter is frozen at the start of the transaction.
 const DATABASE_TIME: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint";
@@ -273,6 +287,8 @@ pub struct PgStore {
 /// to migrate.
 struct Settings {
     config: tokio_postgres::Config,
+    /// `sslmode` and the rustls set-up every connection uses, pooled or LISTEN.
+    tls: tls::Tls,
     schema: Option<String>,
     /// The jobs table, qualified with `schema` when one is named, for statements run on the
     /// caller's connections (whose `search_path` may differ).
@@ -294,11 +310,7 @@ impl PgStore {
     ///
     /// An unreachable server is `Unavailable`; a schema written by a newer punctual is `Corrupt`.
     pub async fn connect_with(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|error| {
-            // The core has no error for a bad setting; this is the closest that says "not now,
-            // not like this". The driver's message does not echo a password.
-            StoreError::Unavailable(format!("invalid PostgreSQL connection URL: {error}"))
-        })?;
+        let (mut config, tls) = tls::configure(url)?;
         // The store's session settings first, so that the same setting in the URL's own
         // `options` (applied after them) wins; the schema's `search_path` last.
         let mut startup = session_settings(&options);
@@ -332,7 +344,7 @@ impl PgStore {
 
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.connector.clone(),
             ManagerConfig {
                 // A closed connection is dropped at checkout; a broken one fails its first
                 // statement with `Unavailable` and is then found closed.
@@ -353,6 +365,7 @@ impl PgStore {
             pool: pool.clone(),
             settings: Arc::new(Settings {
                 config,
+                tls,
                 schema: options.schema.clone(),
                 jobs_table: match &options.schema {
                     // A plain identifier, checked above; quoted anyway.
@@ -367,6 +380,31 @@ impl PgStore {
         migrations::run(&mut client, store.schema(), options.apply_migrations).await?;
         for warning in durability_warnings(&client).await? {
             tracing::warn!("{warning}");
+        }
+        let encrypted = tls_version(&client).await?;
+        let remote = store
+            .settings
+            .config
+            .get_hosts()
+            .iter()
+            .any(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => {
+                    !matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
+                }
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(_) => false,
+            });
+        match &encrypted {
+            None if remote => tracing::warn!(
+                "the connection to PostgreSQL is not encrypted (sslmode={}): jobs, payloads and \
+                 the password cross the network in plaintext; set sslmode=verify-full",
+                store.settings.tls.mode.as_str()
+            ),
+            None => tracing::debug!("connected to PostgreSQL without TLS"),
+            Some(version) => tracing::debug!(
+                "connected to PostgreSQL over {version} (sslmode={})",
+                store.settings.tls.mode.as_str()
+            ),
         }
         Ok(store)
     }
@@ -392,7 +430,11 @@ impl PgStore {
     /// Opens a dedicated connection that LISTENs for inserts and forwards each inserting
     /// statement's earliest `run_at`. See `Wakeups`.
     pub async fn listen(&self) -> Result<Wakeups, StoreError> {
-        Wakeups::start(self.settings.config.clone()).await
+        Wakeups::start(
+            self.settings.config.clone(),
+            self.settings.tls.connector.clone(),
+        )
+        .await
     }
 
     /// A connection from the store's pool (its `search_path` set to the store's schema), for your

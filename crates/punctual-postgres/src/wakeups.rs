@@ -18,8 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use punctual_core::{InsertHints, StoreError, Timestamp};
 use tokio::sync::Notify;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::pg;
 use crate::migrations::CHANNEL;
@@ -65,10 +66,13 @@ impl Slot {
 impl Wakeups {
     /// Connects and LISTENs once before returning, so a caller learns at once that the database
     /// is unreachable; later connection losses are handled in the background.
-    pub(crate) async fn start(config: Config) -> Result<Wakeups, StoreError> {
-        let session = Session::open(&config).await?;
+    pub(crate) async fn start(
+        config: Config,
+        tls: MakeRustlsConnect,
+    ) -> Result<Wakeups, StoreError> {
+        let session = Session::open(&config, &tls).await?;
         let slot = Arc::new(Slot::default());
-        let task = tokio::spawn(listen(config, session, Arc::clone(&slot)));
+        let task = tokio::spawn(listen(config, tls, session, Arc::clone(&slot)));
         Ok(Wakeups { slot, task })
     }
 
@@ -113,14 +117,14 @@ impl std::fmt::Debug for Wakeups {
 struct Session {
     /// Kept so the connection stays open: dropping the client ends the session.
     _client: Client,
-    connection: Connection<Socket, NoTlsStream>,
+    connection: Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>,
     /// `current_schema()` on this connection: the schema the store's tables are in.
     schema: Option<String>,
 }
 
 impl Session {
-    async fn open(config: &Config) -> Result<Session, StoreError> {
-        let (client, mut connection) = config.connect(NoTls).await.map_err(pg)?;
+    async fn open(config: &Config, tls: &MakeRustlsConnect) -> Result<Session, StoreError> {
+        let (client, mut connection) = config.connect(tls.clone()).await.map_err(pg)?;
         let schema = {
             let setup = async {
                 let row = client.query_one("SELECT current_schema()", &[]).await?;
@@ -183,7 +187,7 @@ fn parse(payload: &str, schema: Option<&str>) -> Option<Timestamp> {
 
 /// Serves `session`, then reconnects whenever it ends, forever (the task is aborted when the
 /// `Wakeups` is dropped).
-async fn listen(config: Config, session: Session, slot: Arc<Slot>) {
+async fn listen(config: Config, tls: MakeRustlsConnect, session: Session, slot: Arc<Slot>) {
     let mut session = session;
     loop {
         let reason = session.run(&slot).await;
@@ -191,7 +195,7 @@ async fn listen(config: Config, session: Session, slot: Arc<Slot>) {
         let mut delay = RECONNECT_DELAY_MIN;
         session = loop {
             tokio::time::sleep(delay).await;
-            match Session::open(&config).await {
+            match Session::open(&config, &tls).await {
                 Ok(session) => break session,
                 Err(error) => {
                     tracing::warn!(%error, ?delay, "reconnecting the LISTEN connection failed");

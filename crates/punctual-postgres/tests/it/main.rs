@@ -31,6 +31,7 @@ mod in_transaction;
 mod kinds;
 mod leadership;
 mod migrations;
+mod tls;
 mod wakeups;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
