@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use punctual_core::{JobState, Queue};
 use rusqlite::{Connection, params};
 
-use crate::error::from_sql;
+use crate::error::{Failure, corrupt};
 use crate::rows::state_code;
 
 /// Count changes by (queue, state), not yet written.
@@ -55,33 +55,28 @@ impl Tally {
     /// A count only falls where it has a row: a fall without one (or below zero, which
     /// `CHECK (count >= 0)` refuses) is a transition reported wrong, and fails the transaction
     /// rather than store a wrong count.
-    pub(crate) fn flush(&mut self, connection: &Connection) -> Result<(), String> {
+    pub(crate) fn flush(&mut self, connection: &Connection) -> Result<(), Failure> {
         if self.deltas.is_empty() {
             return Ok(());
         }
-        let sql_error = |error: rusqlite::Error| from_sql(error).to_string();
         // A rise may make a row; a fall must update one (SQLite checks CHECK constraints on an
         // upsert's new row before it sees the conflict, so a negative upsert would fail).
-        let mut rise = connection
-            .prepare_cached(
-                "INSERT INTO job_count (queue, state, count) VALUES (?1, ?2, ?3)
+        let mut rise = connection.prepare_cached(
+            "INSERT INTO job_count (queue, state, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT (queue, state) DO UPDATE SET count = count + excluded.count",
-            )
-            .map_err(sql_error)?;
-        let mut fall = connection
-            .prepare_cached(
-                "UPDATE job_count SET count = count + ?3 WHERE queue = ?1 AND state = ?2",
-            )
-            .map_err(sql_error)?;
+        )?;
+        let mut fall = connection.prepare_cached(
+            "UPDATE job_count SET count = count + ?3 WHERE queue = ?1 AND state = ?2",
+        )?;
         for ((queue, state), delta) in self.deltas.drain() {
             let parameters = params![queue.as_str(), state_code(state), delta];
             if delta > 0 {
-                rise.execute(parameters).map_err(sql_error)?;
-            } else if delta < 0 && fall.execute(parameters).map_err(sql_error)? != 1 {
-                return Err(format!(
+                rise.execute(parameters)?;
+            } else if delta < 0 && fall.execute(parameters)? != 1 {
+                return Err(corrupt(format!(
                     "the count of {state} jobs in queue {queue} would fall below zero; the job \
                      counts are broken"
-                ));
+                )));
             }
         }
         Ok(())

@@ -77,3 +77,11 @@ pub(crate) fn is_primary_key_violation(error: &rusqlite::Error) -> bool {
             if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
     )
 }
+
+/// True when `error` says the disk (or the database's size limit) is full.
+pub(crate) fn is_disk_full(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::DiskFull
+    )
+}

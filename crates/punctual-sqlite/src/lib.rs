@@ -36,6 +36,7 @@ mod migrations;
 mod query_plans;
 mod ranges;
 mod reads;
+mod reserve;
 mod rows;
 mod store;
 mod transitions;

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Failure, from_sql};
 use crate::migrations;
 use crate::reads::{self, BUSY_TIMEOUT, ReadPool};
+use crate::reserve::Reserve;
 use crate::writer::{self, Command, Reply};
 
 /// Tuning for `SqliteStore::open_with`. Every value is a bound, and each is at least 1.
@@ -41,6 +42,12 @@ pub struct SqliteOptions {
     /// Most write commands queued for the writer; a caller beyond it waits for room, which is
     /// the store's backpressure.
     pub channel_capacity: usize,
+    /// Bytes held back in a file beside the database (`<database>-reserve`) for a full disk:
+    /// when a write fails for want of space, the file is deleted and its space keeps claims,
+    /// completions, retries and rescues going while new jobs are refused; once the file can be
+    /// written again (tried at most once a second), new jobs are taken again. 0: none, and a
+    /// full disk stops every write. Default 8 MiB.
+    pub disk_reserve: u64,
 }
 
 impl Default for SqliteOptions {
@@ -49,6 +56,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             commit_batch_max: 1_024,
             channel_capacity: 4_096,
+            disk_reserve: 8 * 1024 * 1024,
         }
     }
 }
@@ -86,6 +94,7 @@ impl SqliteStore {
         let readers = Arc::new(ReadPool::open(&path, options.read_connections)?);
         let (commands, receiver) = mpsc::channel(options.channel_capacity.max(1));
         let batch_max = options.commit_batch_max;
+        let reserve = Reserve::open(&path, options.disk_reserve);
         let fatal = Arc::new(Mutex::new(None));
         let recorded = fatal.clone();
         let writer = std::thread::Builder::new()
@@ -94,7 +103,7 @@ impl SqliteStore {
                 // The writer never panics by design; if it does anyway, the store can no
                 // longer write and says so (`fatal_error`) instead of only refusing calls.
                 let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    writer::run(connection, receiver, batch_max);
+                    writer::run(connection, receiver, batch_max, reserve);
                 }));
                 if let Err(panic) = run {
                     let message = panic

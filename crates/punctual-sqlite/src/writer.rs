@@ -28,7 +28,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::counts::Tally;
-use crate::error::{Failure, from_sql};
+use crate::error::{Failure, from_sql, is_disk_full};
+use crate::reserve::Reserve;
 use crate::rows::Names;
 use crate::transitions;
 
@@ -169,15 +170,30 @@ struct Writer {
     connection: Connection,
     names: Names,
     tally: Tally,
+    /// Space held back for the writes that keep stored jobs moving when the disk fills.
+    reserve: Reserve,
+    /// Whether a write of the batch under way failed because the disk is full.
+    disk_full: bool,
 }
 
+/// What an insert is told while the disk is full.
+const DISK_FULL: &str = "the disk is full: new jobs are refused until space returns (the jobs \
+                         already stored still run)";
+
 /// The writer thread's body: commit batches until every sender is gone and the queue is empty.
-pub(crate) fn run(connection: Connection, mut commands: mpsc::Receiver<Command>, batch_max: usize) {
+pub(crate) fn run(
+    connection: Connection,
+    mut commands: mpsc::Receiver<Command>,
+    batch_max: usize,
+    reserve: Reserve,
+) {
     let batch_max = batch_max.max(1);
     let mut writer = Writer {
         connection,
         names: Names::default(),
         tally: Tally::default(),
+        reserve,
+        disk_full: false,
     };
     let mut batch = Vec::with_capacity(batch_max);
     let mut settled = Vec::with_capacity(batch_max);
@@ -191,7 +207,16 @@ pub(crate) fn run(connection: Connection, mut commands: mpsc::Receiver<Command>,
                 Err(_) => break,
             }
         }
+        if writer.reserve.low() {
+            writer.reserve.probe(std::time::Instant::now());
+        }
         writer.commit_batch(&mut batch, &mut settled);
+        if std::mem::take(&mut writer.disk_full) {
+            writer.reserve.release();
+        }
+        if writer.reserve.low() {
+            writer.checkpoint();
+        }
     }
 }
 
@@ -200,6 +225,7 @@ impl Writer {
     /// empty for reuse.
     fn commit_batch(&mut self, batch: &mut Vec<Command>, settled: &mut Vec<Settled>) {
         if let Err(error) = self.execute("BEGIN IMMEDIATE") {
+            self.disk_full |= is_disk_full(&error);
             let reason = format!("could not begin a write transaction: {}", from_sql(error));
             for command in batch.drain(..) {
                 command.refuse(&reason);
@@ -210,6 +236,10 @@ impl Writer {
         for command in batch.drain(..) {
             if let Some(reason) = &lost {
                 command.refuse(reason);
+                continue;
+            }
+            if self.reserve.low() && command.adds_data() {
+                command.refuse(DISK_FULL);
                 continue;
             }
             settled.push(command.run(self));
@@ -226,13 +256,20 @@ impl Writer {
         if lost.is_none()
             && let Err(error) = self.tally.flush(&self.connection)
         {
-            lost = Some(format!("could not write the job counts: {error}"));
+            if let Failure::Sql(error) = &error {
+                self.disk_full |= is_disk_full(error);
+            }
+            lost = Some(format!(
+                "could not write the job counts: {}",
+                StoreError::from(error)
+            ));
             let _ = self.execute("ROLLBACK");
         }
         self.tally.clear();
         if lost.is_none()
             && let Err(error) = self.execute("COMMIT")
         {
+            self.disk_full |= is_disk_full(&error);
             lost = Some(format!("commit failed: {}", from_sql(error)));
             // Best effort: if the commit failed half way, end the transaction so the next batch
             // can begin one. If this fails too, the next BEGIN reports it.
@@ -240,6 +277,23 @@ impl Writer {
         }
         for done in settled.drain(..) {
             done.send(lost.as_deref());
+        }
+    }
+
+    /// Copies the WAL into the database without waiting for readers, so that the next write
+    /// starts the WAL from its beginning again instead of growing it: while space is low, the
+    /// WAL must not take the reserve's space. A failure (the database file itself cannot grow)
+    /// is left to the next write to report.
+    fn checkpoint(&self) {
+        let _ = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+
+    /// Remembers a failure for want of space, so the batch's end releases the reserve.
+    fn note<T>(&mut self, result: &Result<T, Failure>) {
+        if let Err(Failure::Sql(error)) = result {
+            self.disk_full |= is_disk_full(error);
         }
     }
 
@@ -261,6 +315,7 @@ impl Writer {
             Err(error) => Err(from_sql(error)),
             Ok(()) => {
                 let result = transition(&self.connection, &mut self.names, &mut tally);
+                self.note(&result);
                 let ended = match &result {
                     Ok(_) => self.execute("RELEASE command"),
                     Err(_) => self
@@ -292,8 +347,9 @@ impl Writer {
         transition: impl FnOnce(&Connection, &mut Names, &mut Tally) -> Result<T, Failure>,
     ) -> Settled {
         let mut tally = Tally::default();
-        let result =
-            transition(&self.connection, &mut self.names, &mut tally).map_err(StoreError::from);
+        let result = transition(&self.connection, &mut self.names, &mut tally);
+        self.note(&result);
+        let result = result.map_err(StoreError::from);
         // A failed statement changed nothing, so it changed no count.
         if result.is_ok() {
             self.tally.absorb(tally);
@@ -430,6 +486,15 @@ impl Command {
                 panic!("the writer thread was made to panic (fault injection)")
             }
         }
+    }
+
+    /// Whether the command stores something new (a job, a token), which a full disk refuses;
+    /// every other write moves what is already stored.
+    fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            Command::Insert { .. } | Command::InsertIdempotent { .. } | Command::InsertToken { .. }
+        )
     }
 
     /// Answers the command `Unavailable` without running it.

@@ -26,6 +26,7 @@ pub mod conformance;
 pub mod fixtures;
 mod memory;
 pub mod model;
+pub mod small_disk;
 
 pub use clock::{ManualClock, TokioClock};
 pub use memory::MemoryStore;

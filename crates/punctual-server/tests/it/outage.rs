@@ -303,3 +303,78 @@ async fn a_dead_sqlite_writer_makes_the_node_unready_and_unhealthy() {
         .expect("the acknowledged job is there");
     assert_eq!(job.state, JobState::Scheduled);
 }
+
+/// A node on SQLite whose disk fills up: new jobs are refused with a 503 that says why, the
+/// jobs already stored still fire and succeed (the store's disk reserve holds their writes),
+/// and once space returns the node takes new jobs again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_a_full_disk_refuses_new_jobs_and_still_fires_the_stored_ones() {
+    use punctual_sqlite::{SqliteOptions, SqliteStore};
+    use punctual_testkit::small_disk::SmallDisk;
+
+    let Some(disk) = SmallDisk::mount_or_skip("16m", "the node's disk-full test") else {
+        return;
+    };
+    let options = SqliteOptions {
+        disk_reserve: 2 * 1024 * 1024,
+        ..SqliteOptions::default()
+    };
+    let store =
+        Arc::new(SqliteStore::open_with(disk.path().join("punctual.db"), options).expect("open"));
+    let receiver = crate::harness::Receiver::start().await;
+    let server = Server::start_on(store.clone(), node_config("full")).await;
+    const STORED: usize = 20;
+    let mut stored = Vec::new();
+    for n in 0..STORED {
+        let body = crate::harness::webhook_job(&receiver.url("hook"), 3_000, json!({ "n": n }));
+        stored.push(server.create(&body).await);
+    }
+
+    // The disk fills, from outside the store and then with jobs, until the node refuses one.
+    let filler = disk.fill("filler");
+    let big = json!({"kind": "k", "delay_ms": 600_000, "payload": "x".repeat(60_000)});
+    let mut refused = None;
+    for _ in 0..1_000 {
+        let answer = server.post("/v1/jobs", &big).await;
+        if answer.status != 201 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("a full disk refuses a new job");
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "unavailable"),
+        "{refused:?}"
+    );
+    let again = server.post("/v1/jobs", &big).await;
+    assert_eq!(again.status, 503, "{again:?}");
+    let detail = again.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("disk is full"),
+        "the answer says why: {detail}"
+    );
+
+    // The stored jobs fire and succeed while the disk stays full.
+    receiver
+        .wait_for("hook", STORED, Duration::from_secs(20))
+        .await;
+    for id in &stored {
+        server
+            .wait_for_state(id, "succeeded", Duration::from_secs(10))
+            .await;
+    }
+    assert!(store.fatal_error().is_none(), "a full disk is not fatal");
+
+    // Space returns: new jobs are taken again without a restart.
+    std::fs::remove_file(&filler).expect("free the space");
+    eventually(Duration::from_secs(10), "a new job accepted", || {
+        let server = &server;
+        async move {
+            let small = json!({"kind": "k", "delay_ms": 600_000});
+            server.post("/v1/jobs", &small).await.status == 201
+        }
+    })
+    .await;
+    drop(server);
+}

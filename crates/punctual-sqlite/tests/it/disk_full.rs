@@ -1,55 +1,19 @@
 //! A disk that fills up: the database lives on a tmpfs of a size this test sets (mounting one
 //! needs root, which CI has; elsewhere the test says SKIPPED, and fails under `CI=true`).
 //! Inserts fail with a clear, typed error and store nothing; every acknowledged job is still
-//! there; the store goes on answering reads and comes back by itself when space returns.
+//! there; claims and completions go on in the space of the store's disk reserve, so what is
+//! stored still runs; and the store takes new jobs again by itself when space returns.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use punctual_core::{ClaimRequest, JobId, JobOptions, NewJob, Payload, Store, StoreError};
-use punctual_sqlite::SqliteStore;
+use punctual_sqlite::{SqliteOptions, SqliteStore};
 use punctual_testkit::fixtures::{NOW, kind, node};
+use punctual_testkit::small_disk::SmallDisk;
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Result<SmallDisk, String> {
-        let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|error| format!("could not run mount: {error}"))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
-        }
-        Ok(SmallDisk { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Writes a file of zeros at `path` until the filesystem is full.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).expect("create the filler");
-    let block = vec![0u8; 64 * 1024];
-    while file.write_all(&block).is_ok() {}
-    // The last partial block may have been cut short; whatever fitted stays.
-    let _ = file.sync_all();
-}
+/// Small beside the 16 MiB disk, large beside what the test's claims and completions write.
+const RESERVE: u64 = 2 * 1024 * 1024;
 
 fn big_job(sequence: usize) -> NewJob {
     let payload = format!("\"{}\"", "x".repeat(2_000 + sequence % 7));
@@ -65,19 +29,20 @@ fn big_job(sequence: usize) -> NewJob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_inserts_keeps_what_was_acknowledged_and_recovers() {
-    let disk = match SmallDisk::mount("16m") {
-        Ok(disk) => disk,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the disk-full test needs to mount a tmpfs (root), and CI=true: {why}"
-            );
-            eprintln!("SKIPPED: the disk-full test could not mount a tmpfs: {why}");
-            return;
-        }
+    let Some(disk) = SmallDisk::mount_or_skip("16m", "the SQLite disk-full test") else {
+        return;
     };
     let db: PathBuf = disk.path().join("punctual.db");
-    let store = SqliteStore::open(&db).expect("open");
+    let options = SqliteOptions {
+        disk_reserve: RESERVE,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&db, options.clone()).expect("open");
+    let reserve_file = disk.path().join("punctual.db-reserve");
+    assert_eq!(
+        std::fs::metadata(&reserve_file).expect("the reserve").len(),
+        RESERVE
+    );
 
     // Acknowledged jobs, then a disk with no room left.
     let mut acknowledged: Vec<JobId> = Vec::new();
@@ -90,8 +55,7 @@ async fn a_full_disk_refuses_inserts_keeps_what_was_acknowledged_and_recovers() 
                 .expect("insert while there is room"),
         );
     }
-    let filler = disk.path().join("filler");
-    fill(&filler);
+    let filler = disk.fill("filler");
 
     // Inserts now fail, typed, and store nothing; a batch is all or none.
     let mut refused = None;
@@ -121,9 +85,19 @@ async fn a_full_disk_refuses_inserts_keeps_what_was_acknowledged_and_recovers() 
         assert!(store.get(*id).await.expect("get").is_some(), "lost {id}");
     }
     assert!(store.fatal_error().is_none(), "a full disk is not fatal");
-    // A claim is a write too: while the disk is full it is refused like an insert (nothing
-    // claimed, nothing half done), so the node waits for space to fire what it has. Keeping a
-    // reserve for claims and completions is not done yet (the CHANGELOG says so).
+    assert!(
+        !reserve_file.exists(),
+        "the reserve was given up for the jobs already stored"
+    );
+    // More inserts are refused at once, without writing, and say why.
+    match store.insert(vec![big_job(1)], NOW).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("disk is full"), "{message}");
+        }
+        other => panic!("an insert while the disk is full: {other:?}"),
+    }
+
+    // What is stored still runs: claims and completions write into the reserve's space.
     let claim = |limit| ClaimRequest {
         holder: node("node-a"),
         queues: None,
@@ -133,32 +107,45 @@ async fn a_full_disk_refuses_inserts_keeps_what_was_acknowledged_and_recovers() 
         lease: Duration::from_secs(30),
     };
     let due = NOW.add(Duration::from_secs(1));
-    match store.claim(claim(5), due).await {
-        Err(StoreError::Unavailable(message)) => assert!(message.contains("full"), "{message}"),
-        other => panic!("a claim on a full disk: {other:?}"),
-    }
-
-    // Space returns: the store writes again, without a restart.
-    std::fs::remove_file(&filler).expect("free the space");
-    let again = store
-        .insert(vec![big_job(0)], NOW)
+    let claimed = store
+        .claim(claim(1_000), due)
         .await
-        .expect("an insert succeeds once there is room");
-    acknowledged.extend(again);
-    let claimed = store.claim(claim(1_000), due).await.expect("claim");
+        .expect("a claim while the disk is full");
     assert_eq!(
         claimed.len(),
         acknowledged.len(),
-        "the refused claim took nothing"
+        "every stored job is claimed"
     );
     for job in &claimed {
         let token = job.lease.as_ref().expect("claimed").token;
-        store.complete(job.id, token, due).await.expect("complete");
+        store
+            .complete(job.id, token, due)
+            .await
+            .expect("a completion while the disk is full");
     }
+
+    // Space returns: within about a second (the store's probe), new jobs are taken again,
+    // without a restart, and the reserve is held again.
+    std::fs::remove_file(&filler).expect("free the space");
+    let freed = Instant::now();
+    let again = loop {
+        match store.insert(vec![big_job(0)], due).await {
+            Ok(stored) => break stored,
+            Err(StoreError::Unavailable(_)) if freed.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("inserts are still refused after space returned: {error}"),
+        }
+    };
+    assert_eq!(
+        std::fs::metadata(&reserve_file).expect("the reserve").len(),
+        RESERVE
+    );
+    acknowledged.extend(again);
     drop(store);
 
     // And the file holds all of it after a reopen.
-    let reopened = SqliteStore::open(&db).expect("reopen");
+    let reopened = SqliteStore::open_with(&db, options).expect("reopen");
     for id in &acknowledged {
         assert!(reopened.get(*id).await.expect("get").is_some(), "lost {id}");
     }

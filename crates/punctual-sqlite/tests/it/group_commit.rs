@@ -85,6 +85,7 @@ async fn a_failing_command_does_not_undo_its_batch_neighbours() {
         read_connections: 2,
         commit_batch_max: 64,
         channel_capacity: 16,
+        ..SqliteOptions::default()
     };
     let store =
         Arc::new(SqliteStore::open_with(dir.path().join("punctual.db"), options).expect("open"));
