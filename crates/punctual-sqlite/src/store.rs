@@ -87,8 +87,27 @@ impl SqliteStore {
         path: impl AsRef<Path>,
         options: SqliteOptions,
     ) -> Result<SqliteStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let mut connection = open_write_connection(&path)?;
+        SqliteStore::open_synchronous(path.as_ref(), options, "FULL")
+    }
+
+    /// `open_with`, but with `synchronous=OFF`: nothing is ever fsynced, so a power loss can
+    /// lose acknowledged jobs. Only the power-loss test's negative control uses it, to show
+    /// that the test sees such a loss.
+    #[cfg(feature = "fault-injection")]
+    pub fn open_unsynced(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_synchronous(path.as_ref(), options, "OFF")
+    }
+
+    fn open_synchronous(
+        path: &Path,
+        options: SqliteOptions,
+        synchronous: &str,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        let mut connection = open_write_connection(&path, synchronous)?;
         migrations::apply(&mut connection)?;
         // Readers open after the migration, so they never see a file without its schema.
         let readers = Arc::new(ReadPool::open(&path, options.read_connections)?);
@@ -219,7 +238,7 @@ impl std::fmt::Debug for SqliteStore {
 ///   journal") would otherwise be a temporary file written on every command; profiles showed a
 ///   fifth of the writer's time in those writes.
 /// - `journal_size_limit`: after a checkpoint the WAL file shrinks back to this size.
-fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
+fn open_write_connection(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
     let connection = Connection::open(path).map_err(from_sql)?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(from_sql)?;
     let mode: String = connection
@@ -232,7 +251,7 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     connection
-        .pragma_update(None, "synchronous", "FULL")
+        .pragma_update(None, "synchronous", synchronous)
         .map_err(from_sql)?;
     connection
         .pragma_update(None, "temp_store", "MEMORY")

@@ -10,6 +10,7 @@ mod disk_full;
 mod edges;
 mod group_commit;
 mod migrations;
+mod power_loss;
 mod restart;
 
 use std::path::Path;
