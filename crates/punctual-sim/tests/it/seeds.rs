@@ -8,8 +8,8 @@ use punctual_sim::{Options, Stats, Violation};
 use crate::simulate;
 
 /// How many seeds CI runs: each takes about 38 ms of one core in a debug build, so these take
-/// about a minute of CPU, half a minute on two cores.
-const SEEDS: u64 = 1_600;
+/// about two minutes of CPU, one on two cores.
+const SEEDS: u64 = 3_000;
 const SHARDS: u64 = 4;
 
 /// `PUNCTUAL_SIM_SEEDS=N` runs seeds `0..N` instead of `0..SEEDS`.
