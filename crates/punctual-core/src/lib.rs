@@ -25,7 +25,8 @@ pub use schedule::Schedule;
 pub use state::JobState;
 pub use store::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, LeaderTerm,
-    QueueStats, RescueOutcome, StateCount, StateCounts, Store, StoreError, check_kinds,
+    QueueStats, Rescue, RescueFate, RescueOutcome, StateCount, StateCounts, Store, StoreError,
+    check_kinds,
 };
 pub use time::{Clock, SystemClock, Timestamp};
 pub use token::{ApiToken, TokenId};

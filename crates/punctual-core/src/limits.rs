@@ -34,6 +34,12 @@ pub const PAGE_SIZE_MAX: usize = 1_000;
 /// Shortest and longest lease a claim may ask for.
 pub const LEASE_MIN: Duration = Duration::from_millis(100);
 pub const LEASE_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// A requested lease, clamped into `LEASE_MIN ..= LEASE_MAX`: the lease every store grants for
+/// a claim, a renewal or a leadership. Clamped rather than refused: a clamp is always safe.
+pub fn clamp_lease(lease: Duration) -> Duration {
+    lease.clamp(LEASE_MIN, LEASE_MAX)
+}
 /// Longest node (lease holder) name, in bytes.
 pub const NODE_BYTES_MAX: usize = 128;
 /// Longest API token id (the public half of a token), in bytes.

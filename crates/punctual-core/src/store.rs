@@ -88,6 +88,19 @@ pub struct ClaimRequest {
     pub lease: Duration,
 }
 
+impl ClaimRequest {
+    /// How many jobs a store hands out for this request: `limit`, capped at
+    /// `limits::CLAIM_BATCH_MAX`.
+    pub fn bounded_limit(&self) -> usize {
+        self.limit.min(limits::CLAIM_BATCH_MAX)
+    }
+
+    /// The lease a store grants for this request (`limits::clamp_lease`).
+    pub fn bounded_lease(&self) -> Duration {
+        limits::clamp_lease(self.lease)
+    }
+}
+
 /// Checks a kinds filter (of `ClaimRequest::kinds` or `Store::next_due`): at most
 /// `limits::CLAIM_KINDS_MAX` entries. Refused rather than cut, because a cut list would leave
 /// jobs of the dropped kinds pending with nothing to say why.
@@ -122,6 +135,60 @@ pub struct RescueOutcome {
     pub token: LeaseToken,
     /// `Retrying` (it has attempts left) or `Dead`.
     pub state: JobState,
+}
+
+/// What becomes of a job whose lease expired, decided here once so that every store does the
+/// same: the crashed attempt counts, so a job with attempts left is `Retrying` after its
+/// backoff, and one without is `Dead` (a job that kills its process cannot loop forever). The
+/// error names the holder and its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rescue {
+    pub fate: RescueFate,
+    /// The job's new `last_error`, within `limits::ERROR_BYTES_MAX`.
+    pub error: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RescueFate {
+    /// Pending again at `run_at`.
+    Retry { run_at: Timestamp },
+    /// Finished, at `finished_at`.
+    Dead { finished_at: Timestamp },
+}
+
+impl Rescue {
+    /// The fate of a job found at `now` with an expired lease held by `holder` under `token`,
+    /// after `attempt` of `attempt_max` attempts under `retry`.
+    pub fn decide(
+        attempt: u32,
+        attempt_max: u32,
+        retry: &crate::RetryPolicy,
+        holder: &NodeId,
+        token: LeaseToken,
+        now: Timestamp,
+    ) -> Rescue {
+        let fate = if attempt < attempt_max {
+            RescueFate::Retry {
+                run_at: now.add(retry.backoff(attempt)),
+            }
+        } else {
+            RescueFate::Dead { finished_at: now }
+        };
+        Rescue {
+            fate,
+            error: crate::truncate_error(&format!(
+                "lease expired (holder {holder}, token {token})"
+            )),
+        }
+    }
+
+    /// The state the job is left in: `Retrying` or `Dead`.
+    pub fn state(&self) -> JobState {
+        match self.fate {
+            RescueFate::Retry { .. } => JobState::Retrying,
+            RescueFate::Dead { .. } => JobState::Dead,
+        }
+    }
 }
 
 /// One tenure of leadership, numbered: each grant of leadership to a node after it was free or
@@ -448,5 +515,49 @@ mod tests {
                 limit: limits::CLAIM_KINDS_MAX,
             }) if bytes == limits::CLAIM_KINDS_MAX + 1
         ));
+    }
+}
+
+#[cfg(test)]
+mod rescue_tests {
+    use super::*;
+    use crate::RetryPolicy;
+
+    #[test]
+    fn a_rescued_job_retries_while_it_has_attempts_and_is_dead_after_the_last() {
+        let retry = RetryPolicy::default();
+        let holder = NodeId::new("node-a").expect("a valid node name");
+        let now = Timestamp::from_micros(1_000_000);
+        let rescue = Rescue::decide(1, 3, &retry, &holder, LeaseToken(7), now);
+        assert_eq!(rescue.state(), JobState::Retrying);
+        assert_eq!(
+            rescue.fate,
+            RescueFate::Retry {
+                run_at: now.add(retry.backoff(1))
+            }
+        );
+        assert_eq!(rescue.error, "lease expired (holder node-a, token 7)");
+        // The crashed attempt counts: after the last one the job is dead, not run again.
+        let last = Rescue::decide(3, 3, &retry, &holder, LeaseToken(9), now);
+        assert_eq!(last.fate, RescueFate::Dead { finished_at: now });
+        assert_eq!(last.state(), JobState::Dead);
+    }
+
+    #[test]
+    fn a_claim_is_bounded_whatever_it_asks_for() {
+        let request = |limit, lease| ClaimRequest {
+            holder: NodeId::new("n").expect("a valid node name"),
+            queues: None,
+            kinds: None,
+            limit,
+            due_by: Timestamp::from_micros(0),
+            lease,
+        };
+        let huge = request(usize::MAX, Duration::from_secs(u64::MAX / 4));
+        assert_eq!(huge.bounded_limit(), limits::CLAIM_BATCH_MAX);
+        assert_eq!(huge.bounded_lease(), limits::LEASE_MAX);
+        let tiny = request(3, Duration::ZERO);
+        assert_eq!(tiny.bounded_limit(), 3);
+        assert_eq!(tiny.bounded_lease(), limits::LEASE_MIN);
     }
 }

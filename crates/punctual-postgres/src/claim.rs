@@ -58,7 +58,7 @@
 //! and stores nothing.
 
 use punctual_core::{
-    ClaimRequest, ClaimedJob, LeaseToken, NewJob, Queue, StoreError, Timestamp, check_kinds, limits,
+    ClaimRequest, ClaimedJob, LeaseToken, NewJob, Queue, StoreError, Timestamp, check_kinds,
 };
 use tokio_postgres::types::ToSql;
 
@@ -174,12 +174,12 @@ pub(crate) async fn claim(
     now: Timestamp,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     check_kinds(request.kinds.as_deref())?;
-    let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
+    let limit = request.bounded_limit();
     let kinds = request.kinds.as_deref().map(kind_names);
     if limit == 0 || kinds.as_ref().is_some_and(Vec::is_empty) {
         return Ok(Vec::new());
     }
-    let lease = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let lease = micros(request.bounded_lease());
     let due_by = request.due_by.as_micros();
     let limit = sql_count(limit);
     let now_us = now.as_micros();

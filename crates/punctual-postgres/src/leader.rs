@@ -38,7 +38,7 @@ pub(crate) async fn lead(
     lease: Duration,
     now: Timestamp,
 ) -> Result<Option<LeaderTerm>, StoreError> {
-    let expires_at = now.add(lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let expires_at = now.add(limits::clamp_lease(lease));
     let client = store.client().await?;
     let statement = client
         .prepare_cached(

@@ -23,8 +23,8 @@
 
 use deadpool_postgres::GenericClient;
 use punctual_core::{
-    FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, RescueOutcome, StoreError,
-    Timestamp, check_run_at, truncate_error,
+    FailOutcome, Job, JobId, JobState, LeaderTerm, LeaseToken, Rescue, RescueFate, RescueOutcome,
+    StoreError, Timestamp, check_run_at, truncate_error,
 };
 use tokio_postgres::types::ToSql;
 
@@ -313,20 +313,26 @@ pub(crate) async fn rescue_expired(
         let attempt: i32 = column(row, 3)?;
         let attempt_max: i32 = column(row, 4)?;
         let retry = retry_from_columns(column(row, 5)?, column(row, 6)?, column(row, 7)?)?;
-        // The crashed attempt counts, so a job that kills its process cannot loop forever.
-        let state = if attempt < attempt_max {
-            let attempt = u32::try_from(attempt).unwrap_or(0);
-            run_ats.push(Some(now.add(retry.backoff(attempt)).as_micros()));
-            finished_ats.push(None);
-            JobState::Retrying
-        } else {
-            run_ats.push(None);
-            finished_ats.push(Some(now.as_micros()));
-            JobState::Dead
-        };
-        errors.push(truncate_error(&format!(
-            "lease expired (holder {holder}, token {token})"
-        )));
+        let rescue = Rescue::decide(
+            u32::try_from(attempt).unwrap_or(0),
+            u32::try_from(attempt_max).unwrap_or(0),
+            &retry,
+            &holder,
+            token,
+            now,
+        );
+        let state = rescue.state();
+        match rescue.fate {
+            RescueFate::Retry { run_at } => {
+                run_ats.push(Some(run_at.as_micros()));
+                finished_ats.push(None);
+            }
+            RescueFate::Dead { finished_at } => {
+                run_ats.push(None);
+                finished_ats.push(Some(finished_at.as_micros()));
+            }
+        }
+        errors.push(rescue.error);
         ids.push(uuid(id));
         states.push(state_code(state));
         outcomes.push(RescueOutcome {

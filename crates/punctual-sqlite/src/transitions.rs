@@ -19,8 +19,8 @@
 
 use punctual_core::{
     ApiToken, ClaimRequest, FailOutcome, IdempotencyRecord, Idempotent, Job, JobId, JobState,
-    LeaderTerm, LeaseToken, NewJob, NodeId, Priority, Queue, RescueOutcome, StoreError, Timestamp,
-    TokenId, check_run_at, limits,
+    LeaderTerm, LeaseToken, NewJob, NodeId, Priority, Queue, Rescue, RescueFate, RescueOutcome,
+    StoreError, Timestamp, TokenId, check_run_at, limits,
 };
 use std::rc::Rc;
 use std::time::Duration;
@@ -192,7 +192,7 @@ pub(crate) fn claim(
     request: &ClaimRequest,
     now: Timestamp,
 ) -> Result<Vec<Job>, Failure> {
-    let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
+    let limit = request.bounded_limit();
     let ranges = Ranges::of(request.queues.as_deref(), request.kinds.as_deref());
     if limit == 0 || matches!(ranges, Ranges::Nothing) {
         return Ok(Vec::new());
@@ -278,7 +278,7 @@ pub(crate) fn claim(
             .map(|(_, id)| Value::Blob(id.to_vec()))
             .collect(),
     );
-    let lease_us = micros(request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let lease_us = micros(request.bounded_lease());
     let mut update = connection.prepare_cached(CLAIM)?;
     let mut claimed = Vec::with_capacity(candidates.len());
     for left in [JobState::Scheduled, JobState::Retrying] {
@@ -614,7 +614,7 @@ pub(crate) fn lead(
     lease: Duration,
     now: Timestamp,
 ) -> Result<Option<LeaderTerm>, Failure> {
-    let expires_at = now.add(lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX));
+    let expires_at = now.add(limits::clamp_lease(lease));
     let mut statement = connection.prepare_cached(
         "UPDATE leader
          SET term = CASE WHEN holder = ?1 AND term = ?2 AND expires_at_us > ?3
@@ -703,32 +703,45 @@ pub(crate) fn rescue_expired(
     }
     let mut outcomes = Vec::with_capacity(expired.len());
     for job in expired {
-        let message = format!("lease expired (holder {}, token {})", job.holder, job.token);
-        let state = if job.attempt < job.attempt_max {
-            let retry = retry_from_columns(job.retry.0, job.retry.1, job.retry.2)?;
-            let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
-            let run_at = now.add(retry.backoff(attempt));
-            let mut statement = connection.prepare_cached(
-                "UPDATE job SET state = 2, run_at_us = ?2, last_error = ?3,
-                                lease_holder = NULL, lease_expires_at_us = NULL
-                 WHERE id = ?1",
-            )?;
-            statement.execute(params![job.id.as_bytes(), run_at.as_micros(), message])?;
-            JobState::Retrying
-        } else {
-            let mut statement = connection.prepare_cached(
-                "UPDATE job SET state = 4, finished_at_us = ?2, last_error = ?3,
-                                lease_holder = NULL, lease_expires_at_us = NULL
-                 WHERE id = ?1",
-            )?;
-            statement.execute(params![job.id.as_bytes(), now.as_micros(), message])?;
-            JobState::Dead
-        };
+        let holder = names.node(&job.holder)?;
+        let token = LeaseToken(u64::try_from(job.token).unwrap_or(0));
+        let retry = retry_from_columns(job.retry.0, job.retry.1, job.retry.2)?;
+        let rescue = Rescue::decide(
+            u32::try_from(job.attempt).unwrap_or(0),
+            u32::try_from(job.attempt_max).unwrap_or(0),
+            &retry,
+            &holder,
+            token,
+            now,
+        );
+        let state = rescue.state();
+        match rescue.fate {
+            RescueFate::Retry { run_at } => {
+                let mut statement = connection.prepare_cached(
+                    "UPDATE job SET state = 2, run_at_us = ?2, last_error = ?3,
+                                    lease_holder = NULL, lease_expires_at_us = NULL
+                     WHERE id = ?1",
+                )?;
+                statement.execute(params![job.id.as_bytes(), run_at.as_micros(), rescue.error])?;
+            }
+            RescueFate::Dead { finished_at } => {
+                let mut statement = connection.prepare_cached(
+                    "UPDATE job SET state = 4, finished_at_us = ?2, last_error = ?3,
+                                    lease_holder = NULL, lease_expires_at_us = NULL
+                     WHERE id = ?1",
+                )?;
+                statement.execute(params![
+                    job.id.as_bytes(),
+                    finished_at.as_micros(),
+                    rescue.error
+                ])?;
+            }
+        }
         tally.moved(&job.queue, Some(JobState::Running), Some(state));
         outcomes.push(RescueOutcome {
             id: job.id,
-            holder: names.node(&job.holder)?,
-            token: LeaseToken(u64::try_from(job.token).unwrap_or(0)),
+            holder,
+            token,
             state,
         });
     }

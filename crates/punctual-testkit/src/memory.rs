@@ -29,9 +29,9 @@ use async_trait::async_trait;
 use punctual_core::{
     ApiToken, ClaimRequest, ClaimedJob, Cursor, FailOutcome, IdempotencyKey, IdempotencyRecord,
     Idempotent, Job, JobFilter, JobId, JobPage, JobState, Kind, LeaderTerm, Lease, LeaseToken,
-    NewJob, NodeId, Priority, Queue, QueueStats, RescueOutcome, StateCount, StateCounts, Store,
-    StoreError, Timestamp, TokenId, ValidationError, check_kinds, check_run_at, limits,
-    truncate_error,
+    NewJob, NodeId, Priority, Queue, QueueStats, Rescue, RescueFate, RescueOutcome, StateCount,
+    StateCounts, Store, StoreError, Timestamp, TokenId, ValidationError, check_kinds, check_run_at,
+    limits, truncate_error,
 };
 
 /// The smallest and largest possible ids, to bound index ranges.
@@ -395,11 +395,11 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         check_kinds(request.kinds.as_deref())?;
-        let limit = request.limit.min(limits::CLAIM_BATCH_MAX);
+        let limit = request.bounded_limit();
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let lease = request.lease.clamp(limits::LEASE_MIN, limits::LEASE_MAX);
+        let lease = request.bounded_lease();
         let kinds = kind_set(request.kinds.as_deref());
         let mut stored = self.lock();
 
@@ -742,17 +742,19 @@ impl Store for MemoryStore {
         for id in expired {
             let mut job = stored.take(id).expect("indexed jobs are stored");
             let lease = job.lease.take().expect("a running job holds a lease");
-            job.last_error = Some(truncate_error(&format!(
-                "lease expired (holder {}, token {})",
-                lease.holder, lease.token
-            )));
-            // The crashed attempt counts, so a job that kills its process cannot loop forever.
-            if job.attempt < job.attempt_max {
-                job.state = JobState::Retrying;
-                job.run_at = now.add(job.retry.backoff(job.attempt));
-            } else {
-                job.state = JobState::Dead;
-                job.finished_at = Some(now);
+            let rescue = Rescue::decide(
+                job.attempt,
+                job.attempt_max,
+                &job.retry,
+                &lease.holder,
+                lease.token,
+                now,
+            );
+            job.state = rescue.state();
+            job.last_error = Some(rescue.error);
+            match rescue.fate {
+                RescueFate::Retry { run_at } => job.run_at = run_at,
+                RescueFate::Dead { finished_at } => job.finished_at = Some(finished_at),
             }
             outcomes.push(RescueOutcome {
                 id,
