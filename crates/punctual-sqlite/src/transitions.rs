@@ -715,28 +715,22 @@ pub(crate) fn rescue_expired(
             now,
         );
         let state = rescue.state();
-        match rescue.fate {
-            RescueFate::Retry { run_at } => {
-                let mut statement = connection.prepare_cached(
-                    "UPDATE job SET state = 2, run_at_us = ?2, last_error = ?3,
-                                    lease_holder = NULL, lease_expires_at_us = NULL
-                     WHERE id = ?1",
-                )?;
-                statement.execute(params![job.id.as_bytes(), run_at.as_micros(), rescue.error])?;
-            }
-            RescueFate::Dead { finished_at } => {
-                let mut statement = connection.prepare_cached(
-                    "UPDATE job SET state = 4, finished_at_us = ?2, last_error = ?3,
-                                    lease_holder = NULL, lease_expires_at_us = NULL
-                     WHERE id = ?1",
-                )?;
-                statement.execute(params![
-                    job.id.as_bytes(),
-                    finished_at.as_micros(),
-                    rescue.error
-                ])?;
-            }
-        }
+        let (run_at, finished_at) = match rescue.fate {
+            RescueFate::Retry { run_at } => (Some(run_at.as_micros()), None),
+            RescueFate::Dead { finished_at } => (None, Some(finished_at.as_micros())),
+        };
+        let mut statement = connection.prepare_cached(
+            "UPDATE job SET state = ?2, run_at_us = coalesce(?3, run_at_us), finished_at_us = ?4,
+                            last_error = ?5, lease_holder = NULL, lease_expires_at_us = NULL
+             WHERE id = ?1",
+        )?;
+        statement.execute(params![
+            job.id.as_bytes(),
+            state_code(state),
+            run_at,
+            finished_at,
+            rescue.error
+        ])?;
         tally.moved(&job.queue, Some(JobState::Running), Some(state));
         outcomes.push(RescueOutcome {
             id: job.id,

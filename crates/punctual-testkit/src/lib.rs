@@ -31,6 +31,18 @@ pub mod small_disk;
 pub use clock::{ManualClock, TokioClock};
 pub use memory::MemoryStore;
 
+/// Says loudly that `test` is skipped because `why`, or fails it under `CI=true`, where every
+/// test must run (for tests that need root, a mount or a service the machine may lack).
+pub fn skip_unless_ci(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run, and CI=true: {why}"
+    );
+    // Straight to stderr: the harness captures the output of passing tests.
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {test}: {why}\n");
+}
+
 /// A store handed to one conformance test, with whatever must outlive it (a temporary
 /// directory, a database schema to drop). The guard is dropped after the test.
 pub struct StoreUnderTest {

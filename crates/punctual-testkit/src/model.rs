@@ -625,7 +625,7 @@ impl Run {
 
 /// SplitMix64 (Steele, Lea and Flood): tiny, and its sequence for a seed never changes, so a
 /// seed named in a failure replays on any version of any dependency.
-struct SplitMix64(u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -637,11 +637,11 @@ impl SplitMix64 {
     }
 
     /// A number in `0..bound`; `bound` must not be zero.
-    fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 
-    fn chance(&mut self, percent: u64) -> bool {
+    pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }

@@ -79,13 +79,7 @@ async fn every_call_is_bounded_when_the_network_stops_delivering() {
         return;
     };
     let config: tokio_postgres::Config = database_url().parse().expect("a valid URL");
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        #[allow(unreachable_patterns)]
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let proxy = Blackhole::start(format!("{host}:{port}")).await;
+    let proxy = Blackhole::start(crate::upstream()).await;
     let user = config.get_user().unwrap_or("postgres");
     let database = config.get_dbname().unwrap_or("test");
     let url = format!("postgres://{user}@{}/{database}", proxy.address);

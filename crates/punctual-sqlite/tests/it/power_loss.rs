@@ -378,22 +378,7 @@ impl Filesystem for LossyFs {
     }
 }
 
-/// splitmix64: a seeded sequence, the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
+use punctual_testkit::model::SplitMix64 as Rng;
 
 /// The filesystem mounted on a temporary directory; unmounted when dropped.
 struct Mounted {
@@ -443,15 +428,7 @@ async fn run_seed(seed: u64, synced: bool) -> Option<Outcome> {
     let mounted = match Mounted::mount() {
         Ok(mounted) => mounted,
         Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the power-loss test needs to mount a FUSE filesystem (root), and CI=true: {why}"
-            );
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nSKIPPED: the power-loss test could not mount a FUSE filesystem: {why}\n"
-            );
+            punctual_testkit::skip_unless_ci("the power-loss test", &why);
             return None;
         }
     };
