@@ -412,6 +412,7 @@ impl Store for Fresh {
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
         self.current().revoke_token(id, now).await
     }
+    punctual_core::delegate_schedule_methods!(this => this.current());
     async fn listen(&self) -> Result<Option<Box<dyn InsertHints>>, StoreError> {
         self.current().listen().await
     }

@@ -207,6 +207,11 @@ impl Observed {
             Event::StoreError { operation, error } => start.say(format_args!(
                 "engine: store error during {operation}: {error} (will retry)"
             )),
+            Event::Occurrences { name, summary } => start.say(format_args!(
+                "engine: schedule {name}: {} fired, {} skipped",
+                summary.fired,
+                summary.skipped.iter().map(|(_, count)| count).sum::<u64>(),
+            )),
             Event::LoopPanicked { task, message, .. } => start.say(format_args!(
                 "engine: the {task} loop panicked ({message}); starting it again"
             )),

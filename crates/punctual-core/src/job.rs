@@ -58,6 +58,26 @@ pub enum ValidationError {
     NoNextOccurrence(Timestamp),
     #[error("invalid job id {0:?}")]
     BadJobId(String),
+    #[error("invalid schedule id {0:?}")]
+    BadScheduleId(String),
+    #[error("{field} must be one of {expected} (got {value:?})")]
+    BadPolicy {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("the schedule's end {end} is not after its start {start}")]
+    BadWindow { start: Timestamp, end: Timestamp },
+    #[error("{field} is {ms} ms; the limit is {max_ms} ms")]
+    DurationOutOfRange {
+        field: &'static str,
+        ms: u128,
+        max_ms: u128,
+    },
+    #[error("catch-up limit {got} is outside 1 ..= {limit}")]
+    CatchUpLimitOutOfRange { got: u32, limit: u32 },
+    #[error("schedule version {got} does not follow the version read; expected {expected}")]
+    BadScheduleVersion { got: u64, expected: u64 },
 }
 
 fn validate_name(field: &'static str, value: &str, limit: usize) -> Result<(), ValidationError> {
@@ -131,6 +151,11 @@ name_type!(
     /// The name of a node (a process running the engine), recorded as a lease's holder.
     NodeId, "node", limits::NODE_BYTES_MAX
 );
+name_type!(
+    /// A schedule's unique name: a key its owner chooses, so that a deploy can upsert its
+    /// schedules by name and get the same schedules, with their history, every time.
+    ScheduleName, "schedule name", limits::NAME_BYTES_MAX
+);
 
 impl Default for Queue {
     fn default() -> Queue {
@@ -182,6 +207,16 @@ impl JobId {
             | (0b10u128 << 62)
             | (random & ((1u128 << 62) - 1));
         JobId(uuid::Uuid::from_u128(value))
+    }
+
+    /// The id of the job of one occurrence of a schedule: derived from the schedule's id and
+    /// the occurrence's instant only, so the same occurrence always makes the same job id and a
+    /// second insert of it is a `Duplicate`, never a second run. Time-ordered by the occurrence.
+    pub fn for_occurrence(schedule: u128, at: Timestamp) -> JobId {
+        let seed = JobId(uuid::Uuid::from_u128(
+            schedule ^ (u128::from(at.as_micros() as u64) << 17),
+        ));
+        seed.successor(at)
     }
 
     pub fn as_bytes(&self) -> &[u8; 16] {

@@ -8,6 +8,7 @@
 mod idempotency;
 mod job;
 pub mod limits;
+pub mod recurring;
 mod retry;
 mod schedule;
 mod state;
@@ -18,15 +19,20 @@ mod token;
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, Idempotent};
 pub use job::{
     Job, JobId, JobOptions, Kind, Lease, LeaseToken, NewJob, NodeId, Payload, Priority, Queue,
-    ValidationError, check_run_at, truncate_error,
+    ScheduleName, ValidationError, check_run_at, truncate_error,
+};
+pub use recurring::{
+    DueSchedule, JobTemplate, LedgerExtend, Misfire, MisfireAction, OccurrenceEntry,
+    OccurrenceOutcome, OverlapPolicy, ScheduleCursor, ScheduleDefinition, ScheduleId, ScheduleKey,
+    ScheduleStatus, ScheduleWrite, SkipReason, StoredSchedule, WriteOutcome,
 };
 pub use retry::{FailDirective, RetryPolicy};
-pub use schedule::Schedule;
+pub use schedule::{Firing, Schedule, SkippedSpan, Step, Walk, WalkEnd, tzdb_version};
 pub use state::JobState;
 pub use store::{
     ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, LeaderTerm,
     QueueStats, Rescue, RescueFate, RescueOutcome, StateCount, StateCounts, Store, StoreError,
-    check_kinds,
+    check_kinds, check_schedule_writes,
 };
 pub use time::{Clock, SystemClock, Timestamp};
 pub use token::{ApiToken, TokenId};

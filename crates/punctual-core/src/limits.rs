@@ -64,3 +64,19 @@ pub const QUEUES_LISTED_MAX: usize = 1_000;
 pub const DUE_COUNT_MAX: u64 = 10_000;
 /// Longest delay a failed attempt may ask for before its retry (`FailDirective::After`).
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest jitter of a schedule's occurrences.
+pub const SCHEDULE_JITTER_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Longest misfire grace and catch-up window of a schedule.
+pub const CATCH_UP_WINDOW_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Most missed occurrences a schedule's `all` misfire policy fires at once.
+pub const CATCH_UP_LIMIT_MAX: u32 = 1_000;
+/// Most events of a recurrence one plan of a schedule walks through before it yields (a
+/// schedule every second, paused for a week, catches up over several looks).
+pub const SCHEDULE_PLAN_STEPS_MAX: usize = 1_000;
+/// Most jobs (and most ledger entries) one schedule write holds.
+pub const SCHEDULE_WRITE_ROWS_MAX: usize = 2 * SCHEDULE_PLAN_STEPS_MAX;
+/// Most schedule writes in one store call, and most schedules one look at the due ones reads.
+pub const SCHEDULE_BATCH_MAX: usize = 1_000;
+/// Most schedules a deployment may hold.
+pub const SCHEDULES_MAX: usize = 1_000_000;

@@ -1,7 +1,9 @@
 //! Recurrence: a cron expression in an IANA time zone, or a fixed interval.
 //!
-//! `Schedule::next_after` is the one definition of "the next occurrence" that every store and
-//! the engine use.
+//! `Schedule::walk` (its events, in order) and `Schedule::next_after` (the first firing) are the
+//! one definition of "the next occurrence" that every store and the engine use. How a cron
+//! expression meets daylight saving time and other clock changes is written down in the `walk`
+//! module, rule by rule.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,8 +15,15 @@ use crate::job::ValidationError;
 use crate::limits;
 use crate::time::Timestamp;
 
-/// The years (UTC) in which a cron schedule has occurrences: those RFC 3339 can write.
-const CRON_YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
+mod walk;
+
+pub use walk::{Firing, SkippedSpan, Step, Walk, WalkEnd};
+
+/// The version of the IANA time zone database that schedules are computed with (chrono-tz's,
+/// such as "2025b"): a change of it can move occurrences, so it is worth showing and logging.
+pub fn tzdb_version() -> &'static str {
+    chrono_tz::IANA_TZDB_VERSION
+}
 
 /// How a recurring job repeats: a cron expression in a time zone, or a fixed interval.
 ///
@@ -33,6 +42,8 @@ enum Recurrence {
         expression: String,
         time_zone: chrono_tz::Tz,
         parsed: Box<croner::Cron>,
+        /// The class that decides what a clock change does to it (see the `walk` module).
+        fixed_time: bool,
     },
     /// Every `Duration`, counted from the previous occurrence's due time.
     Interval(Duration),
@@ -58,11 +69,17 @@ impl Schedule {
         if !is_alias && fields != 5 && fields != 6 {
             return Err(invalid(format!("expected 5 or 6 fields, found {fields}")));
         }
+        // croner knows every alias Vixie cron does but `@midnight`, which is `@daily`.
+        let croner_expression = if expression.eq_ignore_ascii_case("@midnight") {
+            "@daily"
+        } else {
+            expression
+        };
         let parsed = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build()
-            .parse(expression)
+            .parse(croner_expression)
             .map_err(|error| invalid(error.to_string()))?;
         // A time field that matches no value (croner reads `,` alone as an empty list) never
         // fires, and croner would step through a year of seconds to find that out: seconds
@@ -83,6 +100,7 @@ impl Schedule {
             expression: expression.to_owned(),
             time_zone,
             parsed: Box::new(parsed),
+            fixed_time: is_fixed_time(expression),
         });
         // An expression that can never fire (the 31st of February) is refused here, not at claim.
         let probe = Timestamp::from_millis(0);
@@ -104,7 +122,10 @@ impl Schedule {
         Ok(Schedule(Recurrence::Interval(interval)))
     }
 
-    /// The first occurrence strictly after `after`, or `None` if there is none.
+    /// The first occurrence strictly after `after` (the walk's first `Step::Fire`), or `None` if
+    /// there is none: past the end of the years a cron schedule can write (UTC 0000 to 9999),
+    /// or past the last instant a `Timestamp` holds for an interval. A walk tells the end of a
+    /// schedule from a failure to compute it (`Walk::end`); this does not.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.0 {
             Recurrence::Interval(interval) => {
@@ -112,23 +133,35 @@ impl Schedule {
                 let next = after.add(*interval);
                 (next > after).then_some(next)
             }
-            Recurrence::Cron {
-                time_zone, parsed, ..
-            } => {
-                // croner walks the wall clock from `after`, and chrono panics on a local time
-                // outside its range (within a day of its ends; `to_chrono` saturates instants
-                // past them). Cron occurrences are sought only in the years RFC 3339 can
-                // write, far inside that range.
-                let utc = chrono::DateTime::from_timestamp_micros(after.as_micros())?;
-                if !(CRON_YEARS).contains(&chrono::Datelike::year(&utc)) {
-                    return None;
-                }
-                let local = utc.with_timezone(time_zone);
-                let next = parsed.find_next_occurrence(&local, false).ok()?;
-                let next = Timestamp::from_chrono(&next);
-                // Cron resolution is a second; `after` may carry sub-second digits.
-                (next > after).then_some(next)
-            }
+            Recurrence::Cron { .. } => self.walk(after).find_map(|step| match step {
+                Step::Fire(firing) => Some(firing.at),
+                Step::Skip(_) => None,
+            }),
+        }
+    }
+
+    /// The recurrence's events strictly after `after`, in strictly increasing order: where it
+    /// fires, and (cron, clock changes of 3 hours or more) the local times it skips. For an
+    /// interval: a firing at `after + interval`, `after + 2 × interval`, and so on.
+    pub fn walk(&self, after: Timestamp) -> Walk<'_> {
+        Walk::new(self, after)
+    }
+
+    /// Whether this is a fixed-time cron expression (neither its minute nor its hour field
+    /// starts with `*`), which a clock change moves or keeps from repeating; `false` for a
+    /// wildcard expression and for an interval. The rules are in the `walk` module.
+    pub fn is_fixed_time(&self) -> bool {
+        match &self.0 {
+            Recurrence::Cron { fixed_time, .. } => *fixed_time,
+            Recurrence::Interval(_) => false,
+        }
+    }
+
+    /// The cron expression's time zone, or `None` for an interval.
+    pub fn time_zone(&self) -> Option<chrono_tz::Tz> {
+        match &self.0 {
+            Recurrence::Cron { time_zone, .. } => Some(*time_zone),
+            Recurrence::Interval(_) => None,
         }
     }
 
@@ -151,6 +184,24 @@ impl Schedule {
             Recurrence::Cron { .. } => None,
         }
     }
+}
+
+/// Vixie's classification: fixed-time unless the minute or the hour field starts with `*` (or
+/// `?`, which croner refuses there). `expression` is one croner accepted: 5 or 6 fields, or an
+/// alias.
+fn is_fixed_time(expression: &str) -> bool {
+    if expression.starts_with('@') {
+        // `@hourly` is `0 * * * *`; every other alias names a time of day.
+        return !expression.eq_ignore_ascii_case("@hourly");
+    }
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let (minute, hour) = match fields.as_slice() {
+        [_, minute, hour, _, _, _] => (*minute, *hour),
+        [minute, hour, ..] => (*minute, *hour),
+        _ => return false,
+    };
+    let wildcard = |field: &str| field.starts_with('*') || field.starts_with('?');
+    !wildcard(minute) && !wildcard(hour)
 }
 
 impl PartialEq for Recurrence {
@@ -320,13 +371,31 @@ mod tests {
             assert_eq!(new_year.next_after(after), None, "{micros}");
             assert_eq!(every_minute.next_after(after), None, "{micros}");
         }
-        // Inside the range the walk goes on as before (croner itself looks no further than
-        // the year 5000).
+        // Inside the range the walk goes on to its very end. (croner itself looks no further
+        // than the year 5000; the walk moves its searches by 400-year cycles, so the years
+        // 5000 to 9999 have their occurrences too. This assertion used to expect `None` after
+        // 5001-01-01.)
         assert_eq!(
             every_minute.next_after(at("4999-12-31T23:58:30Z")),
             Some(at("4999-12-31T23:59:00Z"))
         );
-        assert_eq!(every_minute.next_after(at("5001-01-01T00:00:00Z")), None);
+        assert_eq!(
+            every_minute.next_after(at("5001-01-01T00:00:00Z")),
+            Some(at("5001-01-01T00:01:00Z"))
+        );
+        assert_eq!(
+            every_minute.next_after(at("9999-12-31T23:58:30Z")),
+            Some(at("9999-12-31T23:59:00Z"))
+        );
+        assert_eq!(every_minute.next_after(at("9999-12-31T23:59:00Z")), None);
+        let mut walk = every_minute.walk(at("9999-12-31T23:59:00Z"));
+        assert_eq!(walk.next(), None);
+        assert_eq!(walk.end(), Some(&WalkEnd::EndOfTime));
+        // In Kiritimati (UTC+14) the last New Year a schedule can write is local 10000-01-01.
+        assert_eq!(
+            new_year.next_after(at("9999-01-01T00:00:00Z")),
+            Some(at("9999-12-31T10:00:00Z"))
+        );
     }
 
     proptest! {

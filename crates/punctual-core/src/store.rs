@@ -25,8 +25,13 @@ use async_trait::async_trait;
 use std::fmt;
 
 use crate::idempotency::{IdempotencyRecord, Idempotent};
+use crate::job::ScheduleName;
 use crate::job::{Job, JobId, Kind, LeaseToken, NewJob, NodeId, Queue, ValidationError};
 use crate::limits;
+use crate::recurring::{
+    DueSchedule, OccurrenceEntry, ScheduleId, ScheduleKey, ScheduleWrite, StoredSchedule,
+    WriteOutcome,
+};
 use crate::state::JobState;
 use crate::time::Timestamp;
 use crate::token::{ApiToken, TokenId};
@@ -113,6 +118,22 @@ pub fn check_kinds(kinds: Option<&[Kind]>) -> Result<(), ValidationError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Checks a batch of schedule writes before any is applied (`ScheduleWrite::validate`, the
+/// batch's size): every store calls it, and a refused batch changes nothing.
+pub fn check_schedule_writes(
+    writes: &[ScheduleWrite],
+    now: Timestamp,
+) -> Result<(), ValidationError> {
+    if writes.len() > limits::SCHEDULE_BATCH_MAX {
+        return Err(ValidationError::TooLong {
+            field: "schedule writes",
+            bytes: writes.len(),
+            limit: limits::SCHEDULE_BATCH_MAX,
+        });
+    }
+    writes.iter().try_for_each(|write| write.validate(now))
 }
 
 /// A claimed job; its `lease` is present and holds the token to fence later writes.
@@ -479,6 +500,65 @@ pub trait Store: Send + Sync + 'static {
     /// keeps its first `revoked_at`) and is `Ok`. `TokenNotFound` if there is none.
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError>;
 
+    /// Applies each write in order, all in one transaction: a write applies only if the
+    /// stored schedule still has its `expected_version` (for a create, `None`: only if no
+    /// schedule has its id or name), and then its schedule row, jobs, ledger entries (seq
+    /// assigned by the store, increasing) and cancel land together; otherwise, or if one of its
+    /// jobs' ids is taken, nothing of that write lands and it is `Stale`. Other writes of the
+    /// batch are not affected. A write that fails `ScheduleWrite::validate` at `now`, or more
+    /// than `limits::SCHEDULE_BATCH_MAX` writes, is `Invalid` and nothing is written. With a
+    /// `fence`, a leader duty: `NotLeader` (and nothing changed) unless it is the current term,
+    /// unexpired at `now`. The cancel ends the named job as `cancel` would if it has not
+    /// finished, and is ignored if it has.
+    async fn write_schedules(
+        &self,
+        fence: Option<LeaderTerm>,
+        writes: Vec<ScheduleWrite>,
+        now: Timestamp,
+    ) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// One schedule, by id or name, or `None`.
+    async fn get_schedule(&self, key: &ScheduleKey) -> Result<Option<StoredSchedule>, StoreError>;
+
+    /// Schedules in name order after `after`, at most `limit` (capped at
+    /// `limits::PAGE_SIZE_MAX`).
+    async fn list_schedules(
+        &self,
+        after: Option<&ScheduleName>,
+        limit: usize,
+    ) -> Result<Vec<StoredSchedule>, StoreError>;
+
+    /// Deletes a schedule and its ledger; its jobs stay. `false` if there was none.
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<bool, StoreError>;
+
+    /// Schedules whose `cursor.next_check` is at or before `check_by`, earliest first, at most
+    /// `limit` (capped at `limits::SCHEDULE_BATCH_MAX`), each with the state of its last job
+    /// and its latest ledger entry.
+    async fn due_schedules(
+        &self,
+        check_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueSchedule>, StoreError>;
+
+    /// A schedule's ledger, newest first, entries with `seq` below `before` (all if `None`),
+    /// at most `limit` (capped at `limits::PAGE_SIZE_MAX`).
+    async fn list_occurrences(
+        &self,
+        id: ScheduleId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<OccurrenceEntry>, StoreError>;
+
+    /// A leader duty: deletes up to `limit` ledger entries recorded before `recorded_before`,
+    /// the oldest first. Fenced like `rescue_expired`, judged at `now`.
+    async fn purge_occurrences(
+        &self,
+        term: LeaderTerm,
+        recorded_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// A failure this store cannot recover from while the process lives (SQLite's writer
     /// thread died), with what is known of it; `None` (the default) while the store can still
     /// answer, even if it is unreachable for now. A node whose store reports one is not ready
@@ -560,4 +640,82 @@ mod rescue_tests {
         assert_eq!(tiny.bounded_limit(), 3);
         assert_eq!(tiny.bounded_lease(), limits::LEASE_MIN);
     }
+}
+
+/// Implements the schedule methods of `Store` by handing each to `$inner` (an expression of a
+/// type that implements `Store`, evaluated in each method; `?` may end it), for a wrapper that
+/// changes nothing about schedules. Invoke it inside an `#[async_trait] impl Store`: it writes
+/// the methods in the form `async_trait` gives them, since that attribute cannot see into a
+/// macro's output.
+#[macro_export]
+macro_rules! delegate_schedule_methods {
+    ($this:ident => $inner:expr) => {
+        $crate::delegate_schedule_methods!(@method $this, $inner, write_schedules(
+            fence: Option<$crate::LeaderTerm>,
+            writes: Vec<$crate::ScheduleWrite>,
+            now: $crate::Timestamp
+        ) -> Vec<$crate::WriteOutcome>);
+        fn get_schedule<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            key: &'life1 $crate::ScheduleKey,
+        ) -> ::core::pin::Pin<Box<dyn ::core::future::Future<
+            Output = Result<Option<$crate::StoredSchedule>, $crate::StoreError>,
+        > + ::core::marker::Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            let $this = self;
+            Box::pin(async move { $inner.get_schedule(key).await })
+        }
+        fn list_schedules<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            after: Option<&'life1 $crate::ScheduleName>,
+            limit: usize,
+        ) -> ::core::pin::Pin<Box<dyn ::core::future::Future<
+            Output = Result<Vec<$crate::StoredSchedule>, $crate::StoreError>,
+        > + ::core::marker::Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            let $this = self;
+            Box::pin(async move { $inner.list_schedules(after, limit).await })
+        }
+        $crate::delegate_schedule_methods!(@method $this, $inner, delete_schedule(
+            id: $crate::ScheduleId
+        ) -> bool);
+        $crate::delegate_schedule_methods!(@method $this, $inner, due_schedules(
+            check_by: $crate::Timestamp,
+            limit: usize
+        ) -> Vec<$crate::DueSchedule>);
+        $crate::delegate_schedule_methods!(@method $this, $inner, list_occurrences(
+            id: $crate::ScheduleId,
+            before: Option<u64>,
+            limit: usize
+        ) -> Vec<$crate::OccurrenceEntry>);
+        $crate::delegate_schedule_methods!(@method $this, $inner, purge_occurrences(
+            term: $crate::LeaderTerm,
+            recorded_before: $crate::Timestamp,
+            limit: usize,
+            now: $crate::Timestamp
+        ) -> u64);
+    };
+    (@method $this:ident, $inner:expr, $name:ident($($arg:ident: $type:ty),*) -> $output:ty) => {
+        fn $name<'life0, 'async_trait>(
+            &'life0 self,
+            $($arg: $type),*
+        ) -> ::core::pin::Pin<Box<dyn ::core::future::Future<
+            Output = Result<$output, $crate::StoreError>,
+        > + ::core::marker::Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            let $this = self;
+            Box::pin(async move { $inner.$name($($arg),*).await })
+        }
+    };
 }

@@ -91,6 +91,7 @@ mod leader;
 mod migrations;
 mod reads;
 mod rows;
+mod schedules;
 mod tls;
 mod tokens;
 mod transitions;
@@ -741,6 +742,77 @@ impl Store for PgStore {
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
         self.bounded("revoke_token", tokens::revoke_token(self, id, now))
             .await
+    }
+
+    async fn write_schedules(
+        &self,
+        fence: Option<LeaderTerm>,
+        writes: Vec<punctual_core::ScheduleWrite>,
+        now: Timestamp,
+    ) -> Result<Vec<punctual_core::WriteOutcome>, StoreError> {
+        self.bounded(
+            "write_schedules",
+            schedules::write(self, fence, writes, now),
+        )
+        .await
+    }
+
+    async fn get_schedule(
+        &self,
+        key: &punctual_core::ScheduleKey,
+    ) -> Result<Option<punctual_core::StoredSchedule>, StoreError> {
+        self.bounded("get_schedule", schedules::get(self, key))
+            .await
+    }
+
+    async fn list_schedules(
+        &self,
+        after: Option<&punctual_core::ScheduleName>,
+        limit: usize,
+    ) -> Result<Vec<punctual_core::StoredSchedule>, StoreError> {
+        self.bounded("list_schedules", schedules::list(self, after, limit))
+            .await
+    }
+
+    async fn delete_schedule(&self, id: punctual_core::ScheduleId) -> Result<bool, StoreError> {
+        self.bounded("delete_schedule", schedules::delete(self, id))
+            .await
+    }
+
+    async fn due_schedules(
+        &self,
+        check_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<punctual_core::DueSchedule>, StoreError> {
+        self.bounded("due_schedules", schedules::due(self, check_by, limit))
+            .await
+    }
+
+    async fn list_occurrences(
+        &self,
+        id: punctual_core::ScheduleId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<punctual_core::OccurrenceEntry>, StoreError> {
+        self.bounded(
+            "list_occurrences",
+            schedules::occurrences(self, id, before, limit),
+        )
+        .await
+    }
+
+    async fn purge_occurrences(
+        &self,
+        term: LeaderTerm,
+        recorded_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.bounded(
+            "purge_occurrences",
+            schedules::purge(self, term, recorded_before, limit, now),
+        )
+        .await
     }
 
     /// The insert notifications of every node sharing this database (see `Wakeups`).

@@ -424,6 +424,50 @@ const MIGRATIONS: &[Migration] = &[
             ON punctual_jobs (kind, priority, run_at_us, id) WHERE state IN (0, 2);
     ",
     },
+    Migration {
+        name: "schedules and their occurrence ledger",
+        sql: "
+        -- One row per schedule; the definition is the core's JSON text, the cursor columns.
+        CREATE TABLE punctual_schedules (
+            id uuid PRIMARY KEY,
+            version bigint NOT NULL,
+            high_water_us bigint NOT NULL,
+            next_check_us bigint,
+            buffered_us bigint,
+            fired bigint NOT NULL,
+            skipped bigint NOT NULL,
+            created_at_us bigint NOT NULL,
+            updated_at_us bigint NOT NULL,
+            paused boolean NOT NULL,
+            last_job uuid,
+            name text COLLATE \"C\" NOT NULL UNIQUE,
+            definition text NOT NULL,
+            last_error text
+        );
+        -- The leader's look at the due schedules: one range scan.
+        CREATE INDEX punctual_schedules_by_next_check ON punctual_schedules (next_check_us)
+            WHERE next_check_us IS NOT NULL;
+        -- A sequence never hands a number out twice, so a schedule's entries keep their order.
+        CREATE TABLE punctual_schedule_occurrences (
+            seq bigserial PRIMARY KEY,
+            at_us bigint NOT NULL,
+            late_us bigint NOT NULL,
+            count bigint NOT NULL,
+            last_at_us bigint,
+            recorded_at_us bigint NOT NULL,
+            schedule_id uuid NOT NULL,
+            job_id uuid,
+            outcome smallint NOT NULL,
+            reason smallint,
+            flags smallint NOT NULL,
+            error text
+        );
+        CREATE INDEX punctual_schedule_occurrences_by_schedule
+            ON punctual_schedule_occurrences (schedule_id, seq);
+        CREATE INDEX punctual_schedule_occurrences_by_recorded
+            ON punctual_schedule_occurrences (recorded_at_us);
+    ",
+    },
 ];
 
 /// The schema version this code writes and understands.

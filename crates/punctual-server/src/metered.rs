@@ -245,6 +245,8 @@ impl Store for MeteredStore {
         self.inner.listen().await
     }
 
+    punctual_core::delegate_schedule_methods!(this => this.inner);
+
     fn fatal_error(&self) -> Option<String> {
         self.inner.fatal_error()
     }

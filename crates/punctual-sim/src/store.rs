@@ -549,4 +549,6 @@ impl Store for FaultyStore {
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
         self.shared.store.revoke_token(id, now).await
     }
+
+    punctual_core::delegate_schedule_methods!(this => this.shared.store);
 }

@@ -38,6 +38,7 @@ mod ranges;
 mod reads;
 mod reserve;
 mod rows;
+mod schedules;
 mod store;
 mod transitions;
 mod writer;

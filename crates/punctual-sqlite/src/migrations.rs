@@ -266,6 +266,48 @@ const MIGRATIONS: &[Migration] = &[
             ON job (kind, priority, run_at_us) WHERE state IN (0, 2);
     ",
     },
+    Migration {
+        name: "schedules and their occurrence ledger",
+        sql: "
+        -- One row per schedule; the definition is the core's JSON text, the cursor columns.
+        CREATE TABLE schedule (
+            id BLOB PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL UNIQUE,
+            definition TEXT NOT NULL,
+            paused INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            high_water_us INTEGER NOT NULL,
+            next_check_us INTEGER,
+            last_job BLOB,
+            buffered_us INTEGER,
+            fired INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            last_error TEXT,
+            created_at_us INTEGER NOT NULL,
+            updated_at_us INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- The leader's look at the due schedules: one range scan.
+        CREATE INDEX schedule_by_next_check ON schedule (next_check_us)
+            WHERE next_check_us IS NOT NULL;
+        -- AUTOINCREMENT: a seq is never reused, so a schedule's entries keep their order.
+        CREATE TABLE schedule_occurrence (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            schedule_id BLOB NOT NULL,
+            at_us INTEGER NOT NULL,
+            outcome INTEGER NOT NULL,
+            reason INTEGER,
+            job_id BLOB,
+            late_us INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            last_at_us INTEGER,
+            flags INTEGER NOT NULL,
+            error TEXT,
+            recorded_at_us INTEGER NOT NULL
+        );
+        CREATE INDEX schedule_occurrence_by_schedule ON schedule_occurrence (schedule_id, seq);
+        CREATE INDEX schedule_occurrence_by_recorded ON schedule_occurrence (recorded_at_us);
+    ",
+    },
 ];
 
 /// The schema version this code writes and understands.

@@ -80,7 +80,7 @@ pub(crate) const DUE_IN_QUEUE: &str = "SELECT count(*), min(run_at_us) FROM (
 
 /// A read-only connection and its decoded-name cache.
 pub(crate) struct Reader {
-    connection: Connection,
+    pub(crate) connection: Connection,
     names: Names,
 }
 

@@ -20,6 +20,10 @@ use punctual_core::{
     QueueStats, RescueOutcome, StateCount, Store, StoreError, Timestamp, TokenId, ValidationError,
     check_kinds, limits, truncate_error,
 };
+use punctual_core::{
+    DueSchedule, OccurrenceEntry, ScheduleId, ScheduleKey, ScheduleName, ScheduleWrite,
+    StoredSchedule, WriteOutcome, check_schedule_writes,
+};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +31,7 @@ use crate::error::{Failure, from_sql};
 use crate::migrations;
 use crate::reads::{self, BUSY_TIMEOUT, ReadPool};
 use crate::reserve::Reserve;
+use crate::schedules;
 use crate::writer::{self, Command, Reply};
 
 /// Tuning for `SqliteStore::open_with`. Every value is a bound, and each is at least 1.
@@ -584,5 +589,80 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.write(|reply| Command::RevokeToken { id, now, reply })
             .await
+    }
+
+    async fn write_schedules(
+        &self,
+        fence: Option<LeaderTerm>,
+        writes: Vec<ScheduleWrite>,
+        now: Timestamp,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        check_schedule_writes(&writes, now)?;
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|reply| Command::WriteSchedules {
+            fence,
+            writes,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, key: &ScheduleKey) -> Result<Option<StoredSchedule>, StoreError> {
+        let key = key.clone();
+        self.read(move |reader| schedules::get(reader, &key)).await
+    }
+
+    async fn list_schedules(
+        &self,
+        after: Option<&ScheduleName>,
+        limit: usize,
+    ) -> Result<Vec<StoredSchedule>, StoreError> {
+        let after = after.cloned();
+        self.read(move |reader| schedules::list(reader, after.as_ref(), limit))
+            .await
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<bool, StoreError> {
+        self.write(|reply| Command::DeleteSchedule { id, reply })
+            .await
+    }
+
+    async fn due_schedules(
+        &self,
+        check_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueSchedule>, StoreError> {
+        self.read(move |reader| schedules::due(reader, check_by, limit))
+            .await
+    }
+
+    async fn list_occurrences(
+        &self,
+        id: ScheduleId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<OccurrenceEntry>, StoreError> {
+        self.read(move |reader| schedules::occurrences(reader, id, before, limit))
+            .await
+    }
+
+    async fn purge_occurrences(
+        &self,
+        term: LeaderTerm,
+        recorded_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(|reply| Command::PurgeOccurrences {
+            term,
+            recorded_before,
+            limit,
+            now,
+            reply,
+        })
+        .await
     }
 }

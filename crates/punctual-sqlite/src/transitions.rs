@@ -138,7 +138,7 @@ pub(crate) fn insert(
     Ok(ids)
 }
 
-fn insert_one(
+pub(crate) fn insert_one(
     connection: &Connection,
     tally: &mut Tally,
     job: &NewJob,
@@ -656,7 +656,11 @@ pub(crate) fn resign(
 /// `NotLeader` unless `term` is the current term, unexpired at `now`. Run first in a leader
 /// duty's command, inside the writer's transaction: no other write can come between the check
 /// and the duty, since the writer is the only one.
-fn check_leader(connection: &Connection, term: LeaderTerm, now: Timestamp) -> Result<(), Failure> {
+pub(crate) fn check_leader(
+    connection: &Connection,
+    term: LeaderTerm,
+    now: Timestamp,
+) -> Result<(), Failure> {
     let mut statement = connection
         .prepare_cached("SELECT 1 FROM leader WHERE id = 1 AND term = ?1 AND expires_at_us > ?2")?;
     if statement.exists(params![sql_term(term), now.as_micros()])? {

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use punctual_core::{
     ApiToken, ClaimRequest, FailOutcome, IdempotencyRecord, Idempotent, Job, JobId, JobState,
-    LeaderTerm, LeaseToken, NewJob, NodeId, RescueOutcome, StoreError, Timestamp, TokenId,
+    LeaderTerm, LeaseToken, NewJob, NodeId, RescueOutcome, ScheduleId, ScheduleWrite, StoreError,
+    Timestamp, TokenId, WriteOutcome,
 };
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +32,7 @@ use crate::counts::Tally;
 use crate::error::{Failure, from_sql, is_disk_full};
 use crate::reserve::Reserve;
 use crate::rows::Names;
-use crate::transitions;
+use crate::{schedules, transitions};
 
 /// Where a command's answer goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -130,11 +131,31 @@ pub(crate) enum Command {
     },
     /// Makes the writer thread panic, as a bug in it would (tests of what follows).
     #[cfg(feature = "fault-injection")]
-    Crash { reply: Reply<()> },
+    Crash {
+        reply: Reply<()>,
+    },
     RevokeToken {
         id: TokenId,
         now: Timestamp,
         reply: Reply<ApiToken>,
+    },
+    WriteSchedules {
+        /// Checked by the caller.
+        fence: Option<LeaderTerm>,
+        writes: Vec<ScheduleWrite>,
+        now: Timestamp,
+        reply: Reply<Vec<WriteOutcome>>,
+    },
+    DeleteSchedule {
+        id: ScheduleId,
+        reply: Reply<bool>,
+    },
+    PurgeOccurrences {
+        term: LeaderTerm,
+        recorded_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+        reply: Reply<u64>,
     },
 }
 
@@ -481,6 +502,26 @@ impl Command {
                 .settle_one_statement(reply, |connection, _, _| {
                     transitions::revoke_token(connection, &id, now)
                 }),
+            Command::WriteSchedules {
+                fence,
+                writes,
+                now,
+                reply,
+            } => writer.settle(reply, |connection, names, tally| {
+                schedules::write(connection, names, tally, fence, writes, now)
+            }),
+            Command::DeleteSchedule { id, reply } => {
+                writer.settle(reply, |connection, _, _| schedules::delete(connection, id))
+            }
+            Command::PurgeOccurrences {
+                term,
+                recorded_before,
+                limit,
+                now,
+                reply,
+            } => writer.settle_one_statement(reply, |connection, _, _| {
+                schedules::purge(connection, term, recorded_before, limit, now)
+            }),
             #[cfg(feature = "fault-injection")]
             Command::Crash { reply: _ } => {
                 panic!("the writer thread was made to panic (fault injection)")
@@ -493,7 +534,10 @@ impl Command {
     fn adds_data(&self) -> bool {
         matches!(
             self,
-            Command::Insert { .. } | Command::InsertIdempotent { .. } | Command::InsertToken { .. }
+            Command::Insert { .. }
+                | Command::InsertIdempotent { .. }
+                | Command::InsertToken { .. }
+                | Command::WriteSchedules { .. }
         )
     }
 
@@ -516,6 +560,9 @@ impl Command {
             Command::PurgeIdempotency { reply, .. } => refuse(reply, reason),
             Command::InsertToken { reply, .. } => refuse(reply, reason),
             Command::RevokeToken { reply, .. } => refuse(reply, reason),
+            Command::WriteSchedules { reply, .. } => refuse(reply, reason),
+            Command::DeleteSchedule { reply, .. } => refuse(reply, reason),
+            Command::PurgeOccurrences { reply, .. } => refuse(reply, reason),
             #[cfg(feature = "fault-injection")]
             Command::Crash { reply } => refuse(reply, reason),
         }

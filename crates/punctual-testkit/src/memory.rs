@@ -33,6 +33,10 @@ use punctual_core::{
     StateCounts, Store, StoreError, Timestamp, TokenId, ValidationError, check_kinds, check_run_at,
     limits, truncate_error,
 };
+use punctual_core::{
+    DueSchedule, OccurrenceEntry, OccurrenceOutcome, ScheduleId, ScheduleKey, ScheduleName,
+    ScheduleWrite, StoredSchedule, WriteOutcome, check_schedule_writes,
+};
 
 /// The smallest and largest possible ids, to bound index ranges.
 fn id_first() -> JobId {
@@ -68,6 +72,62 @@ struct Jobs {
     idempotency: BTreeMap<IdempotencyKey, IdempotencyRecord>,
     idempotency_expiry: BTreeSet<(Timestamp, IdempotencyKey)>,
     tokens: BTreeMap<TokenId, ApiToken>,
+    schedules: Schedules,
+}
+
+/// Schedules and their ledger, with the indexes the leader's looks need.
+#[derive(Default)]
+struct Schedules {
+    by_id: BTreeMap<ScheduleId, StoredSchedule>,
+    by_name: BTreeMap<ScheduleName, ScheduleId>,
+    /// Schedules by `cursor.next_check` (those that have one).
+    checks: BTreeSet<(Timestamp, ScheduleId)>,
+    ledger: BTreeMap<u64, OccurrenceEntry>,
+    /// Each schedule's ledger entries, by seq.
+    ledger_of: BTreeSet<(ScheduleId, u64)>,
+    last_seq: u64,
+}
+
+impl Schedules {
+    fn put(&mut self, schedule: StoredSchedule) {
+        if let Some(check) = schedule.cursor.next_check {
+            self.checks.insert((check, schedule.id));
+        }
+        self.by_name
+            .insert(schedule.definition.name.clone(), schedule.id);
+        self.by_id.insert(schedule.id, schedule);
+    }
+
+    fn take(&mut self, id: ScheduleId) -> Option<StoredSchedule> {
+        let schedule = self.by_id.remove(&id)?;
+        if let Some(check) = schedule.cursor.next_check {
+            self.checks.remove(&(check, id));
+        }
+        self.by_name.remove(&schedule.definition.name);
+        Some(schedule)
+    }
+
+    fn last_entry(&self, id: ScheduleId) -> Option<&OccurrenceEntry> {
+        let (_, seq) = self.ledger_of.range((id, 0)..=(id, u64::MAX)).next_back()?;
+        self.ledger.get(seq)
+    }
+
+    /// Whether `write` may apply: its expected version matches (or, for a create, neither its id
+    /// nor its name is taken), and its name is not another schedule's.
+    fn accepts(&self, write: &ScheduleWrite) -> bool {
+        let schedule = &write.schedule;
+        let stored = self.by_id.get(&schedule.id);
+        let version_matches = match (write.expected_version, stored) {
+            (None, None) => true,
+            (Some(expected), Some(stored)) => stored.version == expected,
+            _ => false,
+        };
+        let name_free = self
+            .by_name
+            .get(&schedule.definition.name)
+            .is_none_or(|owner| *owner == schedule.id);
+        version_matches && name_free
+    }
 }
 
 /// Who leads, under which term, until when. `term` is the last term granted (0: never); it is
@@ -190,6 +250,20 @@ impl Jobs {
             self.put(job.into_job(now));
         }
         Ok(ids)
+    }
+
+    /// Cancels a job that has not finished.
+    fn cancel(&mut self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        let job = self.by_id.get(&id).ok_or(StoreError::NotFound(id))?;
+        if job.state.is_final() {
+            return Err(conflict(job, "cancel"));
+        }
+        let mut job = self.take(id).expect("the job was just found");
+        job.state = JobState::Cancelled;
+        job.finished_at = Some(now);
+        job.lease = None;
+        self.put(job.clone());
+        Ok(job)
     }
 
     /// Takes a job its caller holds under `token`: it must exist (else `NotFound`) and be running
@@ -530,17 +604,182 @@ impl Store for MemoryStore {
     }
 
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.lock().cancel(id, now)
+    }
+
+    async fn write_schedules(
+        &self,
+        fence: Option<LeaderTerm>,
+        writes: Vec<ScheduleWrite>,
+        now: Timestamp,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        check_schedule_writes(&writes, now)?;
         let mut stored = self.lock();
-        let job = stored.by_id.get(&id).ok_or(StoreError::NotFound(id))?;
-        if job.state.is_final() {
-            return Err(conflict(job, "cancel"));
+        if let Some(term) = fence {
+            stored.leader.fence(term, now)?;
         }
-        let mut job = stored.take(id).expect("the job was just found");
-        job.state = JobState::Cancelled;
-        job.finished_at = Some(now);
-        job.lease = None;
-        stored.put(job.clone());
-        Ok(job)
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let jobs_free = {
+                let mut batch = BTreeSet::new();
+                write
+                    .jobs
+                    .iter()
+                    .all(|job| !stored.by_id.contains_key(&job.id) && batch.insert(job.id))
+            };
+            if !jobs_free || !stored.schedules.accepts(&write) {
+                outcomes.push(WriteOutcome::Stale);
+                continue;
+            }
+            let id = write.schedule.id;
+            stored.schedules.take(id);
+            stored.schedules.put(write.schedule);
+            for job in write.jobs {
+                stored.put(job.into_job(now));
+            }
+            let schedules = &mut stored.schedules;
+            if let Some(extend) = write.extend
+                && schedules.ledger_of.contains(&(id, extend.seq))
+                && let Some(entry) = schedules.ledger.get_mut(&extend.seq)
+                && let OccurrenceOutcome::Skipped { count, last_at, .. } = &mut entry.outcome
+            {
+                *count = extend.count;
+                *last_at = extend.last_at;
+                entry.recorded_at = now;
+            }
+            for mut entry in write.append {
+                schedules.last_seq += 1;
+                entry.seq = schedules.last_seq;
+                entry.schedule = id;
+                schedules.ledger_of.insert((id, entry.seq));
+                schedules.ledger.insert(entry.seq, entry);
+            }
+            if let Some(job) = write.cancel {
+                // A job that finished (or was purged) meanwhile needs no cancelling.
+                let _ = stored.cancel(job, now);
+            }
+            outcomes.push(WriteOutcome::Applied);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_schedule(&self, key: &ScheduleKey) -> Result<Option<StoredSchedule>, StoreError> {
+        let stored = self.lock();
+        let schedules = &stored.schedules;
+        let id = match key {
+            ScheduleKey::Id(id) => Some(*id),
+            ScheduleKey::Name(name) => schedules.by_name.get(name).copied(),
+        };
+        Ok(id.and_then(|id| schedules.by_id.get(&id).cloned()))
+    }
+
+    async fn list_schedules(
+        &self,
+        after: Option<&ScheduleName>,
+        limit: usize,
+    ) -> Result<Vec<StoredSchedule>, StoreError> {
+        let stored = self.lock();
+        let schedules = &stored.schedules;
+        let names: Box<dyn Iterator<Item = (&ScheduleName, &ScheduleId)>> = match after {
+            Some(after) => Box::new(schedules.by_name.range::<ScheduleName, _>((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Unbounded,
+            ))),
+            None => Box::new(schedules.by_name.iter()),
+        };
+        Ok(names
+            .take(limit.min(limits::PAGE_SIZE_MAX))
+            .map(|(_, id)| schedules.by_id[id].clone())
+            .collect())
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<bool, StoreError> {
+        let mut stored = self.lock();
+        let schedules = &mut stored.schedules;
+        if schedules.take(id).is_none() {
+            return Ok(false);
+        }
+        let seqs: Vec<(ScheduleId, u64)> = schedules
+            .ledger_of
+            .range((id, 0)..=(id, u64::MAX))
+            .copied()
+            .collect();
+        for key in seqs {
+            schedules.ledger_of.remove(&key);
+            schedules.ledger.remove(&key.1);
+        }
+        Ok(true)
+    }
+
+    async fn due_schedules(
+        &self,
+        check_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueSchedule>, StoreError> {
+        let stored = self.lock();
+        let schedules = &stored.schedules;
+        Ok(schedules
+            .checks
+            .iter()
+            .take_while(|(check, _)| *check <= check_by)
+            .take(limit.min(limits::SCHEDULE_BATCH_MAX))
+            .map(|(_, id)| {
+                let schedule = schedules.by_id[id].clone();
+                let last_job_state = schedule
+                    .cursor
+                    .last_job
+                    .and_then(|job| stored.by_id.get(&job))
+                    .map(|job| job.state);
+                DueSchedule {
+                    last_entry: schedules.last_entry(*id).cloned(),
+                    schedule,
+                    last_job_state,
+                }
+            })
+            .collect())
+    }
+
+    async fn list_occurrences(
+        &self,
+        id: ScheduleId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<OccurrenceEntry>, StoreError> {
+        let stored = self.lock();
+        let schedules = &stored.schedules;
+        let before = before.unwrap_or(u64::MAX);
+        Ok(schedules
+            .ledger_of
+            .range((id, 0)..(id, before))
+            .rev()
+            .take(limit.min(limits::PAGE_SIZE_MAX))
+            .map(|(_, seq)| schedules.ledger[seq].clone())
+            .collect())
+    }
+
+    async fn purge_occurrences(
+        &self,
+        term: LeaderTerm,
+        recorded_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut stored = self.lock();
+        stored.leader.fence(term, now)?;
+        let schedules = &mut stored.schedules;
+        // Entries are recorded in seq order, so the oldest are the first seqs.
+        let old: Vec<(u64, ScheduleId)> = schedules
+            .ledger
+            .iter()
+            .take_while(|(_, entry)| entry.recorded_at < recorded_before)
+            .take(limit)
+            .map(|(seq, entry)| (*seq, entry.schedule))
+            .collect();
+        for (seq, id) in &old {
+            schedules.ledger.remove(seq);
+            schedules.ledger_of.remove(&(*id, *seq));
+        }
+        Ok(old.len() as u64)
     }
 
     async fn reschedule(

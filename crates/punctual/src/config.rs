@@ -40,6 +40,14 @@ pub struct Config {
     pub retention: Duration,
     /// How often the leader purges.
     pub purge_interval: Duration,
+    /// How long before its time an occurrence of a schedule is inserted as a job (by the
+    /// leader), so that it is claimed and starts on time. A change to a schedule (pause,
+    /// update, delete) applies to the occurrences not yet inserted.
+    pub schedule_ahead: Duration,
+    /// How often the leader looks for schedules due.
+    pub schedule_tick: Duration,
+    /// How long a schedule's ledger entries are kept.
+    pub occurrence_retention: Duration,
     /// On `stop`, how long running handlers may take to finish before they are told to cancel.
     pub grace: Duration,
     /// Most events queued for the observer; beyond it events are dropped and counted.
@@ -62,6 +70,9 @@ impl Default for Config {
             rescue_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
+            schedule_ahead: Duration::from_secs(2),
+            schedule_tick: Duration::from_millis(250),
+            occurrence_retention: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(10),
             event_buffer: 65_536,
         }
@@ -93,6 +104,18 @@ impl Config {
         self.purge_interval = self
             .purge_interval
             .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        self.schedule_tick = self
+            .schedule_tick
+            .clamp(Duration::from_millis(10), Duration::from_secs(60));
+        // At least a tick and the claim's lead, so an occurrence is inserted before it is due.
+        self.schedule_ahead = self.schedule_ahead.clamp(
+            self.schedule_tick + self.claim_ahead,
+            Duration::from_secs(3600),
+        );
+        self.occurrence_retention = self.occurrence_retention.clamp(
+            Duration::from_secs(60),
+            Duration::from_secs(10 * 366 * 24 * 3600),
+        );
         self.grace = self.grace.min(Duration::from_secs(3600));
         self.event_buffer = self.event_buffer.clamp(1, 1 << 20);
         self

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use punctual_core::{FailOutcome, JobId, Kind, LeaderTerm, LeaseToken, RescueOutcome, Timestamp};
+use punctual_core::recurring::plan::PlanSummary;
+use punctual_core::{
+    FailOutcome, JobId, Kind, LeaderTerm, LeaseToken, RescueOutcome, ScheduleName, Timestamp,
+};
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -59,6 +62,12 @@ pub enum Event {
         task: &'static str,
         message: String,
         consecutive: u32,
+    },
+    /// The leader decided due occurrences of the schedule `name`: how many fired, how many were
+    /// skipped and why, how late the first was decided, whether the schedule failed.
+    Occurrences {
+        name: ScheduleName,
+        summary: PlanSummary,
     },
     /// A store call failed; the engine will retry it.
     StoreError {

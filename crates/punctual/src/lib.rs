@@ -38,6 +38,7 @@ mod handler;
 mod maintenance;
 mod observe;
 mod scheduler;
+mod schedules;
 mod supervise;
 
 pub use config::Config;
@@ -45,9 +46,15 @@ pub use error::EngineError;
 pub use event::Event;
 pub use handler::{BoxError, Handler, JobContext, JobError};
 pub use scheduler::{EVENT_FLUSH_MAX, EngineHealth, Scheduler, SchedulerBuilder, StopReport};
+pub use schedules::{ScheduleError, Schedules, Upserted};
 
 pub use punctual_core::{
     Clock, FailDirective, FailOutcome, Job, JobFilter, JobId, JobOptions, JobState, Kind,
     LeaderTerm, LeaseToken, NewJob, NodeId, Payload, Priority, Queue, RetryPolicy, Schedule, Store,
     StoreError, SystemClock, Timestamp, ValidationError,
+};
+pub use punctual_core::{
+    JobTemplate, Misfire, MisfireAction, OccurrenceEntry, OccurrenceOutcome, OverlapPolicy,
+    ScheduleDefinition, ScheduleId, ScheduleKey, ScheduleName, ScheduleStatus, SkipReason,
+    StoredSchedule, recurring::plan::PlanSummary,
 };

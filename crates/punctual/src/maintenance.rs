@@ -105,7 +105,7 @@ pub(crate) async fn lead(inner: Arc<Inner>) {
 
 /// Emits the outcome of a duty's store call that failed: a refusal of the term ends this node's
 /// leadership; any other error is retried at the next tick.
-fn duty_failed(inner: &Inner, operation: &'static str, error: StoreError) {
+pub(crate) fn duty_failed(inner: &Inner, operation: &'static str, error: StoreError) {
     match error {
         StoreError::NotLeader { term } => {
             inner.update_leadership(|leadership| leadership.lost(term));
@@ -189,6 +189,23 @@ pub(crate) async fn purge(inner: Arc<Inner>) {
                 }
             }
         }
+        // And schedule ledger entries past their retention.
+        loop {
+            let now = inner.clock.now();
+            let before = now.sub(inner.config.occurrence_retention);
+            match inner
+                .store
+                .purge_occurrences(term, before, PASS_ROWS_MAX, now)
+                .await
+            {
+                Ok(count) if count < PASS_ROWS_MAX as u64 => break,
+                Ok(_) => {}
+                Err(error) => {
+                    duty_failed(&inner, "purge_occurrences", error);
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -220,7 +237,7 @@ pub(crate) async fn forward_insert_hints(inner: Arc<Inner>) {
 }
 
 /// Waits `interval`; false once the engine is stopping.
-async fn tick(inner: &Inner, interval: Duration) -> bool {
+pub(crate) async fn tick(inner: &Inner, interval: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(interval) => true,
         () = inner.stop_claiming.cancelled() => false,

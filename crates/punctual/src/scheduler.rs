@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::handler::Handler;
 use crate::maintenance::Leadership;
 use crate::observe::{Observer, Observers};
+use crate::schedules::{self, Schedules};
 use crate::supervise::supervise;
 use crate::{dispatch, maintenance};
 
@@ -253,6 +254,12 @@ impl Scheduler {
         }
     }
 
+    /// The schedules of this engine's store: create, upsert, pause, trigger, list. Their
+    /// occurrences are made into jobs by the leader (any node running an engine on the store).
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(self.inner.store.clone(), self.inner.clock.clone())
+    }
+
     /// Starts the dispatcher, the leadership loop, the rescuer and the purger on the current
     /// tokio runtime.
     pub fn start(&self) -> Result<(), EngineError> {
@@ -267,6 +274,11 @@ impl Scheduler {
             runtime.spawn(supervise(inner.clone(), "leadership", maintenance::lead)),
             runtime.spawn(supervise(inner.clone(), "rescuer", maintenance::rescue)),
             runtime.spawn(supervise(inner.clone(), "purger", maintenance::purge)),
+            runtime.spawn(supervise(
+                inner.clone(),
+                "materializer",
+                schedules::materialize,
+            )),
             runtime.spawn(supervise(
                 inner.clone(),
                 "insert_hints",

@@ -202,6 +202,8 @@ impl Store for Flaky {
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
         pass!(self, self.inner.revoke_token(id, now))
     }
+
+    punctual_core::delegate_schedule_methods!(this => this.inner);
 }
 
 #[tokio::test]

@@ -218,6 +218,8 @@ mod model {
         async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
             self.0.revoke_token(id, now).await
         }
+
+        punctual_core::delegate_schedule_methods!(this => this.0);
     }
 
     #[tokio::test]

@@ -12,11 +12,11 @@ use punctual::{
 use punctual_core::{ClaimRequest, Clock, Kind, NewJob, Payload, ValidationError, limits};
 use punctual_testkit::{MemoryStore, TokioClock};
 
-const START: Timestamp = Timestamp::from_millis(1_764_400_000_000);
+pub(crate) const START: Timestamp = Timestamp::from_millis(1_764_400_000_000);
 
 /// Everything the engine reported, in order.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Event>>>);
+pub(crate) struct Recorder(pub(crate) Arc<Mutex<Vec<Event>>>);
 
 impl Recorder {
     fn events(&self) -> Vec<Event> {
@@ -63,14 +63,14 @@ impl Recorder {
     }
 }
 
-struct Harness {
-    store: Arc<MemoryStore>,
-    clock: Arc<TokioClock>,
-    recorder: Recorder,
+pub(crate) struct Harness {
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) clock: Arc<TokioClock>,
+    pub(crate) recorder: Recorder,
 }
 
 impl Harness {
-    fn new() -> Harness {
+    pub(crate) fn new() -> Harness {
         Harness {
             store: Arc::new(MemoryStore::new()),
             clock: Arc::new(TokioClock::new(START)),
@@ -96,7 +96,7 @@ impl Harness {
     }
 
     /// Advances virtual time in small steps until `done` holds, at most `limit`.
-    async fn wait_until(&self, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    pub(crate) async fn wait_until(&self, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + limit;
         while !done().await {
             assert!(
@@ -108,7 +108,7 @@ impl Harness {
     }
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config {
         node: NodeId::new("test-node").expect("valid"),
         ..Config::default()
@@ -679,10 +679,10 @@ async fn a_job_cancelled_while_it_waits_in_the_claim_window_does_not_run() {
 /// made behind the engine's back, like PostgreSQL's LISTEN/NOTIFY does for other processes'
 /// inserts, and the node's link to it can be cut: while cut, every call fails `Unavailable`, as
 /// for a node cut off from the database.
-struct RemoteStore {
+pub(crate) struct RemoteStore {
     inner: Arc<MemoryStore>,
     hints: Mutex<Option<tokio::sync::mpsc::Receiver<Timestamp>>>,
-    cut: AtomicBool,
+    pub(crate) cut: AtomicBool,
     /// How many claims reached the store.
     claims: AtomicUsize,
     /// How many looks for the next due job reached the store, and how long each takes.
@@ -696,7 +696,7 @@ struct RemoteStore {
 }
 
 impl RemoteStore {
-    fn new(inner: Arc<MemoryStore>) -> RemoteStore {
+    pub(crate) fn new(inner: Arc<MemoryStore>) -> RemoteStore {
         RemoteStore {
             inner,
             hints: Mutex::new(None),
@@ -921,6 +921,7 @@ impl Store for RemoteStore {
     ) -> Result<punctual_core::ApiToken, StoreError> {
         self.link()?.revoke_token(id, now).await
     }
+    punctual_core::delegate_schedule_methods!(this => this.link()?);
     async fn listen(&self) -> Result<Option<Box<dyn punctual_core::InsertHints>>, StoreError> {
         self.trip("listen");
         let receiver = self.hints.lock().expect("not poisoned").take();
