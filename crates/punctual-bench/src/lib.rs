@@ -28,6 +28,7 @@ mod fleet;
 mod progress;
 pub mod receiver;
 mod report;
+mod schedules;
 mod scratch_schema;
 mod service;
 mod stats;
@@ -93,6 +94,12 @@ pub enum Workload {
     WebhookBurst,
     /// Through a real punctual serve: N jobs due now, worked by HTTP workers in batches.
     RemoteWorker,
+    /// N stored schedules, each every minute at second `index % 60`, for --duration-s:
+    /// occurrence lateness, and every ledger checked for lost, doubled or skipped occurrences.
+    Schedules,
+    /// N stored schedules whose first occurrence is the same second: lateness of the first
+    /// start and of the last.
+    ScheduleBurst,
 }
 
 impl Workload {
@@ -108,6 +115,8 @@ impl Workload {
             Workload::Webhook => "webhook",
             Workload::WebhookBurst => "webhook-burst",
             Workload::RemoteWorker => "remote-worker",
+            Workload::Schedules => "schedules",
+            Workload::ScheduleBurst => "schedule-burst",
         }
     }
 }
@@ -149,6 +158,9 @@ pub struct BenchArgs {
     /// webhook-burst: how long the receiver takes to answer, in milliseconds (default 100).
     #[arg(long)]
     receiver_delay_ms: Option<u64>,
+    /// schedules: how long the schedules fire, in seconds (default 300).
+    #[arg(long)]
+    duration_s: Option<u64>,
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -170,6 +182,8 @@ struct Plan {
     schema: Option<String>,
     /// How long the webhook-burst receiver takes to answer.
     receiver_delay: Duration,
+    /// How long the schedules workload runs.
+    duration: Duration,
 }
 
 impl Plan {
@@ -228,9 +242,11 @@ impl Plan {
                 )
             })?;
         let concurrency = args.concurrency.unwrap_or(match workload {
-            Workload::Throughput | Workload::Webhook | Workload::WebhookBurst | Workload::Burst => {
-                1_000
-            }
+            Workload::Throughput
+            | Workload::Webhook
+            | Workload::WebhookBurst
+            | Workload::Burst
+            | Workload::ScheduleBurst => 1_000,
             // Batch creations in flight at once.
             Workload::ApiCreate => 4,
             // HTTP workers.
@@ -263,6 +279,21 @@ impl Plan {
             bail!("--lease-ms applies to the crash and cluster workloads only");
         }
         let lease = Duration::from_millis(lease_ms);
+        if args.duration_s.is_some() && workload != Workload::Schedules {
+            bail!("--duration-s applies only to the schedules workload");
+        }
+        let duration_s = args.duration_s.unwrap_or(300);
+        if !(10..=24 * 3600).contains(&duration_s) {
+            bail!("--duration-s must be within 10 ..= 86400");
+        }
+        if matches!(workload, Workload::Schedules | Workload::ScheduleBurst)
+            && jobs > limits::SCHEDULES_MAX
+        {
+            bail!(
+                "--jobs (schedules) must be at most {}",
+                limits::SCHEDULES_MAX
+            );
+        }
         Ok(Plan {
             workload,
             store: args.store.clone(),
@@ -274,6 +305,7 @@ impl Plan {
             lease,
             schema: None,
             receiver_delay: Duration::from_millis(receiver_delay_ms),
+            duration: Duration::from_secs(duration_s),
         })
     }
 
@@ -316,6 +348,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Workload::ApiCreate => api::api_create(&plan, progress).await,
             Workload::Webhook | Workload::WebhookBurst => api::webhook(&plan, progress).await,
             Workload::RemoteWorker => api::remote_worker(&plan, progress).await,
+            Workload::Schedules | Workload::ScheduleBurst => schedules::run(&plan, progress).await,
         }
     });
     let elapsed = started.elapsed();
