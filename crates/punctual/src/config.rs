@@ -48,6 +48,10 @@ pub struct Config {
     pub schedule_tick: Duration,
     /// How long a schedule's ledger entries are kept.
     pub occurrence_retention: Duration,
+    /// How long a handler may run before it is cancelled and its attempt fails with a timeout
+    /// error; `None` (the default) lets it run as long as it renews its lease. A kind's own
+    /// timeout (`SchedulerBuilder::timeout`) takes precedence.
+    pub handler_timeout: Option<Duration>,
     /// On `stop`, how long running handlers may take to finish before they are told to cancel.
     pub grace: Duration,
     /// Most events queued for the observer; beyond it events are dropped and counted.
@@ -73,6 +77,7 @@ impl Default for Config {
             schedule_ahead: Duration::from_secs(2),
             schedule_tick: Duration::from_millis(250),
             occurrence_retention: Duration::from_secs(30 * 24 * 3600),
+            handler_timeout: None,
             grace: Duration::from_secs(10),
             event_buffer: 65_536,
         }
@@ -116,6 +121,9 @@ impl Config {
             Duration::from_secs(60),
             Duration::from_secs(10 * 366 * 24 * 3600),
         );
+        self.handler_timeout = self
+            .handler_timeout
+            .map(|timeout| timeout.max(Duration::from_millis(1)));
         self.grace = self.grace.min(Duration::from_secs(3600));
         self.event_buffer = self.event_buffer.clamp(1, 1 << 20);
         self

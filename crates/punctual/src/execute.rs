@@ -159,6 +159,10 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
     // The handler runs in its own task so that a panic is caught as a `JoinError`.
     let mut work = tokio::spawn(async move { handler.run(context).await });
     let mut lease_lost = false;
+    let timeout = inner.timeout_of(&job.kind);
+    // When the handler is told to stop for its timeout, and when it is aborted after that.
+    let mut deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let mut timed_out = false;
     let joined = loop {
         tokio::select! {
             // A handler that returned as a heartbeat fell due has its outcome recorded, not its
@@ -166,6 +170,16 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
             // every run (tokio's random pick is not seedable), which the simulation relies on.
             biased;
             joined = &mut work => break joined,
+            () = sleep_until_some(deadline) => {
+                if timed_out {
+                    // Told to stop and still running: ended here.
+                    work.abort();
+                    break (&mut work).await;
+                }
+                timed_out = true;
+                cancellation.cancel();
+                deadline = Some(tokio::time::Instant::now() + TIMEOUT_GRACE);
+            }
             () = tokio::time::sleep(inner.config.heartbeat), if !lease_lost => {
                 let now = inner.clock.now();
                 match inner.store.extend_lease(job.id, token, now.add(inner.config.lease), now).await {
@@ -191,7 +205,14 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         // Another holder may own the job now; whatever we would write is refused anyway.
         return;
     }
-    match outcome_of(joined) {
+    let outcome = match (timed_out, timeout) {
+        (true, Some(timeout)) => Outcome::Failed(
+            format!("the handler timed out after {} ms", timeout.as_millis()),
+            FailDirective::Backoff,
+        ),
+        _ => outcome_of(joined),
+    };
+    match outcome {
         Outcome::Succeeded => {
             let result = with_retries(&inner, "complete", lease_until, || {
                 inner.store.complete(job.id, token, inner.clock.now())
@@ -210,6 +231,17 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         Outcome::Failed(error, directive) => {
             record_failure(&inner, &job, token, error, directive, lease_until).await;
         }
+    }
+}
+
+/// How long a handler past its timeout has, once told to stop, before it is aborted.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

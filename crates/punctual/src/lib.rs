@@ -34,6 +34,7 @@ mod dispatch;
 mod error;
 mod event;
 mod execute;
+pub use execute::TIMEOUT_GRACE;
 mod handler;
 mod maintenance;
 mod observe;

@@ -33,6 +33,9 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub config: Config,
     pub handlers: HashMap<Kind, Arc<dyn Handler>>,
+    /// How long a handler of each kind may run before it is cancelled and its attempt fails
+    /// (`SchedulerBuilder::timeout`; `Config::handler_timeout` for the others).
+    pub timeouts: HashMap<Kind, Duration>,
     /// The kinds of `handlers`, sorted: the dispatcher claims (and waits for) only jobs of
     /// these kinds, so jobs of other kinds stay pending for a node that has their handler.
     pub kinds: Vec<Kind>,
@@ -109,6 +112,14 @@ impl Inner {
             .expect("no panic while holding the leadership lock")
     }
 
+    /// How long a handler of `kind` may run, if it is bounded.
+    pub fn timeout_of(&self, kind: &Kind) -> Option<Duration> {
+        self.timeouts
+            .get(kind)
+            .copied()
+            .or(self.config.handler_timeout)
+    }
+
     /// The tokio instant at which the clock will read `at`, given that it reads `now`.
     pub fn instant_at(&self, at: Timestamp, now: Timestamp) -> tokio::time::Instant {
         tokio::time::Instant::now() + at.duration_since(now)
@@ -121,6 +132,7 @@ pub struct SchedulerBuilder {
     clock: Arc<dyn Clock>,
     config: Config,
     handlers: HashMap<Kind, Arc<dyn Handler>>,
+    timeouts: HashMap<Kind, Duration>,
     invalid_kind: Option<String>,
     accept_unknown_kinds: bool,
     observer: Option<Observer>,
@@ -144,6 +156,21 @@ impl SchedulerBuilder {
         match Kind::new(kind) {
             Ok(kind) => {
                 self.handlers.insert(kind, Arc::new(handler));
+            }
+            Err(_) => self.invalid_kind = Some(kind.to_owned()),
+        }
+        self
+    }
+
+    /// Bounds how long a handler of `kind` may run: past `timeout` its cancellation fires, and
+    /// if it has not returned `TIMEOUT_GRACE` later it is aborted; either way the attempt fails
+    /// with a timeout error (and is retried as the job's policy says). Overrides
+    /// `Config::handler_timeout` for this kind.
+    pub fn timeout(mut self, kind: &str, timeout: Duration) -> SchedulerBuilder {
+        match Kind::new(kind) {
+            Ok(kind) => {
+                self.timeouts
+                    .insert(kind, timeout.max(Duration::from_millis(1)));
             }
             Err(_) => self.invalid_kind = Some(kind.to_owned()),
         }
@@ -186,6 +213,7 @@ impl SchedulerBuilder {
                 store: self.store,
                 clock: self.clock,
                 handlers: self.handlers,
+                timeouts: self.timeouts,
                 kinds,
                 accept_unknown_kinds: self.accept_unknown_kinds,
                 observers,
@@ -248,6 +276,7 @@ impl Scheduler {
             clock: Arc::new(SystemClock),
             config: Config::default(),
             handlers: HashMap::new(),
+            timeouts: HashMap::new(),
             invalid_kind: None,
             accept_unknown_kinds: false,
             observer: None,

@@ -86,7 +86,7 @@ impl Harness {
             .observer(move |event| recorder.0.lock().expect("not poisoned").push(event.clone()))
     }
 
-    async fn state(&self, id: JobId) -> JobState {
+    pub(crate) async fn state(&self, id: JobId) -> JobState {
         self.store
             .get(id)
             .await

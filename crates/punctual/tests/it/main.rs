@@ -5,3 +5,4 @@
 mod engine;
 mod postgres;
 mod schedules;
+mod timeouts;
