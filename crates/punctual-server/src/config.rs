@@ -128,6 +128,8 @@ struct EngineFile {
     leader_lease_ms: Option<u64>,
     grace_ms: Option<u64>,
     retention_hours: Option<u64>,
+    schedule_ahead_ms: Option<u64>,
+    occurrence_retention_hours: Option<u64>,
     queues: Option<Vec<String>>,
 }
 
@@ -304,6 +306,23 @@ impl ServeConfig {
                 ));
             }
             engine.retention = Duration::from_secs(hours * 3600);
+        }
+        if let Some(ahead) = millis(
+            "engine.schedule_ahead_ms",
+            file.engine.schedule_ahead_ms,
+            500,
+            3_600_000,
+        )? {
+            engine.schedule_ahead = ahead;
+        }
+        if let Some(hours) = file.engine.occurrence_retention_hours {
+            if !(1..=24 * 3660).contains(&hours) {
+                return Err(invalid(
+                    "engine.occurrence_retention_hours",
+                    "must be within 1 ..= 87840 (ten years)",
+                ));
+            }
+            engine.occurrence_retention = Duration::from_secs(hours * 3600);
         }
         if let Some(queues) = file.engine.queues {
             let queues = queues
