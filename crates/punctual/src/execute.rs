@@ -133,6 +133,7 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         return;
     };
     let cancellation = inner.stop_handlers.child_token();
+    let _registered = Registered::new(&inner, job.id, &cancellation);
     let context = JobContext {
         id: job.id,
         kind: job.kind.clone(),
@@ -230,6 +231,35 @@ pub(crate) async fn run(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermi
         }
         Outcome::Failed(error, directive) => {
             record_failure(&inner, &job, token, error, directive, lease_until).await;
+        }
+    }
+}
+
+/// A running handler's entry in `Inner::running`, removed when its run ends however it ends.
+struct Registered<'a> {
+    inner: &'a Inner,
+    id: punctual_core::JobId,
+}
+
+impl<'a> Registered<'a> {
+    fn new(
+        inner: &'a Inner,
+        id: punctual_core::JobId,
+        cancellation: &tokio_util::sync::CancellationToken,
+    ) -> Registered<'a> {
+        inner
+            .running
+            .lock()
+            .expect("no panic while holding the running lock")
+            .insert(id, cancellation.clone());
+        Registered { inner, id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.remove(&self.id);
         }
     }
 }

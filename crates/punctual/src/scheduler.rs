@@ -63,6 +63,9 @@ pub(crate) struct Inner {
     /// Every job task, so `stop` can wait for them.
     pub jobs: TaskTracker,
     pub released: AtomicU64,
+    /// The cancellation of each handler running on this node, so a cancel made through this
+    /// engine reaches its handler at once rather than at its next heartbeat.
+    pub running: Mutex<HashMap<JobId, CancellationToken>>,
     /// Whether, and under which term, this node leads. Locked only for a moment, never across
     /// an `.await`.
     leadership: Mutex<Leadership>,
@@ -226,6 +229,7 @@ impl SchedulerBuilder {
                 stop_handlers: CancellationToken::new(),
                 jobs: TaskTracker::new(),
                 released: AtomicU64::new(0),
+                running: Mutex::new(HashMap::new()),
                 leadership: Mutex::new(Leadership::default()),
                 config,
             }),
@@ -437,10 +441,21 @@ impl Scheduler {
         Ok(ids)
     }
 
-    /// Cancels a job that has not finished; a running handler is told to cancel at its next
-    /// heartbeat.
+    /// Cancels a job that has not finished. A handler running it on this node is told to
+    /// cancel at once; one running on another node, at its next heartbeat.
     pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
-        Ok(self.inner.store.cancel(id, self.inner.clock.now()).await?)
+        let job = self.inner.store.cancel(id, self.inner.clock.now()).await?;
+        let running = self
+            .inner
+            .running
+            .lock()
+            .expect("no panic while holding the running lock")
+            .get(&id)
+            .cloned();
+        if let Some(cancellation) = running {
+            cancellation.cancel();
+        }
+        Ok(job)
     }
 
     /// Moves a pending job, or revives a dead or cancelled one, to `run_at`.

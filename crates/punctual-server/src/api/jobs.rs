@@ -622,7 +622,8 @@ pub async fn cancel_job(
     PathParam(id): PathParam,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let id = job_id(&id)?;
-    let job = app.store.cancel(id, app.now()).await?;
+    // Through the engine, so a handler running on this node hears of it at once.
+    let job = app.scheduler.cancel(id).await?;
     Ok(axum::Json(JobView::from_job(&job)))
 }
 

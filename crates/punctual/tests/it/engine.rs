@@ -505,6 +505,54 @@ async fn cancelling_a_running_job_signals_its_handler() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cancel_through_the_engine_reaches_its_handler_at_once() {
+    let harness = Harness::new();
+    let stopped = Arc::new(Mutex::new(None));
+    let seen = stopped.clone();
+    let clock = harness.clock.clone();
+    // The default heartbeat (10 s): the cancel must not wait for it.
+    let scheduler = harness
+        .builder(config())
+        .handler("waits", move |job: JobContext| {
+            let seen = seen.clone();
+            let clock = clock.clone();
+            async move {
+                job.cancellation.cancelled().await;
+                *seen.lock().expect("not poisoned") = Some(clock.now());
+                Ok(())
+            }
+        })
+        .build()
+        .expect("build");
+    scheduler.start().expect("start");
+    let id = scheduler
+        .schedule("waits", &(), START, JobOptions::default())
+        .await
+        .expect("schedule");
+    harness
+        .wait_until(Duration::from_secs(2), async || {
+            !harness.recorder.started().is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cancelled_at = harness.clock.now();
+    scheduler.cancel(id).await.expect("cancel");
+    harness
+        .wait_until(Duration::from_secs(1), async || {
+            stopped.lock().expect("not poisoned").is_some()
+        })
+        .await;
+    let reached = stopped.lock().expect("not poisoned").expect("stopped");
+    assert!(
+        reached.duration_since(cancelled_at) < Duration::from_millis(50),
+        "the handler heard of the cancel {:?} later",
+        reached.duration_since(cancelled_at)
+    );
+    assert_eq!(harness.state(id).await, JobState::Cancelled);
+    scheduler.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_occurrence_of_a_recurring_job_runs_once() {
     let harness = Harness::new();
     let scheduler = harness
