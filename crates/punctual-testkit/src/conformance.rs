@@ -15,9 +15,12 @@ use std::time::Duration;
 
 use punctual_core::{
     ApiToken, ClaimRequest, Cursor, FailOutcome, IdempotencyKey, IdempotencyRecord, Idempotent,
-    Job, JobFilter, JobId, JobOptions, JobState, LeaderTerm, Lease, LeaseToken, NewJob, Payload,
-    Priority, Queue, QueueStats, RescueOutcome, RetryPolicy, Schedule, StateCount, StateCounts,
-    Store, StoreError, Timestamp, TokenId, ValidationError, limits, truncate_error,
+    Job, JobFilter, JobId, JobOptions, JobState, JobTemplate, LeaderTerm, Lease, LeaseToken,
+    LedgerExtend, Misfire, MisfireAction, NewJob, OccurrenceEntry, OccurrenceOutcome,
+    OverlapPolicy, Payload, Priority, Queue, QueueStats, RescueOutcome, RetryPolicy, Schedule,
+    ScheduleCursor, ScheduleDefinition, ScheduleId, ScheduleKey, ScheduleName, ScheduleWrite,
+    SkipReason, StateCount, StateCounts, Store, StoreError, StoredSchedule, Timestamp, TokenId,
+    ValidationError, WriteOutcome, limits, truncate_error,
 };
 
 use crate::fixtures::{NOW, job_id, kind, new_job, node, queue};
@@ -3256,4 +3259,1336 @@ pub async fn revoke_token_is_idempotent_and_keeps_the_first_time(store: Arc<dyn 
         "{result:?}"
     );
     assert_eq!(store.get_token(&missing).await.expect("get_token"), None);
+}
+
+// Schedules: stored objects written under an optimistic version check, with their jobs and
+// their occurrence ledger in the same write.
+
+fn schedule_name(name: &str) -> ScheduleName {
+    ScheduleName::new(name).expect("a valid schedule name")
+}
+
+/// The queue of the schedules' jobs, so that their counts stand apart.
+const SCHEDULED_QUEUE: &str = "scheduled";
+
+/// A schedule named `name`, every minute, whose jobs go to `SCHEDULED_QUEUE`.
+fn definition(name: &str) -> ScheduleDefinition {
+    let template = JobTemplate {
+        queue: queue(SCHEDULED_QUEUE),
+        ..JobTemplate::new(kind("conformance.scheduled"), Payload::null())
+    };
+    ScheduleDefinition::new(
+        schedule_name(name),
+        Schedule::interval(seconds(60)).expect("a valid interval"),
+        template,
+    )
+}
+
+/// `schedule` as its next write at `now` makes it: one version more, updated at `now`.
+fn next_version(schedule: &StoredSchedule, now: Timestamp) -> StoredSchedule {
+    StoredSchedule {
+        version: schedule.version + 1,
+        updated_at: now,
+        ..schedule.clone()
+    }
+}
+
+/// The write of `schedule`'s next version at `now`, made from the stored `schedule`.
+fn update_of(schedule: &StoredSchedule, now: Timestamp) -> ScheduleWrite {
+    ScheduleWrite::of(next_version(schedule, now), Some(schedule.version))
+}
+
+async fn write_schedules(
+    store: &dyn Store,
+    writes: Vec<ScheduleWrite>,
+    now: Timestamp,
+) -> Vec<WriteOutcome> {
+    let count = writes.len();
+    let outcomes = store
+        .write_schedules(None, writes, now)
+        .await
+        .expect("write_schedules");
+    assert_eq!(outcomes.len(), count, "one outcome per write");
+    outcomes
+}
+
+async fn write_schedule(store: &dyn Store, write: ScheduleWrite, now: Timestamp) -> WriteOutcome {
+    write_schedules(store, vec![write], now).await[0]
+}
+
+/// Stores `schedule` as a new schedule, at `NOW`.
+async fn create_stored(store: &dyn Store, schedule: StoredSchedule) -> StoredSchedule {
+    let write = ScheduleWrite::of(schedule.clone(), None);
+    assert_eq!(
+        write_schedule(store, write, NOW).await,
+        WriteOutcome::Applied,
+        "create {:?}",
+        schedule.definition.name
+    );
+    schedule
+}
+
+/// Creates a schedule from `definition`, at `NOW`.
+async fn create_schedule(store: &dyn Store, definition: ScheduleDefinition) -> StoredSchedule {
+    create_stored(store, StoredSchedule::create(definition, NOW)).await
+}
+
+/// Applies `write` (made from the stored version) at `now` and returns the schedule it wrote.
+async fn apply(store: &dyn Store, write: ScheduleWrite, now: Timestamp) -> StoredSchedule {
+    let schedule = write.schedule.clone();
+    assert_eq!(
+        write_schedule(store, write, now).await,
+        WriteOutcome::Applied,
+        "write of {:?}",
+        schedule.definition.name
+    );
+    schedule
+}
+
+async fn schedule_by_id(store: &dyn Store, id: ScheduleId) -> Option<StoredSchedule> {
+    store
+        .get_schedule(&ScheduleKey::Id(id))
+        .await
+        .expect("get_schedule")
+}
+
+async fn schedule_by_name(store: &dyn Store, name: &str) -> Option<StoredSchedule> {
+    store
+        .get_schedule(&ScheduleKey::Name(schedule_name(name)))
+        .await
+        .expect("get_schedule")
+}
+
+async fn occurrences(store: &dyn Store, id: ScheduleId) -> Vec<OccurrenceEntry> {
+    occurrences_before(store, id, None, limits::PAGE_SIZE_MAX).await
+}
+
+async fn occurrences_before(
+    store: &dyn Store,
+    id: ScheduleId,
+    before: Option<u64>,
+    limit: usize,
+) -> Vec<OccurrenceEntry> {
+    store
+        .list_occurrences(id, before, limit)
+        .await
+        .expect("list_occurrences")
+}
+
+/// The entries as appended: the store's seqs taken out (they are checked on their own).
+fn without_seqs(entries: &[OccurrenceEntry]) -> Vec<OccurrenceEntry> {
+    entries
+        .iter()
+        .map(|entry| OccurrenceEntry {
+            seq: 0,
+            ..entry.clone()
+        })
+        .collect()
+}
+
+fn seqs(entries: &[OccurrenceEntry]) -> Vec<u64> {
+    entries.iter().map(|entry| entry.seq).collect()
+}
+
+fn names_of(schedules: &[StoredSchedule]) -> Vec<String> {
+    schedules
+        .iter()
+        .map(|schedule| schedule.definition.name.as_str().to_owned())
+        .collect()
+}
+
+/// The job of `schedule`'s occurrence at `at`.
+fn occurrence_job(schedule: &StoredSchedule, at: Timestamp) -> NewJob {
+    schedule
+        .definition
+        .template
+        .job(schedule.id.occurrence_job(at), at)
+}
+
+/// A ledger entry of `schedule` for the occurrence at `at`, recorded at `recorded_at`.
+fn entry(
+    schedule: &StoredSchedule,
+    at: Timestamp,
+    outcome: OccurrenceOutcome,
+    recorded_at: Timestamp,
+) -> OccurrenceEntry {
+    OccurrenceEntry {
+        seq: 0,
+        schedule: schedule.id,
+        at,
+        outcome,
+        recorded_at,
+    }
+}
+
+fn fired(job: &NewJob) -> OccurrenceOutcome {
+    OccurrenceOutcome::Fired {
+        job: job.id,
+        late: Duration::ZERO,
+        manual: false,
+        moved: false,
+    }
+}
+
+fn skipped(reason: SkipReason, count: u64, last_at: Timestamp) -> OccurrenceOutcome {
+    OccurrenceOutcome::Skipped {
+        reason,
+        count,
+        last_at,
+    }
+}
+
+/// The write that fires `schedule`'s occurrence at `at`, at `now`: its job, its entry, the
+/// cursor moved past it.
+fn fire(schedule: &StoredSchedule, at: Timestamp, now: Timestamp) -> ScheduleWrite {
+    let job = occurrence_job(schedule, at);
+    let mut write = update_of(schedule, now);
+    let cursor = &mut write.schedule.cursor;
+    cursor.high_water = at;
+    cursor.next_check = Some(at.add(seconds(60)));
+    cursor.last_job = Some(job.id);
+    cursor.fired += 1;
+    write.append.push(entry(schedule, at, fired(&job), now));
+    write.jobs.push(job);
+    write
+}
+
+/// The jobs in `SCHEDULED_QUEUE`, by state.
+async fn scheduled_counts(store: &dyn Store) -> Vec<(JobState, u64)> {
+    store
+        .counts()
+        .await
+        .expect("counts")
+        .into_iter()
+        .filter(|count| count.queue.as_str() == SCHEDULED_QUEUE)
+        .map(|count| (count.state, count.count))
+        .collect()
+}
+
+pub async fn schedule_create_then_get_round_trips_every_field(store: Arc<dyn Store>) {
+    let store = &*store;
+    let micros = Duration::from_micros;
+    let template = JobTemplate {
+        queue: queue("reports"),
+        kind: kind("report.nightly"),
+        payload: Payload::from_json_text(
+            r#"{"to":["a@example.com"],"n":1.5,"nested":{"ok":true},"text":"héllo \"quoted\" ☃"}"#,
+        )
+        .expect("valid JSON"),
+        priority: Priority::new(3).expect("valid"),
+        attempt_max: 7,
+        retry: RetryPolicy::new(Duration::from_millis(250), seconds(90), 35).expect("valid"),
+    };
+    let mut cron = ScheduleDefinition::new(
+        schedule_name("reports.nightly"),
+        Schedule::cron("30 2 * * 1-5", "Europe/Berlin").expect("valid"),
+        template,
+    );
+    // Microseconds must survive the round trip.
+    cron.start_at = Some(NOW.add(micros(1_234_567)));
+    cron.end_at = Some(NOW.add(seconds(30 * 86_400)).add(micros(7)));
+    cron.jitter = micros(90_000_123);
+    cron.misfire = Misfire {
+        action: MisfireAction::All { limit: 25 },
+        grace: micros(45_000_001),
+        catch_up_window: seconds(3 * 3_600) + micros(3),
+    };
+    cron.overlap = OverlapPolicy::BufferOne;
+    let mut full = StoredSchedule::create(cron, NOW);
+    full.paused = true;
+    full.cursor = ScheduleCursor {
+        high_water: NOW.add(micros(3)),
+        next_check: Some(NOW.add(micros(17))),
+        last_job: Some(job_id(NOW, 5)),
+        buffered: Some(NOW.add(micros(19))),
+        fired: 12,
+        skipped: 1 << 40,
+        last_error: Some("no next occurrence: \"quoted\" ☃".to_owned()),
+    };
+    full.created_at = NOW.sub(micros(11));
+    full.updated_at = NOW.add(micros(13));
+    let full = create_stored(store, full).await;
+
+    // Interval schedules with the cursor a create makes (its options `None`), then with one
+    // finished, across every misfire action and every overlap policy.
+    let actions = [
+        MisfireAction::Skip,
+        MisfireAction::Latest,
+        MisfireAction::All { limit: 1 },
+        MisfireAction::All {
+            limit: limits::CATCH_UP_LIMIT_MAX,
+        },
+    ];
+    let mut stored = vec![full];
+    for (n, (overlap, action)) in OverlapPolicy::ALL.into_iter().zip(actions).enumerate() {
+        let mut heartbeat = definition(&format!("heartbeat.{n}"));
+        heartbeat.recurrence = Schedule::interval(Duration::from_millis(90_500)).expect("valid");
+        heartbeat.template = JobTemplate::new(kind("heartbeat"), Payload::null());
+        heartbeat.overlap = overlap;
+        heartbeat.misfire.action = action;
+        if n % 2 == 1 {
+            heartbeat.start_at = Some(NOW.add(seconds(n as u64)));
+            heartbeat.jitter = micros(90_499_999);
+        }
+        let mut schedule = StoredSchedule::create(heartbeat, NOW);
+        if n == 3 {
+            schedule.cursor.next_check = None;
+        }
+        stored.push(create_stored(store, schedule).await);
+    }
+
+    for schedule in &stored {
+        assert_eq!(
+            schedule_by_id(store, schedule.id).await.as_ref(),
+            Some(schedule)
+        );
+        let name = schedule.definition.name.as_str();
+        assert_eq!(schedule_by_name(store, name).await.as_ref(), Some(schedule));
+    }
+    let missing = StoredSchedule::create(definition("missing"), NOW);
+    assert_eq!(schedule_by_id(store, missing.id).await, None);
+    assert_eq!(schedule_by_name(store, "missing").await, None);
+}
+
+pub async fn schedule_create_is_stale_when_its_name_or_id_is_taken(store: Arc<dyn Store>) {
+    let store = &*store;
+    let first = create_schedule(store, definition("taken")).await;
+
+    // Another schedule under the same name.
+    let mut same_name = StoredSchedule::create(definition("taken"), NOW);
+    same_name.definition.template.attempt_max = 2;
+    // Another name under the same id.
+    let same_id = StoredSchedule {
+        id: first.id,
+        ..StoredSchedule::create(definition("other"), NOW)
+    };
+    for clash in [same_name.clone(), same_id] {
+        let job = occurrence_job(&clash, NOW.add(seconds(60)));
+        let write = ScheduleWrite {
+            append: vec![entry(&clash, job.run_at, fired(&job), NOW)],
+            jobs: vec![job.clone()],
+            ..ScheduleWrite::of(clash, None)
+        };
+        assert_eq!(write_schedule(store, write, NOW).await, WriteOutcome::Stale);
+        assert_eq!(store.get(job.id).await.expect("get"), None);
+    }
+    assert_eq!(schedule_by_id(store, first.id).await, Some(first.clone()));
+    assert_eq!(schedule_by_name(store, "taken").await, Some(first.clone()));
+    assert_eq!(schedule_by_id(store, same_name.id).await, None);
+    assert_eq!(schedule_by_name(store, "other").await, None);
+    let all = store
+        .list_schedules(None, 10)
+        .await
+        .expect("list_schedules");
+    assert_eq!(all, vec![first.clone()]);
+    assert!(occurrences(store, first.id).await.is_empty());
+    assert!(occurrences(store, same_name.id).await.is_empty());
+    assert!(scheduled_counts(store).await.is_empty());
+}
+
+pub async fn schedule_write_is_stale_when_the_version_moved(store: Arc<dyn Store>) {
+    let store = &*store;
+    let read = create_schedule(store, definition("versioned")).await;
+    let later = NOW.add(seconds(1));
+
+    // Two writers read version 1; the first to write wins.
+    let mut paused = update_of(&read, later);
+    paused.schedule.paused = true;
+    let paused = apply(store, paused, later).await;
+    assert_eq!(paused.version, 2);
+    let mut renamed = fire(&read, NOW.add(seconds(60)), later);
+    renamed.schedule.definition.name = schedule_name("versioned.renamed");
+    let job = renamed.jobs[0].id;
+    assert_eq!(
+        write_schedule(store, renamed, later).await,
+        WriteOutcome::Stale
+    );
+
+    // A version ahead of the stored one is as stale as one behind.
+    let mut ahead = update_of(&paused, later);
+    ahead.expected_version = Some(5);
+    ahead.schedule.version = 6;
+    assert_eq!(
+        write_schedule(store, ahead, later).await,
+        WriteOutcome::Stale
+    );
+
+    assert_eq!(schedule_by_id(store, read.id).await, Some(paused.clone()));
+    assert_eq!(schedule_by_name(store, "versioned.renamed").await, None);
+    assert_eq!(store.get(job).await.expect("get"), None);
+    assert!(occurrences(store, read.id).await.is_empty());
+
+    // Made from the version stored, it applies.
+    let resumed = apply(
+        store,
+        ScheduleWrite {
+            schedule: StoredSchedule {
+                paused: false,
+                ..next_version(&paused, later)
+            },
+            ..update_of(&paused, later)
+        },
+        later,
+    )
+    .await;
+    assert_eq!(resumed.version, 3);
+    assert_eq!(schedule_by_id(store, read.id).await, Some(resumed));
+
+    // A write sees the writes before it in its batch: a create, then an update of it.
+    let created = StoredSchedule::create(definition("versioned.batch"), NOW);
+    let mut update = update_of(&created, later);
+    update.schedule.paused = true;
+    let updated = update.schedule.clone();
+    let create = ScheduleWrite::of(created, None);
+    assert_eq!(
+        write_schedules(store, vec![create, update], later).await,
+        [WriteOutcome::Applied; 2]
+    );
+    assert_eq!(schedule_by_id(store, updated.id).await, Some(updated));
+}
+
+pub async fn schedule_update_of_a_deleted_schedule_is_stale(store: Arc<dyn Store>) {
+    let store = &*store;
+    let schedule = create_schedule(store, definition("deleted")).await;
+    assert!(store.delete_schedule(schedule.id).await.expect("delete"));
+    let write = fire(&schedule, NOW.add(seconds(60)), NOW);
+    let job = write.jobs[0].id;
+    assert_eq!(write_schedule(store, write, NOW).await, WriteOutcome::Stale);
+    assert_eq!(schedule_by_id(store, schedule.id).await, None);
+    assert_eq!(schedule_by_name(store, "deleted").await, None);
+    assert_eq!(store.get(job).await.expect("get"), None);
+    assert!(occurrences(store, schedule.id).await.is_empty());
+
+    // Nor does an update of a schedule never created make one.
+    let never = StoredSchedule::create(definition("never"), NOW);
+    let write = update_of(&never, NOW);
+    assert_eq!(write_schedule(store, write, NOW).await, WriteOutcome::Stale);
+    assert_eq!(schedule_by_id(store, never.id).await, None);
+    assert_eq!(schedule_by_name(store, "never").await, None);
+}
+
+pub async fn schedule_rename_onto_another_schedules_name_is_stale(store: Arc<dyn Store>) {
+    let store = &*store;
+    let first = create_schedule(store, definition("rename.first")).await;
+    let second = create_schedule(store, definition("rename.second")).await;
+    let mut onto_first = update_of(&second, NOW);
+    onto_first.schedule.definition.name = schedule_name("rename.first");
+    assert_eq!(
+        write_schedule(store, onto_first, NOW).await,
+        WriteOutcome::Stale
+    );
+    assert_eq!(
+        schedule_by_name(store, "rename.first").await,
+        Some(first.clone())
+    );
+    assert_eq!(schedule_by_id(store, second.id).await, Some(second.clone()));
+
+    // Onto a free name it applies, and frees the old name.
+    let mut onto_free = update_of(&second, NOW);
+    onto_free.schedule.definition.name = schedule_name("rename.third");
+    let renamed = apply(store, onto_free, NOW).await;
+    assert_eq!(
+        schedule_by_name(store, "rename.third").await,
+        Some(renamed.clone())
+    );
+    assert_eq!(schedule_by_id(store, second.id).await, Some(renamed));
+    assert_eq!(schedule_by_name(store, "rename.second").await, None);
+    assert_eq!(
+        schedule_by_name(store, "rename.first").await,
+        Some(first.clone())
+    );
+    let reused = create_schedule(store, definition("rename.second")).await;
+    assert_eq!(
+        schedule_by_name(store, "rename.second").await,
+        Some(reused.clone())
+    );
+
+    // A name one write of a batch frees is free for the next: two schedules swap names.
+    let later = NOW.add(seconds(1));
+    let mut aside = update_of(&first, later);
+    aside.schedule.definition.name = schedule_name("rename.aside");
+    let mut onto_first = update_of(&reused, later);
+    onto_first.schedule.definition.name = schedule_name("rename.first");
+    let mut back = update_of(&aside.schedule, later);
+    back.schedule.definition.name = schedule_name("rename.second");
+    let (swapped_first, swapped_reused) = (back.schedule.clone(), onto_first.schedule.clone());
+    assert_eq!(
+        write_schedules(store, vec![aside, onto_first, back], later).await,
+        [WriteOutcome::Applied; 3]
+    );
+    assert_eq!(
+        schedule_by_name(store, "rename.second").await,
+        Some(swapped_first)
+    );
+    assert_eq!(
+        schedule_by_name(store, "rename.first").await,
+        Some(swapped_reused)
+    );
+    assert_eq!(schedule_by_name(store, "rename.aside").await, None);
+}
+
+pub async fn schedule_write_inserts_its_jobs_and_counts_them(store: Arc<dyn Store>) {
+    let store = &*store;
+    let schedule = create_schedule(store, definition("jobs")).await;
+    let now = NOW.add(seconds(5));
+    let (first, second) = (NOW.add(seconds(60)), NOW.add(seconds(120)));
+    let mut write = fire(&schedule, first, now);
+    let job = occurrence_job(&schedule, second);
+    write
+        .append
+        .push(entry(&schedule, second, fired(&job), now));
+    write.jobs.push(job);
+    let jobs = write.jobs.clone();
+    let written = apply(store, write, now).await;
+    for new in jobs {
+        assert_eq!(get(store, new.id).await, new.into_job(now));
+    }
+    assert_eq!(
+        scheduled_counts(store).await,
+        vec![(JobState::Scheduled, 2)]
+    );
+    assert_eq!(schedule_by_id(store, schedule.id).await, Some(written));
+    assert_eq!(occurrences(store, schedule.id).await.len(), 2);
+    // They are jobs like any other: claimed in their queue.
+    let mut request = request(10, second);
+    request.queues = Some(vec![queue(SCHEDULED_QUEUE)]);
+    assert_eq!(claim(store, request, second).await.len(), 2);
+    assert_eq!(scheduled_counts(store).await, vec![(JobState::Running, 2)]);
+}
+
+pub async fn schedule_write_whose_job_id_is_taken_is_stale_and_the_rest_of_the_batch_applies(
+    store: Arc<dyn Store>,
+) {
+    let store = &*store;
+    let first = create_schedule(store, definition("batch.first")).await;
+    let middle = create_schedule(store, definition("batch.middle")).await;
+    let last = create_schedule(store, definition("batch.last")).await;
+    let at = NOW.add(seconds(60));
+    // The middle schedule's second job is already stored (another kind, to tell them apart).
+    let mut middle_write = fire(&middle, at, NOW);
+    let taken = occurrence_job(&middle, at.add(seconds(60)));
+    let existing = NewJob {
+        kind: kind("conformance.existing"),
+        ..taken.clone()
+    };
+    insert_one(store, existing.clone()).await;
+    middle_write
+        .append
+        .push(entry(&middle, taken.run_at, fired(&taken), NOW));
+    middle_write.jobs.push(taken);
+    let middle_job = middle_write.jobs[0].id;
+
+    let writes = vec![fire(&first, at, NOW), middle_write, fire(&last, at, NOW)];
+    let written: Vec<StoredSchedule> = writes.iter().map(|write| write.schedule.clone()).collect();
+    assert_eq!(
+        write_schedules(store, writes, NOW).await,
+        vec![
+            WriteOutcome::Applied,
+            WriteOutcome::Stale,
+            WriteOutcome::Applied
+        ]
+    );
+    // Nothing of the middle write landed.
+    assert_eq!(schedule_by_id(store, middle.id).await, Some(middle.clone()));
+    assert!(occurrences(store, middle.id).await.is_empty());
+    assert_eq!(store.get(middle_job).await.expect("get"), None);
+    assert_eq!(
+        get(store, existing.id).await,
+        existing.clone().into_job(NOW)
+    );
+    // The others did.
+    for (before, after) in [(&first, &written[0]), (&last, &written[2])] {
+        assert_eq!(schedule_by_id(store, before.id).await.as_ref(), Some(after));
+        assert_eq!(occurrences(store, before.id).await.len(), 1);
+        let job = after.cursor.last_job.expect("fired");
+        assert_eq!(get(store, job).await.state, JobState::Scheduled);
+    }
+    assert_eq!(
+        scheduled_counts(store).await,
+        vec![(JobState::Scheduled, 3)]
+    );
+
+    // A write naming one job twice is stale too, as is one whose job an earlier write of the
+    // same batch inserted.
+    let mut twice = fire(&middle, at, NOW);
+    twice.jobs.push(twice.jobs[0].clone());
+    let twice_job = twice.jobs[0].id;
+    assert_eq!(write_schedule(store, twice, NOW).await, WriteOutcome::Stale);
+    assert_eq!(store.get(twice_job).await.expect("get"), None);
+    let later = at.add(seconds(600));
+    let claimer = fire(&written[0], later, NOW);
+    let mut follower = fire(&written[2], later, NOW);
+    follower.jobs = claimer.jobs.clone();
+    assert_eq!(
+        write_schedules(store, vec![claimer, follower], NOW).await,
+        vec![WriteOutcome::Applied, WriteOutcome::Stale]
+    );
+    assert_eq!(
+        schedule_by_id(store, last.id).await.as_ref(),
+        Some(&written[2])
+    );
+    assert_eq!(occurrences(store, last.id).await.len(), 1);
+    assert_eq!(
+        scheduled_counts(store).await,
+        vec![(JobState::Scheduled, 4)]
+    );
+    assert_eq!(schedule_by_id(store, middle.id).await, Some(middle));
+}
+
+pub async fn list_occurrences_pages_newest_first_with_increasing_seqs(store: Arc<dyn Store>) {
+    let store = &*store;
+    let one = create_schedule(store, definition("ledger.one")).await;
+    let two = create_schedule(store, definition("ledger.two")).await;
+    let at = |offset| NOW.add(seconds(offset));
+    let skip = |schedule: &StoredSchedule, offset| {
+        entry(
+            schedule,
+            at(offset),
+            skipped(SkipReason::Paused, 1, at(offset)),
+            at(offset),
+        )
+    };
+    // Two entries in one write, then one of the other schedule, then two more, one per write.
+    let mut write = update_of(&one, at(2));
+    // Whatever seq an appended entry carries, the store assigns its own.
+    let claimed_seq = OccurrenceEntry {
+        seq: 1 << 40,
+        ..skip(&one, 1)
+    };
+    write.append = vec![claimed_seq, skip(&one, 2)];
+    let mut one_now = apply(store, write, at(2)).await;
+    let mut write = update_of(&two, at(3));
+    write.append = vec![skip(&two, 3)];
+    apply(store, write, at(3)).await;
+    for offset in [4, 5] {
+        let mut write = update_of(&one_now, at(offset));
+        write.append = vec![skip(&one, offset)];
+        one_now = apply(store, write, at(offset)).await;
+    }
+
+    let listed = occurrences(store, one.id).await;
+    let expected: Vec<OccurrenceEntry> = [5, 4, 2, 1].map(|offset| skip(&one, offset)).into();
+    assert_eq!(without_seqs(&listed), expected);
+    let listed_seqs = seqs(&listed);
+    assert!(
+        listed_seqs.windows(2).all(|pair| pair[0] > pair[1]),
+        "seqs increase in the order entries were written: {listed_seqs:?}"
+    );
+    let other = occurrences(store, two.id).await;
+    assert_eq!(without_seqs(&other), vec![skip(&two, 3)]);
+    assert!(other[0].seq > listed_seqs[2] && other[0].seq < listed_seqs[1]);
+
+    // Pages follow `before`, newest first.
+    let page = occurrences_before(store, one.id, None, 2).await;
+    assert_eq!(page, listed[..2]);
+    let page = occurrences_before(store, one.id, Some(page[1].seq), 2).await;
+    assert_eq!(page, listed[2..]);
+    assert!(
+        occurrences_before(store, one.id, Some(listed_seqs[3]), 10)
+            .await
+            .is_empty()
+    );
+    assert!(occurrences_before(store, one.id, None, 0).await.is_empty());
+    let unknown = StoredSchedule::create(definition("ledger.unknown"), NOW);
+    assert!(occurrences(store, unknown.id).await.is_empty());
+
+    // A page is capped.
+    let mut write = update_of(&one_now, at(10));
+    write.append = (0..=limits::PAGE_SIZE_MAX as u64)
+        .map(|offset| skip(&one, 10 + offset))
+        .collect();
+    apply(store, write, at(10)).await;
+    let page = occurrences_before(store, one.id, None, usize::MAX).await;
+    assert_eq!(page.len(), limits::PAGE_SIZE_MAX);
+    assert_eq!(page[0].at, at(10 + limits::PAGE_SIZE_MAX as u64));
+}
+
+pub async fn every_occurrence_outcome_round_trips(store: Arc<dyn Store>) {
+    let store = &*store;
+    let schedule = create_schedule(store, definition("outcomes")).await;
+    let micros = Duration::from_micros;
+    let at = |offset: u64| NOW.add(micros(offset * 1_000_001));
+    let mut outcomes = Vec::new();
+    for (n, (manual, moved)) in [(false, false), (true, false), (false, true), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
+        outcomes.push(OccurrenceOutcome::Fired {
+            job: job_id(NOW, n as u64),
+            late: micros(n as u64 * 1_234_567),
+            manual,
+            moved,
+        });
+    }
+    for (n, reason) in SkipReason::ALL.into_iter().enumerate() {
+        outcomes.push(skipped(reason, n as u64 + 1, at(100 + n as u64)));
+    }
+    outcomes.push(skipped(SkipReason::Misfire, 1 << 40, at(200)));
+    outcomes.push(OccurrenceOutcome::Failed {
+        error: "no next occurrence: \"quoted\" ☃\nsecond line".to_owned(),
+    });
+    outcomes.push(OccurrenceOutcome::Failed {
+        error: String::new(),
+    });
+    let entries: Vec<OccurrenceEntry> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(n, outcome)| entry(&schedule, at(n as u64), outcome, NOW.add(micros(n as u64))))
+        .collect();
+    let mut write = update_of(&schedule, NOW);
+    write.append = entries.clone();
+    apply(store, write, NOW).await;
+
+    let mut listed = occurrences(store, schedule.id).await;
+    listed.reverse();
+    assert_eq!(without_seqs(&listed), entries);
+    let due = store.due_schedules(NOW, 10).await.expect("due_schedules");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].last_entry.as_ref(), listed.last());
+}
+
+pub async fn ledger_extend_grows_only_a_skip_of_the_same_schedule(store: Arc<dyn Store>) {
+    let store = &*store;
+    let one = create_schedule(store, definition("extend.one")).await;
+    let two = create_schedule(store, definition("extend.two")).await;
+    let at = |offset| NOW.add(seconds(offset));
+    let job = occurrence_job(&one, at(1));
+    let mut write = update_of(&one, at(1));
+    write.append = vec![
+        entry(&one, at(1), fired(&job), at(1)),
+        entry(&one, at(2), skipped(SkipReason::Overlap, 1, at(2)), at(2)),
+    ];
+    let mut one_now = apply(store, write, at(2)).await;
+    let mut write = update_of(&two, at(3));
+    write.append = vec![entry(
+        &two,
+        at(3),
+        skipped(SkipReason::Overlap, 1, at(3)),
+        at(3),
+    )];
+    apply(store, write, at(3)).await;
+    let [one_skip, one_fired] =
+        <[OccurrenceEntry; 2]>::try_from(occurrences(store, one.id).await).expect("two entries");
+    let [two_skip] =
+        <[OccurrenceEntry; 1]>::try_from(occurrences(store, two.id).await).expect("one entry");
+
+    // The skip grows: its count, its last occurrence, and it counts as recorded now.
+    let mut write = update_of(&one_now, at(10));
+    write.extend = Some(LedgerExtend {
+        seq: one_skip.seq,
+        last_at: at(9),
+        count: 8,
+    });
+    one_now = apply(store, write, at(10)).await;
+    let grown = OccurrenceEntry {
+        outcome: skipped(SkipReason::Overlap, 8, at(9)),
+        recorded_at: at(10),
+        ..one_skip.clone()
+    };
+    assert_eq!(
+        occurrences(store, one.id).await,
+        vec![grown.clone(), one_fired.clone()]
+    );
+
+    // A fired entry, another schedule's skip, or an entry that does not exist: the write still
+    // applies, and no entry changes.
+    for seq in [one_fired.seq, two_skip.seq, two_skip.seq + 1_000] {
+        let mut write = update_of(&one_now, at(20));
+        write.extend = Some(LedgerExtend {
+            seq,
+            last_at: at(19),
+            count: 99,
+        });
+        one_now = apply(store, write, at(20)).await;
+    }
+    assert_eq!(schedule_by_id(store, one.id).await, Some(one_now));
+    assert_eq!(occurrences(store, one.id).await, vec![grown, one_fired]);
+    assert_eq!(occurrences(store, two.id).await, vec![two_skip]);
+}
+
+pub async fn schedule_write_cancels_an_unfinished_job_and_leaves_a_finished_one(
+    store: Arc<dyn Store>,
+) {
+    let store = &*store;
+    let finished = insert_one(store, job_numbered(1, NOW)).await;
+    let token = token_of(&claim_one(store, NOW).await);
+    store
+        .complete(finished, token, NOW)
+        .await
+        .expect("complete");
+    let running = insert_one(store, job_numbered(2, NOW)).await;
+    let running_token = token_of(&claim_one(store, NOW).await);
+    let pending = insert_one(store, job_numbered(3, NOW.add(seconds(3_600)))).await;
+    let mut schedule = create_schedule(store, definition("cancels")).await;
+
+    let now = NOW.add(seconds(5));
+    for id in [pending, running] {
+        let mut write = update_of(&schedule, now);
+        write.cancel = Some(id);
+        schedule = apply(store, write, now).await;
+        let cancelled = get(store, id).await;
+        assert_eq!(cancelled.state, JobState::Cancelled, "{id}");
+        assert_eq!(cancelled.finished_at, Some(now));
+        assert_eq!(cancelled.lease, None);
+    }
+    // The holder of the cancelled running job has lost its lease.
+    assert_lease_lost(
+        store.complete(running, running_token, now).await,
+        running,
+        running_token,
+    );
+    // A finished job, or one that does not exist, is left alone; the write applies.
+    let before = get(store, finished).await;
+    for id in [finished, job_numbered(99, NOW).id] {
+        let mut write = update_of(&schedule, now);
+        write.cancel = Some(id);
+        schedule = apply(store, write, now).await;
+    }
+    assert_eq!(get(store, finished).await, before);
+    assert_eq!(
+        store.get(job_numbered(99, NOW).id).await.expect("get"),
+        None
+    );
+    assert_eq!(schedule_by_id(store, schedule.id).await, Some(schedule));
+    let counts = store.counts().await.expect("counts");
+    let default_queue = Queue::default();
+    assert_eq!(
+        counts,
+        vec![
+            StateCount {
+                queue: default_queue.clone(),
+                state: JobState::Succeeded,
+                count: 1,
+            },
+            StateCount {
+                queue: default_queue,
+                state: JobState::Cancelled,
+                count: 2,
+            },
+        ]
+    );
+}
+
+pub async fn schedule_write_with_a_fence_needs_the_current_term(store: Arc<dyn Store>) {
+    let store = &*store;
+    // Without a fence no leadership is needed, and none is held.
+    let schedule = create_schedule(store, definition("fenced")).await;
+    let term = lead(store, "node-a", None, NOW).await.expect("leads");
+    let at = NOW.add(seconds(60));
+    let fenced = |fence: LeaderTerm, write: ScheduleWrite, now: Timestamp| async move {
+        store.write_schedules(Some(fence), vec![write], now).await
+    };
+
+    // A term never granted, and the current term once it expired, are refused.
+    let unknown = LeaderTerm(term.0 + 1);
+    let expired = NOW.add(LEADERSHIP);
+    let newcomer = StoredSchedule::create(definition("fenced.new"), NOW);
+    for (fence, now) in [(unknown, NOW), (term, expired)] {
+        let write = fire(&schedule, at, now);
+        let job = write.jobs[0].id;
+        assert_not_leader(fenced(fence, write, now).await, fence);
+        let create = ScheduleWrite::of(newcomer.clone(), None);
+        assert_not_leader(fenced(fence, create, now).await, fence);
+        assert_eq!(store.get(job).await.expect("get"), None);
+    }
+    assert_eq!(
+        schedule_by_id(store, schedule.id).await,
+        Some(schedule.clone())
+    );
+    assert_eq!(schedule_by_id(store, newcomer.id).await, None);
+    assert!(occurrences(store, schedule.id).await.is_empty());
+    assert!(scheduled_counts(store).await.is_empty());
+
+    // The current term, unexpired, applies.
+    let now = NOW.add(seconds(1));
+    let write = fire(&schedule, at, now);
+    let written = write.schedule.clone();
+    assert_eq!(
+        fenced(term, write, now).await.expect("write_schedules"),
+        vec![WriteOutcome::Applied]
+    );
+    assert_eq!(
+        schedule_by_id(store, schedule.id).await,
+        Some(written.clone())
+    );
+
+    // After another node takes over, the deposed term is refused and the new one applies.
+    let current = lead(store, "node-b", None, expired)
+        .await
+        .expect("takes over");
+    let mut write = update_of(&written, expired);
+    write.schedule.paused = true;
+    assert_not_leader(fenced(term, write.clone(), expired).await, term);
+    assert_eq!(schedule_by_id(store, schedule.id).await, Some(written));
+    assert_eq!(
+        fenced(current, write.clone(), expired)
+            .await
+            .expect("write_schedules"),
+        vec![WriteOutcome::Applied]
+    );
+    assert_eq!(
+        schedule_by_id(store, schedule.id).await,
+        Some(write.schedule)
+    );
+}
+
+pub async fn schedule_write_refuses_an_invalid_batch_and_writes_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let stored = create_schedule(store, definition("invalid.stored")).await;
+    let at = NOW.add(seconds(60));
+    let valid_create = StoredSchedule::create(definition("invalid.new"), NOW);
+    let valid = [
+        ScheduleWrite::of(valid_create.clone(), None),
+        fire(&stored, at, NOW),
+    ];
+
+    let mut create_at_two =
+        ScheduleWrite::of(StoredSchedule::create(definition("invalid.two"), NOW), None);
+    create_at_two.schedule.version = 2;
+    let mut skips_a_version = update_of(&stored, NOW);
+    skips_a_version.schedule.version += 1;
+    let mut no_attempts = fire(&stored, at, NOW);
+    no_attempts.jobs[0].attempt_max = 0;
+    let mut template_without_attempts = update_of(&stored, NOW);
+    template_without_attempts
+        .schedule
+        .definition
+        .template
+        .attempt_max = 0;
+    let mut no_catch_up = update_of(&stored, NOW);
+    no_catch_up.schedule.definition.misfire.action = MisfireAction::All { limit: 0 };
+    let invalid = [
+        (create_at_two, "a create not at version 1"),
+        (skips_a_version, "a version that skips one"),
+        (no_attempts, "a job without attempts"),
+        (template_without_attempts, "a template without attempts"),
+        (no_catch_up, "a catch-up of no occurrence"),
+    ];
+    for (write, what) in invalid {
+        for batch in [
+            vec![write.clone()],
+            vec![valid[0].clone(), valid[1].clone(), write],
+        ] {
+            let result = store.write_schedules(None, batch, NOW).await;
+            assert!(
+                matches!(
+                    &result,
+                    Err(StoreError::Invalid(
+                        ValidationError::BadScheduleVersion { .. }
+                            | ValidationError::AttemptMaxOutOfRange { .. }
+                            | ValidationError::CatchUpLimitOutOfRange { .. }
+                    ))
+                ),
+                "{what}: {result:?}"
+            );
+        }
+    }
+
+    // More writes than a batch holds, each of them valid.
+    let too_many: Vec<ScheduleWrite> = (0..=limits::SCHEDULE_BATCH_MAX)
+        .map(|n| {
+            let schedule = StoredSchedule::create(definition(&format!("invalid.{n}")), NOW);
+            ScheduleWrite::of(schedule, None)
+        })
+        .collect();
+    let result = store.write_schedules(None, too_many, NOW).await;
+    assert!(
+        matches!(
+            &result,
+            Err(StoreError::Invalid(ValidationError::TooLong { field: "schedule writes", bytes, limit }))
+                if *bytes == limits::SCHEDULE_BATCH_MAX + 1 && *limit == limits::SCHEDULE_BATCH_MAX
+        ),
+        "{result:?}"
+    );
+
+    assert_eq!(
+        store
+            .list_schedules(None, 10)
+            .await
+            .expect("list_schedules"),
+        vec![stored.clone()]
+    );
+    assert_eq!(schedule_by_id(store, valid_create.id).await, None);
+    assert!(occurrences(store, stored.id).await.is_empty());
+    assert!(store.counts().await.expect("counts").is_empty());
+    // An empty batch is not an error.
+    assert_eq!(write_schedules(store, Vec::new(), NOW).await, Vec::new());
+}
+
+pub async fn due_schedules_are_those_to_check_by_then_earliest_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    let at = |offset| NOW.add(seconds(offset));
+    for (name, check) in [
+        ("due.thirty", Some(30)),
+        ("due.ten", Some(10)),
+        ("due.twenty", Some(20)),
+        ("due.finished", None),
+        ("due.forty", Some(40)),
+    ] {
+        let mut schedule = StoredSchedule::create(definition(name), NOW);
+        schedule.cursor.next_check = check.map(at);
+        // Paused schedules are due like the others: their plan skips what falls due.
+        schedule.paused = name == "due.twenty";
+        create_stored(store, schedule).await;
+    }
+    let due = |check_by: Timestamp, limit: usize| async move {
+        let due = store
+            .due_schedules(check_by, limit)
+            .await
+            .expect("due_schedules");
+        due.into_iter()
+            .map(|due| due.schedule.definition.name.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        due(at(30), 10).await,
+        ["due.ten", "due.twenty", "due.thirty"]
+    );
+    assert_eq!(due(at(30), 2).await, ["due.ten", "due.twenty"]);
+    assert_eq!(due(at(30), 0).await, Vec::<String>::new());
+    assert_eq!(due(at(9), 10).await, Vec::<String>::new());
+    // At its check is due.
+    assert_eq!(due(at(10), 10).await, ["due.ten"]);
+    // A schedule without a next check never is.
+    assert_eq!(
+        due(at(365 * 86_400), 10).await,
+        ["due.ten", "due.twenty", "due.thirty", "due.forty"]
+    );
+
+    // A write that moves the check moves it in the look.
+    let ten = schedule_by_name(store, "due.ten").await.expect("stored");
+    let mut write = update_of(&ten, at(10));
+    write.schedule.cursor.next_check = Some(at(35));
+    apply(store, write, at(10)).await;
+    assert_eq!(due(at(30), 10).await, ["due.twenty", "due.thirty"]);
+    assert_eq!(
+        due(at(40), 10).await,
+        ["due.twenty", "due.thirty", "due.ten", "due.forty"]
+    );
+}
+
+pub async fn due_schedules_carry_the_last_jobs_state_and_the_latest_entry(store: Arc<dyn Store>) {
+    let store = &*store;
+    let at = |offset| NOW.add(seconds(offset));
+    let make = |name: &str, check| {
+        let mut schedule = StoredSchedule::create(definition(name), NOW);
+        schedule.cursor.next_check = Some(at(check));
+        schedule
+    };
+    let running = create_stored(store, make("carry.running", 1)).await;
+    let purged = create_stored(store, make("carry.purged", 2)).await;
+    let fresh = create_stored(store, make("carry.fresh", 3)).await;
+    let quiet = create_stored(store, make("carry.quiet", 100)).await;
+
+    // One job fired and claimed, with two entries.
+    let mut write = fire(&running, at(1), at(1));
+    write.schedule.cursor.next_check = Some(at(1));
+    write.append.insert(
+        0,
+        entry(
+            &running,
+            at(0),
+            skipped(SkipReason::Misfire, 1, at(0)),
+            at(1),
+        ),
+    );
+    apply(store, write, at(1)).await;
+    claim_one(store, at(1)).await;
+    // A last job that is not stored (purged), with a skip grown after it was written.
+    let mut write = update_of(&purged, at(2));
+    write.schedule.cursor.last_job = Some(job_id(NOW, 77));
+    write.append = vec![entry(
+        &purged,
+        at(2),
+        skipped(SkipReason::Overlap, 1, at(2)),
+        at(2),
+    )];
+    let purged_now = apply(store, write, at(2)).await;
+    let seq = occurrences(store, purged.id).await[0].seq;
+    let mut write = update_of(&purged_now, at(4));
+    write.extend = Some(LedgerExtend {
+        seq,
+        last_at: at(3),
+        count: 2,
+    });
+    apply(store, write, at(4)).await;
+    // Entries of a schedule not due, written last.
+    let mut write = update_of(&quiet, at(5));
+    write.append = vec![entry(
+        &quiet,
+        at(5),
+        skipped(SkipReason::Paused, 1, at(5)),
+        at(5),
+    )];
+    apply(store, write, at(5)).await;
+
+    let due = store
+        .due_schedules(at(10), 10)
+        .await
+        .expect("due_schedules");
+    let names: Vec<&str> = due
+        .iter()
+        .map(|due| due.schedule.definition.name.as_str())
+        .collect();
+    assert_eq!(names, ["carry.running", "carry.purged", "carry.fresh"]);
+    for due in &due {
+        let id = due.schedule.id;
+        assert_eq!(
+            Some(&due.schedule),
+            schedule_by_id(store, id).await.as_ref()
+        );
+        assert_eq!(
+            due.last_entry,
+            occurrences_before(store, id, None, 1).await.pop(),
+            "{:?}",
+            due.schedule.definition.name
+        );
+    }
+    assert_eq!(due[0].last_job_state, Some(JobState::Running));
+    assert_eq!(
+        due[0].last_entry.as_ref().map(|entry| &entry.outcome),
+        Some(&fired(&occurrence_job(&running, at(1))))
+    );
+    assert_eq!(due[1].last_job_state, None);
+    assert_eq!(
+        due[1].last_entry.as_ref().map(|entry| &entry.outcome),
+        Some(&skipped(SkipReason::Overlap, 2, at(3)))
+    );
+    assert_eq!(due[2].last_job_state, None);
+    assert_eq!(due[2].last_entry, None);
+    assert_eq!(due[2].schedule, fresh);
+}
+
+pub async fn list_schedules_pages_in_name_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    // Byte order: digits, then capitals, then `_`, then small letters; `-` `.` `/` `:` apart.
+    let names = [
+        "b", "a", "A", "a_1", "a-1", "a.1", "a:1", "a/1", "1", "B", "ab", "a.1.x",
+    ];
+    for name in names {
+        create_schedule(store, definition(name)).await;
+    }
+    let mut sorted: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    sorted.sort();
+    let all = store
+        .list_schedules(None, 100)
+        .await
+        .expect("list_schedules");
+    assert_eq!(names_of(&all), sorted);
+    for schedule in &all {
+        assert_eq!(
+            schedule_by_id(store, schedule.id).await.as_ref(),
+            Some(schedule)
+        );
+    }
+
+    // Pages of five, each after the last name of the one before.
+    let mut paged = Vec::new();
+    let mut after: Option<ScheduleName> = None;
+    loop {
+        let page = store
+            .list_schedules(after.as_ref(), 5)
+            .await
+            .expect("list_schedules");
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        after = Some(last.definition.name.clone());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    // After a name that is not stored, the page starts at the next one stored.
+    let page = store
+        .list_schedules(Some(&schedule_name("a.0")), 2)
+        .await
+        .expect("list_schedules");
+    assert_eq!(names_of(&page), ["a.1", "a.1.x"]);
+    let page = store
+        .list_schedules(Some(&schedule_name("b")), 10)
+        .await
+        .expect("list_schedules");
+    assert!(page.is_empty());
+    assert!(
+        store
+            .list_schedules(None, 0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+pub async fn list_and_due_schedules_cap_what_they_return(store: Arc<dyn Store>) {
+    let store = &*store;
+    let count = limits::PAGE_SIZE_MAX.max(limits::SCHEDULE_BATCH_MAX) + 1;
+    let schedules: Vec<ScheduleWrite> = (0..count)
+        .map(|n| {
+            let schedule = StoredSchedule::create(definition(&format!("many.{n:05}")), NOW);
+            ScheduleWrite::of(schedule, None)
+        })
+        .collect();
+    for batch in schedules.chunks(limits::SCHEDULE_BATCH_MAX) {
+        let outcomes = write_schedules(store, batch.to_vec(), NOW).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| *outcome == WriteOutcome::Applied)
+        );
+    }
+    let page = store
+        .list_schedules(None, usize::MAX)
+        .await
+        .expect("list_schedules");
+    assert_eq!(page.len(), limits::PAGE_SIZE_MAX);
+    assert_eq!(page[0].definition.name.as_str(), "many.00000");
+    let due = store
+        .due_schedules(NOW, usize::MAX)
+        .await
+        .expect("due_schedules");
+    assert_eq!(due.len(), limits::SCHEDULE_BATCH_MAX);
+}
+
+pub async fn delete_schedule_removes_it_and_its_ledger_and_keeps_its_jobs(store: Arc<dyn Store>) {
+    let store = &*store;
+    let doomed = create_schedule(store, definition("delete.doomed")).await;
+    let kept = create_schedule(store, definition("delete.kept")).await;
+    let at = NOW.add(seconds(60));
+    let doomed_write = fire(&doomed, at, NOW);
+    let job = doomed_write.jobs[0].clone();
+    let kept_now = apply(store, fire(&kept, at, NOW), NOW).await;
+    apply(store, doomed_write, NOW).await;
+
+    assert!(store.delete_schedule(doomed.id).await.expect("delete"));
+    assert_eq!(schedule_by_id(store, doomed.id).await, None);
+    assert_eq!(schedule_by_name(store, "delete.doomed").await, None);
+    assert!(occurrences(store, doomed.id).await.is_empty());
+    assert_eq!(get(store, job.id).await, job.into_job(NOW));
+    let due = store
+        .due_schedules(at.add(seconds(3_600)), 10)
+        .await
+        .expect("due_schedules");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].schedule, kept_now);
+    // The other schedule and its ledger are untouched.
+    assert_eq!(schedule_by_id(store, kept.id).await, Some(kept_now.clone()));
+    assert_eq!(occurrences(store, kept.id).await.len(), 1);
+    assert_eq!(
+        store
+            .list_schedules(None, 10)
+            .await
+            .expect("list_schedules"),
+        vec![kept_now]
+    );
+
+    // Again, or a schedule never stored: false.
+    assert!(!store.delete_schedule(doomed.id).await.expect("delete"));
+    let never = StoredSchedule::create(definition("delete.never"), NOW);
+    assert!(!store.delete_schedule(never.id).await.expect("delete"));
+    // Its name is free again; the new schedule's ledger starts empty.
+    let again = create_schedule(store, definition("delete.doomed")).await;
+    assert_eq!(
+        schedule_by_name(store, "delete.doomed").await,
+        Some(again.clone())
+    );
+    assert!(occurrences(store, again.id).await.is_empty());
+}
+
+pub async fn purge_occurrences_is_fenced_and_deletes_the_oldest_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    let one = create_schedule(store, definition("purge.one")).await;
+    let two = create_schedule(store, definition("purge.two")).await;
+    let at = |offset| NOW.add(seconds(offset));
+    let skip = |schedule: &StoredSchedule, offset| {
+        entry(
+            schedule,
+            at(offset),
+            skipped(SkipReason::Misfire, 1, at(offset)),
+            at(offset),
+        )
+    };
+    // Recorded at 1 (grown at 10), 2 and 4 for one, 3 and 5 for two.
+    let mut write = update_of(&one, at(2));
+    write.append = vec![skip(&one, 1), skip(&one, 2)];
+    let one_now = apply(store, write, at(2)).await;
+    let mut write = update_of(&two, at(3));
+    write.append = vec![skip(&two, 3)];
+    let two_now = apply(store, write, at(3)).await;
+    let mut write = update_of(&one_now, at(4));
+    write.append = vec![skip(&one, 4)];
+    let one_now = apply(store, write, at(4)).await;
+    let mut write = update_of(&two_now, at(5));
+    write.append = vec![skip(&two, 5)];
+    apply(store, write, at(5)).await;
+    let first = occurrences(store, one.id).await[2].clone();
+    assert_eq!(first.at, at(1));
+    let mut write = update_of(&one_now, at(10));
+    write.extend = Some(LedgerExtend {
+        seq: first.seq,
+        last_at: at(9),
+        count: 9,
+    });
+    apply(store, write, at(10)).await;
+
+    let purge_occurrences = |recorded_before: Timestamp, limit: usize| async move {
+        let term = lead_alone(store, recorded_before).await;
+        let purged = store
+            .purge_occurrences(term, recorded_before, limit, recorded_before)
+            .await
+            .expect("purge_occurrences");
+        resign_alone(store, term).await;
+        purged
+    };
+    let ats = |entries: Vec<OccurrenceEntry>| -> Vec<Timestamp> {
+        entries.into_iter().map(|entry| entry.at).collect()
+    };
+    // Before 6: the entries recorded at 2, 3, 4 and 5, oldest first; the grown one stays.
+    assert_eq!(purge_occurrences(at(6), 0).await, 0);
+    assert_eq!(purge_occurrences(at(6), 1).await, 1);
+    assert_eq!(ats(occurrences(store, one.id).await), [at(4), at(1)]);
+    assert_eq!(purge_occurrences(at(6), 2).await, 2);
+    assert_eq!(ats(occurrences(store, one.id).await), [at(1)]);
+    assert_eq!(ats(occurrences(store, two.id).await), [at(5)]);
+    // An entry recorded at the cutoff is not before it.
+    assert_eq!(purge_occurrences(at(5), 10).await, 0);
+
+    // A deposed leader is refused and deletes nothing; neither does a term never granted.
+    let deposed = lead(store, "node-a", None, at(20)).await.expect("leads");
+    let now = at(20).add(LEADERSHIP);
+    let current = lead(store, "node-b", None, now).await.expect("takes over");
+    assert_not_leader(
+        store.purge_occurrences(deposed, now, 10, now).await,
+        deposed,
+    );
+    let unknown = LeaderTerm(current.0 + 1);
+    assert_not_leader(
+        store.purge_occurrences(unknown, now, 10, now).await,
+        unknown,
+    );
+    assert_eq!(ats(occurrences(store, one.id).await), [at(1)]);
+    assert_eq!(ats(occurrences(store, two.id).await), [at(5)]);
+    // Oldest recorded first, not lowest seq: of the grown entry (the lowest seq, recorded at
+    // 10) and the one recorded at 5, the latter goes first.
+    let purged = store
+        .purge_occurrences(current, at(11), 1, now)
+        .await
+        .expect("purge_occurrences");
+    assert_eq!(purged, 1);
+    assert_eq!(
+        ats(occurrences(store, two.id).await),
+        Vec::<Timestamp>::new()
+    );
+    assert_eq!(ats(occurrences(store, one.id).await), [at(1)]);
+    let purged = store
+        .purge_occurrences(current, at(11), 10, now)
+        .await
+        .expect("purge_occurrences");
+    assert_eq!(purged, 1);
+    assert!(occurrences(store, one.id).await.is_empty());
+    // The schedules themselves stay, and a seq is never handed out again.
+    assert_eq!(store.list_schedules(None, 10).await.expect("list").len(), 2);
+    let one_now = schedule_by_id(store, one.id).await.expect("stored");
+    let mut write = update_of(&one_now, at(30));
+    write.append = vec![skip(&one, 30)];
+    apply(store, write, at(30)).await;
+    let [newest] =
+        <[OccurrenceEntry; 1]>::try_from(occurrences(store, one.id).await).expect("one entry");
+    assert!(newest.seq > first.seq + 4, "seq {} reused", newest.seq);
 }

@@ -85,6 +85,9 @@ struct Schedules {
     ledger: BTreeMap<u64, OccurrenceEntry>,
     /// Each schedule's ledger entries, by seq.
     ledger_of: BTreeSet<(ScheduleId, u64)>,
+    /// Ledger entries by `recorded_at`, for the purge: a run of skips grown later counts as
+    /// recorded then, so seq order is not recording order.
+    ledger_recorded: BTreeSet<(Timestamp, u64)>,
     last_seq: u64,
 }
 
@@ -105,6 +108,13 @@ impl Schedules {
         }
         self.by_name.remove(&schedule.definition.name);
         Some(schedule)
+    }
+
+    fn remove_entry(&mut self, seq: u64) {
+        if let Some(entry) = self.ledger.remove(&seq) {
+            self.ledger_of.remove(&(entry.schedule, seq));
+            self.ledger_recorded.remove(&(entry.recorded_at, seq));
+        }
     }
 
     fn last_entry(&self, id: ScheduleId) -> Option<&OccurrenceEntry> {
@@ -645,6 +655,10 @@ impl Store for MemoryStore {
             {
                 *count = extend.count;
                 *last_at = extend.last_at;
+                schedules
+                    .ledger_recorded
+                    .remove(&(entry.recorded_at, extend.seq));
+                schedules.ledger_recorded.insert((now, extend.seq));
                 entry.recorded_at = now;
             }
             for mut entry in write.append {
@@ -652,6 +666,9 @@ impl Store for MemoryStore {
                 entry.seq = schedules.last_seq;
                 entry.schedule = id;
                 schedules.ledger_of.insert((id, entry.seq));
+                schedules
+                    .ledger_recorded
+                    .insert((entry.recorded_at, entry.seq));
                 schedules.ledger.insert(entry.seq, entry);
             }
             if let Some(job) = write.cancel {
@@ -704,9 +721,8 @@ impl Store for MemoryStore {
             .range((id, 0)..=(id, u64::MAX))
             .copied()
             .collect();
-        for key in seqs {
-            schedules.ledger_of.remove(&key);
-            schedules.ledger.remove(&key.1);
+        for (_, seq) in seqs {
+            schedules.remove_entry(seq);
         }
         Ok(true)
     }
@@ -767,17 +783,15 @@ impl Store for MemoryStore {
         let mut stored = self.lock();
         stored.leader.fence(term, now)?;
         let schedules = &mut stored.schedules;
-        // Entries are recorded in seq order, so the oldest are the first seqs.
-        let old: Vec<(u64, ScheduleId)> = schedules
-            .ledger
+        let old: Vec<u64> = schedules
+            .ledger_recorded
             .iter()
-            .take_while(|(_, entry)| entry.recorded_at < recorded_before)
+            .take_while(|(recorded_at, _)| *recorded_at < recorded_before)
             .take(limit)
-            .map(|(seq, entry)| (*seq, entry.schedule))
+            .map(|(_, seq)| *seq)
             .collect();
-        for (seq, id) in &old {
-            schedules.ledger.remove(seq);
-            schedules.ledger_of.remove(&(*id, *seq));
+        for seq in &old {
+            schedules.remove_entry(*seq);
         }
         Ok(old.len() as u64)
     }
