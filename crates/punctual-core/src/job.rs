@@ -58,6 +58,12 @@ pub enum ValidationError {
     NoNextOccurrence(Timestamp),
     #[error("invalid job id {0:?}")]
     BadJobId(String),
+    #[error("{field}: {count} items; the limit is {limit}")]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("invalid schedule id {0:?}")]
     BadScheduleId(String),
     #[error("{field} must be one of {expected} (got {value:?})")]
@@ -76,6 +82,8 @@ pub enum ValidationError {
     },
     #[error("catch-up limit {got} is outside 1 ..= {limit}")]
     CatchUpLimitOutOfRange { got: u32, limit: u32 },
+    #[error("a ledger entry names another schedule, or a run of skips counts none")]
+    BadLedgerEntry,
     #[error("schedule version {got} does not follow the version read; expected {expected}")]
     BadScheduleVersion { got: u64, expected: u64 },
 }

@@ -30,9 +30,9 @@ pub use retry::{FailDirective, RetryPolicy};
 pub use schedule::{Firing, Schedule, SkippedSpan, Step, Walk, WalkEnd, tzdb_version};
 pub use state::JobState;
 pub use store::{
-    ClaimRequest, ClaimedJob, Cursor, FailOutcome, InsertHints, JobFilter, JobPage, LeaderTerm,
-    QueueStats, Rescue, RescueFate, RescueOutcome, StateCount, StateCounts, Store, StoreError,
-    check_kinds, check_schedule_writes,
+    ClaimRequest, ClaimedJob, Cursor, FailOutcome, Hint, InsertHints, JobFilter, JobPage,
+    LeaderTerm, QueueStats, Rescue, RescueFate, RescueOutcome, StateCount, StateCounts, Store,
+    StoreError, check_kinds, check_schedule_writes,
 };
 pub use time::{Clock, SystemClock, Timestamp};
 pub use token::{ApiToken, TokenId};

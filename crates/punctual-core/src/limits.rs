@@ -76,6 +76,8 @@ pub const CATCH_UP_LIMIT_MAX: u32 = 1_000;
 pub const SCHEDULE_PLAN_STEPS_MAX: usize = 1_000;
 /// Most jobs (and most ledger entries) one schedule write holds.
 pub const SCHEDULE_WRITE_ROWS_MAX: usize = 2 * SCHEDULE_PLAN_STEPS_MAX;
+/// Most rows (jobs and ledger entries) all the schedule writes of one store call hold.
+pub const SCHEDULE_CALL_ROWS_MAX: usize = 20_000;
 /// Most schedule writes in one store call, and most schedules one look at the due ones reads.
 pub const SCHEDULE_BATCH_MAX: usize = 1_000;
 /// Most schedules a deployment may hold.

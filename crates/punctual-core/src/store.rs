@@ -127,10 +127,18 @@ pub fn check_schedule_writes(
     now: Timestamp,
 ) -> Result<(), ValidationError> {
     if writes.len() > limits::SCHEDULE_BATCH_MAX {
-        return Err(ValidationError::TooLong {
+        return Err(ValidationError::TooMany {
             field: "schedule writes",
-            bytes: writes.len(),
+            count: writes.len(),
             limit: limits::SCHEDULE_BATCH_MAX,
+        });
+    }
+    let rows: usize = writes.iter().map(ScheduleWrite::rows).sum();
+    if rows > limits::SCHEDULE_CALL_ROWS_MAX {
+        return Err(ValidationError::TooMany {
+            field: "rows of schedule writes",
+            count: rows,
+            limit: limits::SCHEDULE_CALL_ROWS_MAX,
         });
     }
     writes.iter().try_for_each(|write| write.validate(now))
@@ -311,6 +319,22 @@ pub struct QueueStats {
 pub trait InsertHints: Send + 'static {
     /// Waits for the next hint. Cancel-safe: a hint not yet returned is kept.
     async fn next(&mut self) -> Timestamp;
+
+    /// Waits for the next hint of either kind: a `run_at` as `next` gives, or a running job
+    /// cancelled by another process, so that the node running it can tell its handler at once
+    /// rather than at its next heartbeat. Cancel-safe. The default knows only `next`'s.
+    async fn next_hint(&mut self) -> Hint {
+        Hint::Due(self.next().await)
+    }
+}
+
+/// What another process announced (`InsertHints::next_hint`). A hint: it may be lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// A job was inserted due at this instant.
+    Due(Timestamp),
+    /// This running job was cancelled.
+    Cancelled(JobId),
 }
 
 /// The filing cabinet. Used as `Arc<dyn Store>`.
@@ -500,7 +524,8 @@ pub trait Store: Send + Sync + 'static {
     /// keeps its first `revoked_at`) and is `Ok`. `TokenNotFound` if there is none.
     async fn revoke_token(&self, id: &TokenId, now: Timestamp) -> Result<ApiToken, StoreError>;
 
-    /// Applies each write in order, all in one transaction: a write applies only if the
+    /// Applies each write in order, all in one transaction (an empty batch is `Ok` and checks
+    /// nothing, not even the fence): a write applies only if the
     /// stored schedule still has its `expected_version` (for a create, `None`: only if no
     /// schedule has its id or name), and then its schedule row, jobs, ledger entries (seq
     /// assigned by the store, increasing) and cancel land together; otherwise, or if one of its
@@ -531,7 +556,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a schedule and its ledger; its jobs stay. `false` if there was none.
     async fn delete_schedule(&self, id: ScheduleId) -> Result<bool, StoreError>;
 
-    /// Schedules whose `cursor.next_check` is at or before `check_by`, earliest first, at most
+    /// Schedules whose `cursor.next_check` is at or before `check_by`, earliest first (then by
+    /// id), at most
     /// `limit` (capped at `limits::SCHEDULE_BATCH_MAX`), each with the state of its last job
     /// and its latest ledger entry.
     async fn due_schedules(
@@ -550,7 +576,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<OccurrenceEntry>, StoreError>;
 
     /// A leader duty: deletes up to `limit` ledger entries recorded before `recorded_before`,
-    /// the oldest first. Fenced like `rescue_expired`, judged at `now`.
+    /// the oldest first (then by seq). An entry is recorded when it is appended (its
+    /// `recorded_at`) and again whenever a `LedgerExtend` grows it (the write's `now`), so a run
+    /// of skips still growing is kept. Fenced like `rescue_expired`, judged at `now`.
     async fn purge_occurrences(
         &self,
         term: LeaderTerm,

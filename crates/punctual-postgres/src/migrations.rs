@@ -153,6 +153,21 @@
 //! rows are dead (the default, 20 %, lets a table of millions of rows carry hundreds of
 //! thousands of dead versions through the claim index), with a higher cost limit so that one
 //! pass finishes quickly instead of sleeping through its budget.
+//!
+//! # Version 6: schedules and their occurrence ledger
+//!
+//! `punctual_schedules` holds one row per schedule: its definition as the core's JSON text
+//! (`recurring::codec`), its cursor in columns, `version` for the optimistic check of every
+//! write, `name` unique (`COLLATE "C"`, bytewise, as `ScheduleName` orders), and a partial
+//! index on `next_check_us` for the leader's look at the due ones. `punctual_schedule_occurrences`
+//! is the ledger: a `bigserial` seq (never reused), the outcome as the core's codes, indexes by
+//! (schedule, seq) for listings and by `recorded_at_us` for the purge.
+//!
+//! # Version 7: cancel notices
+//!
+//! A row trigger on `punctual_jobs`, `WHEN (OLD.state = 1 AND NEW.state = 5)`, sends
+//! `'cancel <id> <schema>'` on the insert channel when a running job is cancelled, so the node
+//! running it tells its handler at once (`Hint::Cancelled`).
 
 use deadpool_postgres::GenericClient;
 use punctual_core::StoreError;
@@ -467,6 +482,28 @@ const MIGRATIONS: &[Migration] = &[
         CREATE INDEX punctual_schedule_occurrences_by_recorded
             ON punctual_schedule_occurrences (recorded_at_us);
     ",
+    },
+    Migration {
+        name: "announce the cancel of a running job",
+        sql: r#"
+        -- Tells listening nodes (`PgStore::listen`) that a running job was cancelled, so the
+        -- node running it tells its handler at once rather than at its next heartbeat. Sent
+        -- on the insert channel as 'cancel <id> <schema>', at commit. A row trigger whose WHEN
+        -- is false for every other update (a claim, a heartbeat, a completion) costs those
+        -- nothing but the test.
+        CREATE FUNCTION punctual_jobs_notify_cancelled() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('punctual_jobs', 'cancel ' || NEW.id::text || ' ' || TG_TABLE_SCHEMA);
+            RETURN NULL;
+        END
+        $$;
+
+        CREATE TRIGGER punctual_jobs_notify_cancelled
+            AFTER UPDATE OF state ON punctual_jobs
+            FOR EACH ROW WHEN (OLD.state = 1 AND NEW.state = 5)
+            EXECUTE FUNCTION punctual_jobs_notify_cancelled();
+    "#,
     },
 ];
 

@@ -1,5 +1,5 @@
 //! Schedules and their occurrence ledger: `punctual_schedules` and
-//! `punctual_schedule_occurrences` (see `migrations`, version 7), their one write (`write`) and
+//! `punctual_schedule_occurrences` (see `migrations`, version 6), their one write (`write`) and
 //! their reads.
 //!
 //! A schedule's definition is the core's JSON text (`recurring::codec`), its cursor a few
@@ -399,7 +399,7 @@ pub(crate) async fn due(
                  WHERE schedule_id = s.id ORDER BY seq DESC LIMIT 1
              ) o ON true
              WHERE s.next_check_us IS NOT NULL AND s.next_check_us <= $1
-             ORDER BY s.next_check_us LIMIT $2"
+             ORDER BY s.next_check_us, s.id LIMIT $2"
         ))
         .await
         .map_err(pg)?;
@@ -478,7 +478,7 @@ pub(crate) async fn purge(
         .execute(
             "DELETE FROM punctual_schedule_occurrences WHERE seq = ANY(ARRAY(
                  SELECT seq FROM punctual_schedule_occurrences WHERE recorded_at_us < $1
-                 ORDER BY recorded_at_us LIMIT $2))",
+                 ORDER BY recorded_at_us, seq LIMIT $2))",
             &[&recorded_before.as_micros(), &sql_count(limit)],
         )
         .await

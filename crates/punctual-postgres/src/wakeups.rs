@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use punctual_core::{InsertHints, StoreError, Timestamp};
+use punctual_core::{Hint, InsertHints, JobId, StoreError, Timestamp};
 use tokio::sync::Notify;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, Socket};
@@ -35,10 +35,16 @@ pub struct Wakeups {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The earliest hint not yet taken, and a signal that one arrived.
+/// Most cancel notices kept untaken; beyond it the oldest are dropped (the handler then hears
+/// at its next heartbeat, as without notices).
+const CANCELS_KEPT_MAX: usize = 4_096;
+
+/// The earliest hint not yet taken, the cancel notices not yet taken, and a signal that one
+/// arrived.
 #[derive(Default)]
 struct Slot {
     earliest: Mutex<Option<Timestamp>>,
+    cancelled: Mutex<std::collections::VecDeque<JobId>>,
     arrived: Notify,
 }
 
@@ -60,6 +66,28 @@ impl Slot {
 
     fn take(&self) -> Option<Timestamp> {
         self.lock().take()
+    }
+
+    fn offer_cancel(&self, id: JobId) {
+        {
+            let mut cancelled = self.cancels();
+            if cancelled.len() == CANCELS_KEPT_MAX {
+                cancelled.pop_front();
+            }
+            cancelled.push_back(id);
+        }
+        self.arrived.notify_one();
+    }
+
+    fn take_cancel(&self) -> Option<JobId> {
+        self.cancels().pop_front()
+    }
+
+    fn cancels(&self) -> MutexGuard<'_, std::collections::VecDeque<JobId>> {
+        // Only plain pushes and pops happen under this lock.
+        self.cancelled
+            .lock()
+            .expect("the cancel notices' lock is never poisoned")
     }
 }
 
@@ -97,6 +125,18 @@ impl Wakeups {
 impl InsertHints for Wakeups {
     async fn next(&mut self) -> Timestamp {
         self.recv().await
+    }
+
+    async fn next_hint(&mut self) -> Hint {
+        loop {
+            if let Some(id) = self.slot.take_cancel() {
+                return Hint::Cancelled(id);
+            }
+            if let Some(run_at) = self.slot.take() {
+                return Hint::Due(run_at);
+            }
+            self.slot.arrived.notified().await;
+        }
     }
 }
 
@@ -162,8 +202,10 @@ impl Session {
         loop {
             match poll_fn(|context| self.connection.poll_message(context)).await {
                 Some(Ok(AsyncMessage::Notification(notification))) => {
-                    if let Some(run_at) = parse(notification.payload(), self.schema.as_deref()) {
-                        slot.offer(run_at);
+                    match parse(notification.payload(), self.schema.as_deref()) {
+                        Some(Hint::Due(run_at)) => slot.offer(run_at),
+                        Some(Hint::Cancelled(id)) => slot.offer_cancel(id),
+                        None => {}
                     }
                 }
                 // Notices (warnings from the server) carry nothing for us.
@@ -175,14 +217,26 @@ impl Session {
     }
 }
 
-/// Reads a notification payload, `"<run_at_us> <schema>"`; `None` for another schema's insert
-/// (several punctual deployments may share one database) or an unreadable payload.
-fn parse(payload: &str, schema: Option<&str>) -> Option<Timestamp> {
+/// Reads a notification payload: `"<run_at_us> <schema>"` (an insert) or `"cancel <job id>
+/// <schema>"` (a running job cancelled); `None` for another schema's (several punctual
+/// deployments may share one database) or an unreadable payload.
+fn parse(payload: &str, schema: Option<&str>) -> Option<Hint> {
+    if let Some(rest) = payload.strip_prefix("cancel ") {
+        let (id, from_schema) = rest.split_once(' ')?;
+        if schema.is_some_and(|schema| schema != from_schema) {
+            return None;
+        }
+        return id.parse::<JobId>().ok().map(Hint::Cancelled);
+    }
     let (run_at, from_schema) = payload.split_once(' ')?;
     if schema.is_some_and(|schema| schema != from_schema) {
         return None;
     }
-    run_at.parse().ok().map(Timestamp::from_micros)
+    run_at
+        .parse()
+        .ok()
+        .map(Timestamp::from_micros)
+        .map(Hint::Due)
 }
 
 /// Serves `session`, then reconnects whenever it ends, forever (the task is aborted when the
@@ -214,12 +268,35 @@ mod tests {
 
     #[test]
     fn payloads_of_other_schemas_are_ignored() {
-        let run_at = Some(Timestamp::from_micros(1_764_400_000_000_123));
+        let run_at = Some(Hint::Due(Timestamp::from_micros(1_764_400_000_000_123)));
         assert_eq!(parse("1764400000000123 mine", Some("mine")), run_at);
         assert_eq!(parse("1764400000000123 theirs", Some("mine")), None);
         assert_eq!(parse("1764400000000123 theirs", None), run_at);
         assert_eq!(parse("garbage", Some("mine")), None);
         assert_eq!(parse("x mine", Some("mine")), None);
+        let id: JobId = "0191d0a0-0000-7000-8000-000000000001"
+            .parse()
+            .expect("an id");
+        assert_eq!(
+            parse(&format!("cancel {id} mine"), Some("mine")),
+            Some(Hint::Cancelled(id))
+        );
+        assert_eq!(parse(&format!("cancel {id} theirs"), Some("mine")), None);
+        assert_eq!(parse("cancel nonsense mine", Some("mine")), None);
+    }
+
+    #[test]
+    fn cancel_notices_are_kept_in_order_and_bounded() {
+        let slot = Slot::default();
+        let ids: Vec<JobId> = (0..CANCELS_KEPT_MAX as u128 + 2)
+            .map(|n| JobId::from_bytes((n + 1).to_be_bytes()))
+            .collect();
+        for id in &ids {
+            slot.offer_cancel(*id);
+        }
+        // The two oldest were dropped.
+        assert_eq!(slot.take_cancel(), Some(ids[2]));
+        assert_eq!(slot.cancels().len(), CANCELS_KEPT_MAX - 1);
     }
 
     #[test]

@@ -113,6 +113,15 @@
 //! grew without bound. Appending the kind to `job_pending_by_priority` instead would have
 //! spared the row reads of the walk but not the walk; an index on queue and kind together
 //! would serve only requests naming both.
+//!
+//! # Version 7: schedules and their occurrence ledger
+//!
+//! `schedule` holds one row per schedule (`WITHOUT ROWID`, keyed by its id): its definition as
+//! the core's JSON text (`recurring::codec`), its cursor in columns, `version` for the optimistic
+//! check of every write, `name` unique, and a partial index on `next_check_us` for the leader's
+//! look at the due ones. `schedule_occurrence` is the ledger: `seq INTEGER PRIMARY KEY
+//! AUTOINCREMENT` (never reused, so a schedule's entries keep their order), the outcome as the
+//! core's codes, indexes by (schedule, seq) for listings and by `recorded_at_us` for the purge.
 
 use punctual_core::StoreError;
 use rusqlite::{Connection, TransactionBehavior};

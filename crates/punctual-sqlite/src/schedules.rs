@@ -1,5 +1,5 @@
 //! Schedules and their occurrence ledger: the `schedule` and `schedule_occurrence` tables
-//! (see `migrations`, version 8), their one write (`write`, run by the writer) and their reads.
+//! (see `migrations`, version 7), their one write (`write`, run by the writer) and their reads.
 //!
 //! A schedule's definition is the core's JSON text (`recurring::codec`), its cursor a few
 //! columns; a ledger entry's outcome is the core's `OutcomeColumns`. Nothing here decides
@@ -323,7 +323,7 @@ pub(crate) fn due(
          LEFT JOIN schedule_occurrence o ON o.seq =
              (SELECT max(seq) FROM schedule_occurrence WHERE schedule_id = s.id)
          WHERE s.next_check_us IS NOT NULL AND s.next_check_us <= ?1
-         ORDER BY s.next_check_us LIMIT ?2"
+         ORDER BY s.next_check_us, s.id LIMIT ?2"
     ))?;
     let mut rows = statement.query(params![check_by.as_micros(), limit])?;
     let mut due = Vec::new();
@@ -382,7 +382,7 @@ pub(crate) fn purge(
         .prepare_cached(
             "DELETE FROM schedule_occurrence WHERE seq IN (
                  SELECT seq FROM schedule_occurrence WHERE recorded_at_us < ?1
-                 ORDER BY recorded_at_us LIMIT ?2)",
+                 ORDER BY recorded_at_us, seq LIMIT ?2)",
         )?
         .execute(params![
             recorded_before.as_micros(),

@@ -4195,8 +4195,8 @@ pub async fn schedule_write_refuses_an_invalid_batch_and_writes_nothing(store: A
     assert!(
         matches!(
             &result,
-            Err(StoreError::Invalid(ValidationError::TooLong { field: "schedule writes", bytes, limit }))
-                if *bytes == limits::SCHEDULE_BATCH_MAX + 1 && *limit == limits::SCHEDULE_BATCH_MAX
+            Err(StoreError::Invalid(ValidationError::TooMany { field: "schedule writes", count, limit }))
+                if *count == limits::SCHEDULE_BATCH_MAX + 1 && *limit == limits::SCHEDULE_BATCH_MAX
         ),
         "{result:?}"
     );

@@ -624,6 +624,9 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         check_schedule_writes(&writes, now)?;
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut stored = self.lock();
         if let Some(term) = fence {
             stored.leader.fence(term, now)?;

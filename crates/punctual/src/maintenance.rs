@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use punctual_core::{LeaderTerm, StoreError};
+use punctual_core::{Hint, LeaderTerm, StoreError};
 
 use crate::event::Event;
 use crate::scheduler::Inner;
@@ -230,7 +230,10 @@ pub(crate) async fn forward_insert_hints(inner: Arc<Inner>) {
     };
     loop {
         tokio::select! {
-            run_at = hints.next() => inner.wake_for(run_at),
+            hint = hints.next_hint() => match hint {
+                Hint::Due(run_at) => inner.wake_for(run_at),
+                Hint::Cancelled(id) => inner.signal_cancel(id),
+            },
             () = inner.stop_claiming.cancelled() => return,
         }
     }

@@ -115,6 +115,19 @@ impl Inner {
             .expect("no panic while holding the leadership lock")
     }
 
+    /// Tells the handler of job `id` to cancel, if it runs on this node.
+    pub fn signal_cancel(&self, id: JobId) {
+        let running = self
+            .running
+            .lock()
+            .expect("no panic while holding the running lock")
+            .get(&id)
+            .cloned();
+        if let Some(cancellation) = running {
+            cancellation.cancel();
+        }
+    }
+
     /// How long a handler of `kind` may run, if it is bounded.
     pub fn timeout_of(&self, kind: &Kind) -> Option<Duration> {
         self.timeouts
@@ -445,16 +458,7 @@ impl Scheduler {
     /// cancel at once; one running on another node, at its next heartbeat.
     pub async fn cancel(&self, id: JobId) -> Result<Job, EngineError> {
         let job = self.inner.store.cancel(id, self.inner.clock.now()).await?;
-        let running = self
-            .inner
-            .running
-            .lock()
-            .expect("no panic while holding the running lock")
-            .get(&id)
-            .cloned();
-        if let Some(cancellation) = running {
-            cancellation.cancel();
-        }
+        self.inner.signal_cancel(id);
         Ok(job)
     }
 

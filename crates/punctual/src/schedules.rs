@@ -315,21 +315,40 @@ pub(crate) async fn materialize(inner: Arc<Inner>) {
                 summaries.push((each.schedule.definition.name.clone(), summary));
                 writes.push(write);
             }
-            match inner.store.write_schedules(Some(term), writes, now).await {
-                Ok(outcomes) => {
-                    if let Some(at) = earliest {
-                        inner.wake_for(at);
+            // In calls within the store's row limit (a plan after a long outage may hold many).
+            let mut failed = false;
+            let mut planned = writes.into_iter().zip(summaries).peekable();
+            while planned.peek().is_some() {
+                let mut rows = 0;
+                let mut chunk = Vec::new();
+                while let Some((write, _)) = planned.peek() {
+                    if !chunk.is_empty() && rows + write.rows() > limits::SCHEDULE_CALL_ROWS_MAX {
+                        break;
                     }
-                    for ((name, summary), outcome) in summaries.into_iter().zip(outcomes) {
-                        if outcome == WriteOutcome::Applied && !is_quiet(&summary) {
-                            inner.emit(Event::Occurrences { name, summary });
+                    rows += write.rows();
+                    chunk.extend(planned.next());
+                }
+                let (chunk, summaries): (Vec<ScheduleWrite>, Vec<_>) = chunk.into_iter().unzip();
+                match inner.store.write_schedules(Some(term), chunk, now).await {
+                    Ok(outcomes) => {
+                        for ((name, summary), outcome) in summaries.into_iter().zip(outcomes) {
+                            if outcome == WriteOutcome::Applied && !is_quiet(&summary) {
+                                inner.emit(Event::Occurrences { name, summary });
+                            }
                         }
                     }
+                    Err(error) => {
+                        duty_failed(&inner, "write_schedules", error);
+                        failed = true;
+                        break;
+                    }
                 }
-                Err(error) => {
-                    duty_failed(&inner, "write_schedules", error);
-                    break;
-                }
+            }
+            if let Some(at) = earliest {
+                inner.wake_for(at);
+            }
+            if failed {
+                break;
             }
             if !full {
                 break;

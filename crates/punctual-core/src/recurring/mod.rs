@@ -493,7 +493,8 @@ impl OccurrenceEntry {
     }
 }
 
-/// A run of skips already in the ledger, grown by a write: its last occurrence and its count.
+/// A run of skips already in the ledger, grown by a write: its last occurrence and its count
+/// (the whole run's, at least 1). The store sets the entry's `recorded_at` to the write's `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LedgerExtend {
     pub seq: u64,
@@ -543,16 +544,30 @@ impl ScheduleWrite {
         if self.jobs.len() > limits::SCHEDULE_WRITE_ROWS_MAX
             || self.append.len() > limits::SCHEDULE_WRITE_ROWS_MAX
         {
-            return Err(ValidationError::TooLong {
-                field: "schedule write",
-                bytes: self.jobs.len().max(self.append.len()),
+            return Err(ValidationError::TooMany {
+                field: "rows of a schedule write",
+                count: self.jobs.len().max(self.append.len()),
                 limit: limits::SCHEDULE_WRITE_ROWS_MAX,
             });
+        }
+        let empty_run = self.append.iter().any(|entry| {
+            matches!(entry.outcome, OccurrenceOutcome::Skipped { count: 0, .. })
+                || entry.schedule != self.schedule.id
+        }) || self.extend.is_some_and(|extend| extend.count == 0);
+        if empty_run {
+            return Err(ValidationError::BadLedgerEntry);
         }
         for job in &self.jobs {
             job.validate(now)?;
         }
         Ok(())
+    }
+}
+
+impl ScheduleWrite {
+    /// The rows it inserts: its jobs and its new ledger entries.
+    pub fn rows(&self) -> usize {
+        self.jobs.len() + self.append.len()
     }
 }
 

@@ -151,11 +151,14 @@ async fn the_kinds_index_step_indexes_the_jobs_already_stored() {
     raw_client(Some(&schema.name))
         .await
         .batch_execute(
-            "DROP INDEX punctual_jobs_pending_by_kind;
-             DELETE FROM punctual_migrations WHERE version = 5;",
+            "DROP TRIGGER punctual_jobs_notify_cancelled ON punctual_jobs;
+             DROP FUNCTION punctual_jobs_notify_cancelled();
+             DROP TABLE punctual_schedules, punctual_schedule_occurrences;
+             DROP INDEX punctual_jobs_pending_by_kind;
+             DELETE FROM punctual_migrations WHERE version >= 5;",
         )
         .await
-        .expect("take step 5 back out");
+        .expect("take step 5 and later back out");
 
     let store = schema.connect().await;
     let every_version: Vec<i32> = (1..=SCHEMA_VERSION).collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use punctual::{Config, Event, JobContext, JobOptions, JobState, NodeId, Scheduler, Store};
 use punctual_postgres::{PgOptions, PgStore};
 
-async fn connect() -> Option<PgStore> {
+async fn connect(name: &str) -> Option<PgStore> {
     let url = std::env::var("PUNCTUAL_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let seconds = SystemTime::now()
@@ -22,7 +22,7 @@ async fn connect() -> Option<PgStore> {
         .expect("the clock is after 1970")
         .as_secs();
     let options = PgOptions {
-        schema: Some(format!("t_{seconds}_{}_engine", std::process::id())),
+        schema: Some(format!("t_{seconds}_{}_engine_{name}", std::process::id())),
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         ..PgOptions::default()
@@ -39,7 +39,7 @@ async fn connect() -> Option<PgStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_completes_in_its_own_transaction_succeeds_once() {
-    let Some(store) = connect().await else {
+    let Some(store) = connect("tx").await else {
         return;
     };
     let store = Arc::new(store);
@@ -104,4 +104,71 @@ async fn a_handler_that_completes_in_its_own_transaction_succeeds_once() {
         )),
         "{events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_another_node_reaches_the_running_handler_within_a_second() {
+    let Some(store) = connect("cancel").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let clock = store.database_clock().await.expect("measure the clock");
+    let heard: Arc<Mutex<Option<std::time::Instant>>> = Arc::new(Mutex::new(None));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (heard_in, started_in) = (Arc::clone(&heard), Arc::clone(&started));
+    // The node that runs the job, with the default 10 s heartbeat.
+    let runner = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .clock(clock.clone())
+        .config(Config {
+            node: NodeId::new("engine-pg-runner").expect("valid"),
+            ..Config::default()
+        })
+        .handler("waits", move |job: JobContext| {
+            let (heard, started) = (Arc::clone(&heard_in), Arc::clone(&started_in));
+            async move {
+                started.notify_one();
+                job.cancellation.cancelled().await;
+                *heard.lock().expect("not poisoned") = Some(std::time::Instant::now());
+                Ok(())
+            }
+        })
+        .build()
+        .expect("build");
+    runner.start().expect("start");
+    // Another node, with no handler for the kind: it only cancels.
+    let other = Scheduler::builder(store.clone() as Arc<dyn Store>)
+        .clock(clock)
+        .config(Config {
+            node: NodeId::new("engine-pg-other").expect("valid"),
+            ..Config::default()
+        })
+        .accept_unknown_kinds(true)
+        .build()
+        .expect("build");
+    let id = other
+        .schedule_in("waits", &(), Duration::ZERO, JobOptions::default())
+        .await
+        .expect("schedule");
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the handler started");
+    let cancelled = std::time::Instant::now();
+    other.cancel(id).await.expect("cancel");
+    let deadline = cancelled + Duration::from_secs(5);
+    let reached = loop {
+        if let Some(at) = *heard.lock().expect("not poisoned") {
+            break at;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the handler never heard"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = reached.duration_since(cancelled);
+    assert!(
+        took < Duration::from_secs(1),
+        "the handler heard {took:?} later"
+    );
+    runner.stop().await;
 }
