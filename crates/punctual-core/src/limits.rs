@@ -74,6 +74,11 @@ pub const CATCH_UP_LIMIT_MAX: u32 = 1_000;
 /// Most events of a recurrence one plan of a schedule walks through before it yields (a
 /// schedule every second, paused for a week, catches up over several looks).
 pub const SCHEDULE_PLAN_STEPS_MAX: usize = 1_000;
+/// Most events one plan walks through while they are missed (or past the catch-up window), so
+/// that an outage's missed occurrences meet the misfire policy together: a schedule every
+/// second, down for a day, is decided in one look. Beyond it the plan decides what it met as
+/// if the missed occurrences ended there, and goes on at the next look.
+pub const SCHEDULE_CATCH_UP_STEPS_MAX: usize = 100_000;
 /// Most jobs (and most ledger entries) one schedule write holds.
 pub const SCHEDULE_WRITE_ROWS_MAX: usize = 2 * SCHEDULE_PLAN_STEPS_MAX;
 /// Most rows (jobs and ledger entries) all the schedule writes of one store call hold.

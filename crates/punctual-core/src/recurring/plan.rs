@@ -64,6 +64,17 @@ pub fn trigger(now: Timestamp, due: &DueSchedule) -> (ScheduleWrite, JobId) {
     (write, job)
 }
 
+/// The missed occurrences met so far in one plan.
+#[derive(Default)]
+struct CatchUp {
+    /// Met one (or one past the window) since the last on-time event.
+    active: bool,
+    /// Fired by `all` so far.
+    fired: u32,
+    /// The latest met, held by `latest`.
+    latest: Option<(Timestamp, bool)>,
+}
+
 struct Planner<'a> {
     now: Timestamp,
     due: &'a DueSchedule,
@@ -73,6 +84,9 @@ struct Planner<'a> {
     previous_active: bool,
     /// Whether this plan fired under an overlap policy other than `allow` (then it stops).
     fired_guarded: bool,
+    /// Whether the occurrence being decided is a missed one (catch-up firings do not stop the
+    /// plan: the misfire policy decides all the missed occurrences in one plan).
+    in_catch_up: bool,
     lag_seen: bool,
 }
 
@@ -89,6 +103,7 @@ impl<'a> Planner<'a> {
             summary: PlanSummary::default(),
             previous_active,
             fired_guarded: false,
+            in_catch_up: false,
             lag_seen: false,
         }
     }
@@ -125,13 +140,21 @@ impl<'a> Planner<'a> {
         }
         let definition = self.write.schedule.definition.clone();
         let paused = self.write.schedule.paused;
-        let mut missed: Vec<(Timestamp, bool)> = Vec::new();
+        let mut missed = CatchUp::default();
         let mut walk = definition
             .recurrence
             .walk(self.write.schedule.cursor.high_water);
         let mut steps = 0usize;
         let next_check = loop {
-            if steps == limits::SCHEDULE_PLAN_STEPS_MAX || self.fired_guarded {
+            // Missed occurrences (and those past the window) cost a step of the larger catch-up
+            // budget, so that an outage's are decided together, by one reading of the policy.
+            let budget = if missed.active {
+                limits::SCHEDULE_CATCH_UP_STEPS_MAX
+            } else {
+                limits::SCHEDULE_PLAN_STEPS_MAX
+            };
+            if steps >= budget || self.fired_guarded {
+                self.flush_missed(&mut missed);
                 // Go on at the next look, soon.
                 break Some(now);
             }
@@ -180,20 +203,22 @@ impl<'a> Planner<'a> {
                     self.skip(SkipReason::ClockChange, at, span.count.max(1));
                 }
                 Step::Fire(firing) => {
-                    if outside || paused || late > definition.misfire.catch_up_window {
+                    if outside || paused {
                         self.flush_missed(&mut missed);
                         self.note_lag(at);
                         let reason = if outside {
                             SkipReason::OutsideWindow
-                        } else if paused {
-                            SkipReason::Paused
                         } else {
-                            SkipReason::Misfire
+                            SkipReason::Paused
                         };
                         self.skip(reason, at, 1);
+                    } else if late > definition.misfire.catch_up_window {
+                        self.note_lag(at);
+                        missed.active = true;
+                        self.skip(SkipReason::Misfire, at, 1);
                     } else if late > definition.misfire.grace {
                         self.note_lag(at);
-                        missed.push((at, firing.moved));
+                        self.missed(&mut missed, at, firing.moved);
                     } else {
                         self.flush_missed(&mut missed);
                         self.note_lag(at);
@@ -206,31 +231,43 @@ impl<'a> Planner<'a> {
         self.cursor_mut().next_check = next_check;
     }
 
-    /// The misfire policy over the missed occurrences, oldest first.
-    fn flush_missed(&mut self, missed: &mut Vec<(Timestamp, bool)>) {
-        if missed.is_empty() {
-            return;
-        }
-        let policy = self.write.schedule.definition.misfire.action;
-        let count = missed.len();
-        let fires = |index: usize| match policy {
-            MisfireAction::Skip => false,
-            MisfireAction::Latest => index + 1 == count,
-            MisfireAction::All { limit } => index < limit as usize,
-        };
-        let chosen: Vec<usize> = (0..count).filter(|index| fires(*index)).collect();
-        let cancel_previous =
-            self.write.schedule.definition.overlap == OverlapPolicy::CancelPrevious;
-        for (index, (at, moved)) in missed.drain(..).enumerate() {
-            if !chosen.contains(&index) {
-                self.skip(SkipReason::Misfire, at, 1);
-            } else if cancel_previous && chosen.last() != Some(&index) {
-                // Each firing would cancel the one before: only the last of them runs.
-                self.skip(SkipReason::Overlap, at, 1);
-            } else {
-                self.decide_due(at, moved);
+    /// The misfire policy meets one missed occurrence, oldest first: `skip` skips it, `all`
+    /// fires it while the limit allows, `latest` holds it until a later one replaces it (and is
+    /// skipped) or the missed ones end (`flush_missed`, and it fires).
+    fn missed(&mut self, missed: &mut CatchUp, at: Timestamp, moved: bool) {
+        missed.active = true;
+        match self.write.schedule.definition.misfire.action {
+            MisfireAction::Skip => self.skip(SkipReason::Misfire, at, 1),
+            MisfireAction::All { limit } => {
+                if missed.fired < limit {
+                    missed.fired += 1;
+                    self.catch_up(at, moved);
+                } else {
+                    self.skip(SkipReason::Misfire, at, 1);
+                }
+            }
+            MisfireAction::Latest => {
+                if let Some((earlier, _)) = missed.latest.replace((at, moved)) {
+                    self.skip(SkipReason::Misfire, earlier, 1);
+                }
             }
         }
+    }
+
+    /// The missed occurrences ended: the one `latest` held fires.
+    fn flush_missed(&mut self, missed: &mut CatchUp) {
+        if let Some((at, moved)) = missed.latest.take() {
+            self.catch_up(at, moved);
+        }
+        missed.active = false;
+    }
+
+    /// A missed occurrence that the misfire policy fires meets the overlap policy, and does
+    /// not stop the plan.
+    fn catch_up(&mut self, at: Timestamp, moved: bool) {
+        self.in_catch_up = true;
+        self.decide_due(at, moved);
+        self.in_catch_up = false;
     }
 
     /// A due occurrence meets the overlap policy.
@@ -264,8 +301,9 @@ impl<'a> Planner<'a> {
                 let previous = self.write.schedule.cursor.last_job;
                 let fired_here = self.write.jobs.iter().any(|job| Some(job.id) == previous);
                 if fired_here {
-                    // Fired by this plan: not inserted after all.
+                    // Fired by this plan: not inserted after all, and skipped as overlapped.
                     self.write.jobs.retain(|job| Some(job.id) != previous);
+                    self.unfire(previous);
                 } else {
                     self.write.cancel = previous;
                 }
@@ -296,7 +334,7 @@ impl<'a> Planner<'a> {
         cursor.fired += 1;
         self.summary.fired += 1;
         self.previous_active = true;
-        if self.guarded() {
+        if self.guarded() && !self.in_catch_up {
             self.fired_guarded = true;
         }
         id
@@ -304,8 +342,7 @@ impl<'a> Planner<'a> {
 
     /// Records `count` skipped occurrences from `at`, growing the latest run of skips for the
     /// same reason when there is one.
-    fn skip(&mut self, reason: SkipReason, at: Timestamp, count: u64) {
-        self.cursor_mut().skipped += count;
+    fn count_skip(&mut self, reason: SkipReason, count: u64) {
         match self
             .summary
             .skipped
@@ -315,6 +352,30 @@ impl<'a> Planner<'a> {
             Some((_, total)) => *total += count,
             None => self.summary.skipped.push((reason, count)),
         }
+    }
+
+    /// The firing of `job` by this plan becomes a skip for overlap (a later one cancelled it).
+    fn unfire(&mut self, job: Option<JobId>) {
+        let Some(entry) = self.write.append.iter_mut().find(|entry| {
+            matches!(entry.outcome, OccurrenceOutcome::Fired { job: fired, .. } if Some(fired) == job)
+        }) else {
+            return;
+        };
+        entry.outcome = OccurrenceOutcome::Skipped {
+            reason: SkipReason::Overlap,
+            count: 1,
+            last_at: entry.at,
+        };
+        let cursor = &mut self.write.schedule.cursor;
+        cursor.fired -= 1;
+        cursor.skipped += 1;
+        self.summary.fired -= 1;
+        self.count_skip(SkipReason::Overlap, 1);
+    }
+
+    fn skip(&mut self, reason: SkipReason, at: Timestamp, count: u64) {
+        self.cursor_mut().skipped += count;
+        self.count_skip(reason, count);
         if let Some(last) = self.write.append.last_mut() {
             if let OccurrenceOutcome::Skipped {
                 reason: last_reason,

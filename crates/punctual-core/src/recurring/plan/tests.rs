@@ -530,3 +530,74 @@ fn a_long_backlog_is_walked_in_bounded_steps() {
     assert_eq!(world.schedule.cursor.skipped, 3600);
     assert_eq!(world.ledger.len(), 1);
 }
+
+/// A schedule every second, down for two hours from 2026-01-01T00:00:00Z.
+fn a_long_outage(action: MisfireAction) -> World {
+    let mut definition = definition(cron("* * * * * *", "UTC"));
+    definition.misfire.action = action;
+    let mut world = World::new(definition, at("2026-01-01T00:00:00Z"));
+    world.plan(at("2026-01-01T02:00:00Z"));
+    // Every missed occurrence (up to 01:58:59) is decided in the first look; most of those
+    // found within the grace, in the next.
+    assert_eq!(decided(&world), 7_140);
+    world.plan(at("2026-01-01T02:00:00Z"));
+    world
+}
+
+fn decided(world: &World) -> u64 {
+    world.schedule.cursor.fired + world.schedule.cursor.skipped
+}
+
+#[test]
+fn every_missed_occurrence_of_a_long_outage_is_decided_in_one_look() {
+    // Found by explain: at the step limit the missed occurrences met so far were neither
+    // fired nor skipped, and the high-water mark had passed them.
+    let world = a_long_outage(MisfireAction::All { limit: 5 });
+    // And the two ahead of time.
+    assert_eq!(decided(&world), 7_202);
+    assert_eq!(world.schedule.cursor.high_water, at("2026-01-01T02:00:02Z"));
+    let fired: Vec<Timestamp> = world.fired().into_iter().map(|(at, _)| at).collect();
+    // The five oldest missed (late by more than the 60 s grace), then the 61 within it.
+    assert_eq!(
+        fired[..5],
+        [1, 2, 3, 4, 5].map(|s| at("2026-01-01T00:00:00Z").add(Duration::from_secs(s)))
+    );
+    assert_eq!(fired.len(), 5 + 61 + 2);
+    assert_eq!(fired[5], at("2026-01-01T01:59:00Z"));
+    assert_eq!(world.schedule.cursor.skipped, 7_139 - 5);
+}
+
+#[test]
+fn latest_fires_one_missed_occurrence_however_long_the_outage() {
+    let world = a_long_outage(MisfireAction::Latest);
+    assert_eq!(decided(&world), 7_202);
+    let fired: Vec<Timestamp> = world.fired().into_iter().map(|(at, _)| at).collect();
+    assert_eq!(fired[0], at("2026-01-01T01:58:59Z"), "the latest missed");
+    assert_eq!(fired.len(), 1 + 61 + 2);
+    assert_eq!(
+        world.skipped(),
+        [(
+            SkipReason::Misfire,
+            at("2026-01-01T00:00:01Z"),
+            7_138,
+            at("2026-01-01T01:58:58Z")
+        )]
+    );
+}
+
+#[test]
+fn cancel_previous_among_missed_occurrences_keeps_only_the_last_fired() {
+    let mut definition = definition(cron("0 * * * *", "UTC"));
+    definition.misfire.action = MisfireAction::All { limit: 10 };
+    definition.overlap = OverlapPolicy::CancelPrevious;
+    let mut world = World::new(definition, at("2026-01-10T00:30:00Z"));
+    world.plan(at("2026-01-10T04:30:00Z"));
+    // 01:00 to 04:00 missed: each would cancel the one before, so only 04:00 runs, and the
+    // others are skipped as overlapping; none of them stays a fired entry without its job.
+    let fired = world.fired();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].0, at("2026-01-10T04:00:00Z"));
+    assert_eq!(world.jobs.len(), 1);
+    assert_eq!(world.schedule.cursor.fired, 1);
+    assert_eq!(world.schedule.cursor.skipped, 3);
+}
