@@ -122,6 +122,22 @@ impl Client {
         self.send(Method::POST, url, None, HeaderMap::new()).await
     }
 
+    /// `method path`, with `body` as JSON when there is one (`PUT`, `PATCH`, `DELETE`),
+    /// answered with a `T`.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let url = self.url(path)?;
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .context("encoding the request")?;
+        self.send(method, url, body, HeaderMap::new()).await
+    }
+
     fn url(&self, path: &str) -> anyhow::Result<Url> {
         self.base
             .join(path)

@@ -1,6 +1,7 @@
 //! The `punctual` binary: `serve` (a node: the engine and the HTTP API), the demo, the
-//! benchmark, PostgreSQL migrations, API tokens, and commands to schedule and inspect jobs and
-//! queues, on a server (`--url`) or directly on a store (`--store`).
+//! benchmark, PostgreSQL migrations, API tokens, commands to schedule and inspect jobs and
+//! queues, on a server (`--url`) or directly on a store (`--store`), and schedules as data
+//! (`schedules`, on a server; `schedules explain` anywhere).
 //!
 //! The only place errors become exit codes (`anyhow` here and in the benchmark harness it calls,
 //! typed errors in the libraries below). A command that fails for a reason a script can act on
@@ -14,6 +15,7 @@ mod jobs;
 mod migrate;
 mod queues;
 mod render;
+mod schedules;
 mod serve;
 mod tokens;
 
@@ -59,6 +61,15 @@ enum Command {
     Jobs(jobs::JobsArgs),
     /// List queues with their counts by state, due jobs and the oldest due's age.
     Queues(queues::QueuesArgs),
+    /// Schedules as data on a server (--url): create, upsert, get, list, update, pause,
+    /// resume, trigger, delete, their occurrences; and explain a recurrence (no server needed).
+    Schedules(schedules::SchedulesArgs),
+    /// Print this binary's version and the time zone database its schedules are computed with.
+    Version {
+        /// As one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +87,8 @@ fn main() -> ExitCode {
         Command::Schedule(args) => jobs::schedule(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Queues(args) => queues::run(args),
+        Command::Schedules(args) => schedules::run(args),
+        Command::Version { json } => version(json),
     };
     let Err(error) = result else {
         return ExitCode::SUCCESS;
@@ -95,6 +108,20 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `punctual version`: the version, and the IANA time zone database version (a change of it can
+/// move cron occurrences, so it is worth knowing which one a binary carries).
+fn version(json: bool) -> anyhow::Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let tzdb = punctual_core::tzdb_version();
+    if json {
+        render::print_json(&serde_json::json!({"version": version, "tzdb_version": tzdb}))
+    } else {
+        println!("punctual {version}");
+        println!("tzdb {tzdb}");
+        Ok(())
     }
 }
 

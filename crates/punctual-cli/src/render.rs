@@ -1,6 +1,6 @@
-//! The output of the job and queue commands: tables and field lists for people, JSON lines for
-//! scripts. Both modes print from the API's wire types (`punctual_server::dto`), so a script sees
-//! one format whether the jobs came from a server or a store.
+//! The output of the job, queue and schedule commands: tables and field lists for people, JSON
+//! lines for scripts. Both modes print from the API's wire types (`punctual_server::dto`), so a
+//! script sees one format whether the jobs came from a server or a store.
 //!
 //! Must not fetch anything: it formats what it is given, with `now` for relative times.
 
@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use punctual_core::Timestamp;
-use punctual_server::dto::{JobView, QueueView, ScheduleSpec};
+use punctual_server::dto::{
+    Explanation, JobView, OccurrenceView, QueueView, ScheduleSpec, ScheduleView,
+};
 use serde::Serialize;
 
 /// One value as one line of JSON on stdout.
@@ -229,6 +231,9 @@ pub fn human(span: Duration) -> String {
 /// An interval in the largest unit `--every` accepts that states it exactly: `5m`, `1500ms`.
 fn interval_text(interval: Duration) -> String {
     let millis = interval.as_millis();
+    if millis == 0 {
+        return "0s".to_owned();
+    }
     let units = [
         (86_400_000, "d"),
         (3_600_000, "h"),
@@ -242,6 +247,327 @@ fn interval_text(interval: Duration) -> String {
             || format!("{millis}ms"),
             |(size, unit)| format!("{}{unit}", millis / size),
         )
+}
+
+/// What a schedule's occurrences run: `kind K` or `webhook POST https://...`.
+pub fn schedule_target(schedule: &ScheduleView) -> String {
+    match (&schedule.kind, &schedule.webhook) {
+        (_, Some(webhook)) => format!(
+            "webhook {} {}",
+            webhook.method.as_deref().unwrap_or("POST"),
+            webhook.url
+        ),
+        (Some(kind), None) => format!("kind {kind}"),
+        (None, None) => "no target".to_owned(),
+    }
+}
+
+/// When a schedule fires: `cron "30 2 * * *" in Europe/Berlin` or `every 5m`.
+pub fn schedule_recurrence(schedule: &ScheduleView) -> String {
+    describe_schedule(&ScheduleSpec {
+        cron: schedule.cron.clone(),
+        time_zone: schedule.time_zone.clone(),
+        interval_ms: schedule.interval_ms,
+    })
+}
+
+/// Schedules as a table, one row each.
+pub fn schedule_table(schedules: &[ScheduleView], now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = schedules
+        .iter()
+        .map(|schedule| {
+            vec![
+                schedule.name.clone(),
+                schedule.status.clone(),
+                schedule_recurrence(schedule),
+                schedule_target(schedule),
+                schedule.next_occurrence.as_deref().map_or_else(
+                    || "-".to_owned(),
+                    |next| format!("{next} ({})", relative_text(next, now)),
+                ),
+                schedule.fired.to_string(),
+                schedule.skipped.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "STATUS", "WHEN", "TARGET", "NEXT", "FIRED", "SKIPPED",
+        ],
+        &rows,
+    )
+}
+
+/// Every field of one schedule, one per line.
+pub fn schedule_fields(schedule: &ScheduleView, now: Timestamp) -> String {
+    let optional = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+    let misfire = &schedule.misfire;
+    let policy = match misfire.limit {
+        Some(limit) => format!("{} (at most {limit})", misfire.policy),
+        None => misfire.policy.clone(),
+    };
+    let backoff = &schedule.backoff;
+    let fields = vec![
+        ("id", schedule.id.clone()),
+        ("name", schedule.name.clone()),
+        ("status", schedule.status.clone()),
+        ("when", schedule_recurrence(schedule)),
+        ("start_at", optional(&schedule.start_at)),
+        ("end_at", optional(&schedule.end_at)),
+        (
+            "jitter",
+            interval_text(Duration::from_millis(schedule.jitter_ms)),
+        ),
+        ("target", schedule_target(schedule)),
+        ("payload", schedule.payload.get().to_owned()),
+        ("queue", schedule.queue.clone()),
+        ("priority", schedule.priority.to_string()),
+        ("attempts", format!("at most {}", schedule.attempt_max)),
+        (
+            "retry",
+            format!(
+                "backoff {} ms doubling up to {} ms, {} % jitter",
+                backoff.base_ms, backoff.max_ms, backoff.jitter_percent
+            ),
+        ),
+        (
+            "misfire",
+            format!(
+                "{policy}, grace {}, catch-up window {}",
+                interval_text(Duration::from_millis(misfire.grace_ms)),
+                interval_text(Duration::from_millis(misfire.catch_up_window_ms))
+            ),
+        ),
+        ("overlap", schedule.overlap.clone()),
+        (
+            "next",
+            schedule.next_occurrence.as_deref().map_or_else(
+                || "-".to_owned(),
+                |next| format!("{next} ({})", relative_text(next, now)),
+            ),
+        ),
+        ("high_water", schedule.high_water.clone()),
+        (
+            "counts",
+            format!("{} fired, {} skipped", schedule.fired, schedule.skipped),
+        ),
+        ("last_job", optional(&schedule.last_job)),
+        ("buffered", optional(&schedule.buffered)),
+        ("last_error", optional(&schedule.last_error)),
+        ("version", schedule.version.to_string()),
+        ("created_at", schedule.created_at.clone()),
+        ("updated_at", schedule.updated_at.clone()),
+    ];
+    field_list(&fields)
+}
+
+fn field_list(fields: &[(&str, String)]) -> String {
+    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (name, value) in fields {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{:<width$}  {value}",
+            format!("{name}:"),
+            width = width + 1
+        );
+    }
+    out
+}
+
+/// A schedule's ledger as a table, newest first.
+pub fn occurrence_table(entries: &[OccurrenceView]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|entry| {
+            let detail = match entry.outcome.as_str() {
+                "fired" => {
+                    let mut detail = format!("job {}", entry.job_id.as_deref().unwrap_or("?"));
+                    if entry.manual == Some(true) {
+                        detail.push_str(", triggered");
+                    }
+                    if let Some(late_ms) = entry.late_ms.filter(|late| *late > 0) {
+                        let _ = write!(detail, ", {} late", human(Duration::from_millis(late_ms)));
+                    }
+                    if entry.moved == Some(true) {
+                        detail.push_str(", moved by a clock change");
+                    }
+                    detail
+                }
+                "skipped" => {
+                    let reason = entry.reason.as_deref().unwrap_or("?");
+                    match (&entry.last_at, entry.count) {
+                        (Some(last_at), count) if count > 1 => {
+                            format!("{reason}: {count} occurrences, the last at {last_at}")
+                        }
+                        _ => reason.to_owned(),
+                    }
+                }
+                _ => entry.error.clone().unwrap_or_default(),
+            };
+            vec![
+                entry.seq.to_string(),
+                entry.at.clone(),
+                entry.outcome.clone(),
+                detail,
+            ]
+        })
+        .collect();
+    table(&["SEQ", "AT", "OUTCOME", "DETAIL"], &rows)
+}
+
+/// An explanation for people: a line saying what was asked, a table of the firings (local
+/// time with the weekday, offset and zone abbreviation, UTC, note) and, for an outage, what
+/// recovering from it fires and skips, and why.
+pub fn explanation(answer: &Explanation) -> String {
+    let recurrence = describe_schedule(&ScheduleSpec {
+        cron: answer.cron.clone(),
+        time_zone: answer.cron.as_ref().map(|_| answer.time_zone.clone()),
+        interval_ms: answer.interval_ms,
+    });
+    let class = match (&answer.cron, answer.fixed_time) {
+        (Some(_), true) => ", fixed-time",
+        (Some(_), false) => ", wildcard",
+        (None, _) => "",
+    };
+    let mut out = format!(
+        "{recurrence}{class} (tzdb {}), from {}\n",
+        answer.tzdb_version, answer.from
+    );
+    let with_seconds = answer
+        .occurrences
+        .iter()
+        .filter(|occurrence| occurrence.event == "fire")
+        .any(|occurrence| occurrence.local.get(16..19).unwrap_or(":00") != ":00");
+    let rows: Vec<Vec<String>> = answer
+        .occurrences
+        .iter()
+        .map(|occurrence| {
+            let offset = match &occurrence.abbreviation {
+                Some(abbreviation) if abbreviation != &occurrence.offset => {
+                    format!("{} {abbreviation}", occurrence.offset)
+                }
+                _ => occurrence.offset.clone(),
+            };
+            let local = if occurrence.event == "skip" {
+                "-".to_owned()
+            } else {
+                local_text(&occurrence.local, with_seconds)
+            };
+            vec![
+                local,
+                offset,
+                occurrence.utc.clone(),
+                occurrence.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["LOCAL", "OFFSET", "UTC", "NOTE"], &rows));
+    if let Some(end) = &answer.end {
+        let _ = writeln!(out, "no more firings: {end}");
+    }
+    if let Some(recovery) = &answer.recovery {
+        let misfire = &recovery.misfire;
+        let policy = match misfire.limit {
+            Some(limit) => format!("{} (at most {limit})", misfire.policy),
+            None => misfire.policy.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "\nrecovering at {} from an outage since {} (misfire {policy}, grace {}, catch-up \
+             window {}; overlap {}{}): {} fired, {} skipped",
+            recovery.outage_to,
+            recovery.outage_from,
+            interval_text(Duration::from_millis(misfire.grace_ms)),
+            interval_text(Duration::from_millis(misfire.catch_up_window_ms)),
+            recovery.overlap,
+            if recovery.previous_unfinished {
+                ", the previous job unfinished"
+            } else {
+                ""
+            },
+            recovery.fired,
+            recovery.skipped,
+        );
+        if recovery.entries.is_empty() {
+            out.push_str("nothing was due\n");
+        } else {
+            let rows: Vec<Vec<String>> = recovery
+                .entries
+                .iter()
+                .map(|entry| {
+                    let at = match &entry.last_at {
+                        Some(last_at) if last_at != &entry.at => {
+                            format!("{} .. {last_at}", entry.at)
+                        }
+                        _ => entry.at.clone(),
+                    };
+                    vec![
+                        entry.outcome.clone(),
+                        at,
+                        entry.count.to_string(),
+                        entry.run_at.clone().unwrap_or_else(|| "-".to_owned()),
+                        entry.why.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &["OUTCOME", "OCCURRENCE", "COUNT", "RUN_AT", "WHY"],
+                &rows,
+            ));
+        }
+        if let Some(buffered) = &recovery.buffered {
+            let _ = writeln!(
+                out,
+                "buffered: {buffered}, fired when the previous job finishes"
+            );
+        }
+        if recovery.cancels_previous {
+            out.push_str("the previous occurrence's job is cancelled\n");
+        }
+        if !recovery.complete {
+            let _ = writeln!(
+                out,
+                "decided up to {} here; the engine goes on catching up over further looks",
+                recovery.decided_through
+            );
+        }
+    }
+    out
+}
+
+/// `Sun 2026-03-29 03:00` from `2026-03-29T03:00:00+02:00` (seconds only when asked).
+fn local_text(local: &str, with_seconds: bool) -> String {
+    let (Some(date), Some(clock)) = (local.get(..10), local.get(11..)) else {
+        return local.to_owned();
+    };
+    let clock = clock
+        .get(..if with_seconds { 8 } else { 5 })
+        .unwrap_or(clock);
+    match weekday(date) {
+        Some(day) => format!("{day} {date} {clock}"),
+        None => format!("{date} {clock}"),
+    }
+}
+
+/// The weekday of a `YYYY-MM-DD` date (Sakamoto's method, proleptic Gregorian).
+fn weekday(date: &str) -> Option<&'static str> {
+    let mut parts = date.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: usize = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) {
+        return None;
+    }
+    const OFFSETS: [i64; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
+    let year = if month < 3 { year - 1 } else { year };
+    let index = (year + year.div_euclid(4) - year.div_euclid(100)
+        + year.div_euclid(400)
+        + OFFSETS[month - 1]
+        + day)
+        .rem_euclid(7);
+    Some(["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][index as usize])
 }
 
 /// Left-aligned columns, two spaces apart, with a header row.
@@ -280,6 +606,22 @@ mod tests {
         assert_eq!(interval_text(Duration::from_secs(300)), "5m");
         assert_eq!(interval_text(Duration::from_millis(1_500)), "1500ms");
         assert_eq!(interval_text(Duration::from_secs(86_400)), "1d");
+    }
+
+    #[test]
+    fn local_times_read_with_their_weekday() {
+        assert_eq!(weekday("2026-03-29"), Some("Sun"));
+        assert_eq!(weekday("2026-10-25"), Some("Sun"));
+        assert_eq!(weekday("2000-02-29"), Some("Tue"));
+        assert_eq!(weekday("2026-13-01"), None);
+        assert_eq!(
+            local_text("2026-03-29T03:00:00+02:00", false),
+            "Sun 2026-03-29 03:00"
+        );
+        assert_eq!(
+            local_text("2026-03-29T03:00:15+02:00", true),
+            "Sun 2026-03-29 03:00:15"
+        );
     }
 
     #[test]

@@ -139,6 +139,16 @@ impl ApiError {
         )
     }
 
+    /// A resource with this id (or, for a schedule, this name) already exists.
+    pub fn exists(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            "A resource with this id or name already exists",
+            detail.into(),
+        )
+    }
+
     /// The SSRF guard refused a webhook's address.
     pub fn target_refused(detail: impl Into<String>) -> Self {
         Self::new(
@@ -234,12 +244,7 @@ impl From<StoreError> for ApiError {
                 "The job is in a state where this does not apply",
                 format!("{detail}; nothing was changed"),
             ),
-            StoreError::Duplicate(_) | StoreError::TokenExists(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                "A resource with this id already exists",
-                detail,
-            ),
+            StoreError::Duplicate(_) | StoreError::TokenExists(_) => ApiError::exists(detail),
             StoreError::Invalid(error) => ApiError::from(error),
             // Leader duties are not reachable through the API; should one surface, the node
             // is between terms, which is transient.
@@ -272,6 +277,23 @@ impl From<punctual::EngineError> for ApiError {
             EngineError::AlreadyStarted | EngineError::NoRuntime => {
                 ApiError::unavailable(error.to_string())
             }
+        }
+    }
+}
+
+impl From<punctual::ScheduleError> for ApiError {
+    fn from(error: punctual::ScheduleError) -> Self {
+        use punctual::ScheduleError;
+        let detail = error.to_string();
+        match error {
+            ScheduleError::NotFound(_) => ApiError::not_found(detail),
+            ScheduleError::Exists(_) => ApiError::exists(detail),
+            // Other writers kept changing the schedule between a read and a write: nothing
+            // was changed, and a retry in a moment is expected to apply.
+            ScheduleError::Contended(_) => {
+                ApiError::unavailable(format!("{detail}; nothing was changed"))
+            }
+            ScheduleError::Store(error) => ApiError::from(error),
         }
     }
 }
@@ -331,6 +353,35 @@ mod tests {
             (StoreError::Duplicate(id), 409, "already_exists"),
             (
                 StoreError::Unavailable("down".to_owned()),
+                503,
+                "unavailable",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let api = ApiError::from(error);
+            assert_eq!(api.status().as_u16(), status);
+            assert_eq!(api.code(), code);
+        }
+    }
+
+    #[test]
+    fn schedule_errors_map_to_statuses_and_stable_codes() {
+        use punctual::ScheduleError;
+        let name = punctual_core::ScheduleName::new("nightly").expect("a valid name");
+        let cases = [
+            (
+                ScheduleError::NotFound("nightly".to_owned()),
+                404,
+                "not_found",
+            ),
+            (ScheduleError::Exists(name), 409, "already_exists"),
+            (
+                ScheduleError::Contended("nightly".to_owned()),
+                503,
+                "unavailable",
+            ),
+            (
+                ScheduleError::Store(StoreError::Unavailable("down".to_owned())),
                 503,
                 "unavailable",
             ),

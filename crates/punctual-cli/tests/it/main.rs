@@ -1,6 +1,7 @@
 //! End-to-end tests of the `punctual` binary: each test runs the real executable on its own
 //! temporary SQLite file, or its own PostgreSQL schema (`cluster`), and reads what it prints.
-//! The fault tests (`crash`, `cluster`) run real `punctual serve` nodes (`nodes`).
+//! The fault tests (`crash`, `cluster`) run real `punctual serve` nodes (`nodes`); `schedules`
+//! runs its commands against a node in the test's own process.
 
 mod bench;
 mod client;
@@ -9,6 +10,7 @@ mod crash;
 mod demo;
 mod jobs;
 mod nodes;
+mod schedules;
 mod walkthrough;
 
 /// Turns for the tests that must not overlap in this binary (the harness runs tests in

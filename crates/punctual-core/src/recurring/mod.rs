@@ -16,6 +16,7 @@
 //! Must not do I/O.
 
 pub mod codec;
+pub mod explain;
 pub mod plan;
 
 use std::fmt;

@@ -26,6 +26,7 @@ fn health(app: &App, status: &str, detail: Option<String>) -> Health {
         status: status.to_owned(),
         detail,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        tzdb_version: punctual_core::tzdb_version().to_owned(),
         node: app.settings.node.to_string(),
     }
 }

@@ -6,6 +6,7 @@
 pub mod health;
 pub mod jobs;
 pub mod queues;
+pub mod schedules;
 pub mod tokens;
 pub mod workers;
 
@@ -36,6 +37,7 @@ use crate::error::{ApiError, PROBLEM_JSON, Problem};
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "Create, inspect, cancel, reschedule and retry jobs"),
+        (name = "schedules", description = "Recurring jobs as data: create, upsert by name, change, pause, resume, trigger, delete, their occurrence ledger, and explain"),
         (name = "workers", description = "Remote workers: claim, extend, complete, fail"),
         (name = "queues", description = "Queue health"),
         (name = "tokens", description = "API tokens (admin)"),
@@ -85,6 +87,21 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(jobs::reschedule_job))
         .routes(routes!(jobs::retry_job))
         .routes(routes!(jobs::redrive_jobs))
+        .routes(routes!(
+            schedules::create_schedule,
+            schedules::list_schedules
+        ))
+        .routes(routes!(schedules::explain_schedule))
+        .routes(routes!(
+            schedules::get_schedule,
+            schedules::upsert_schedule,
+            schedules::change_schedule,
+            schedules::delete_schedule
+        ))
+        .routes(routes!(schedules::pause_schedule))
+        .routes(routes!(schedules::resume_schedule))
+        .routes(routes!(schedules::trigger_schedule))
+        .routes(routes!(schedules::list_occurrences))
         .routes(routes!(workers::claim))
         .routes(routes!(workers::extend_batch))
         .routes(routes!(workers::complete_batch))

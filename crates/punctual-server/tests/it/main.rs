@@ -7,6 +7,7 @@ mod in_process;
 mod malformed;
 mod outage;
 mod python_worker;
+mod schedules;
 mod schemathesis;
 mod ssrf;
 mod webhooks;
