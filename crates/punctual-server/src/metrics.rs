@@ -64,6 +64,13 @@ struct JobLabels {
     state: &'static str,
 }
 
+/// A decided occurrence: `fired`, `failed`, or `skipped` with its reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OccurrenceLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
@@ -131,6 +138,8 @@ pub struct Metrics {
     due: Family<QueueLabels, Gauge>,
     oldest_due_age: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     engine_faults: Family<FaultLabels, Counter>,
+    occurrences: Family<OccurrenceLabels, Counter>,
+    schedule_lag: Histogram,
     /// Serialises a scrape's refresh of the gauges with its encoding.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -222,9 +231,25 @@ impl Metrics {
              event_dropped (the event observer was behind), observer_panic",
             engine_faults.clone(),
         );
+        let occurrences = Family::<OccurrenceLabels, Counter>::default();
+        registry.register(
+            "schedule_occurrences",
+            "Occurrences of schedules decided by the leader: fired, failed, or skipped with its \
+             reason (misfire, overlap, paused, outside_window, clock_change)",
+            occurrences.clone(),
+        );
+        let schedule_lag = latency_histogram();
+        registry.register(
+            "schedule_lag_seconds",
+            "How late the leader decided each schedule's earliest due occurrence (0 when ahead \
+             of time)",
+            schedule_lag.clone(),
+        );
         Metrics {
             registry,
             engine_faults,
+            occurrences,
+            schedule_lag,
             http_requests,
             http_duration,
             lateness,
@@ -263,8 +288,26 @@ impl Metrics {
                     })
                     .inc();
             }
+            Event::Occurrences { summary, .. } => self.occurrences(summary),
             _ => {}
         }
+    }
+
+    fn occurrences(&self, summary: &punctual::PlanSummary) {
+        let count = |outcome, reason| {
+            self.occurrences
+                .get_or_create(&OccurrenceLabels { outcome, reason })
+        };
+        if summary.fired > 0 {
+            count("fired", "").inc_by(summary.fired);
+        }
+        for (reason, skipped) in &summary.skipped {
+            count("skipped", reason.as_str()).inc_by(*skipped);
+        }
+        if summary.failed {
+            count("failed", "").inc();
+        }
+        self.schedule_lag.observe(summary.lag.as_secs_f64());
     }
 
     /// A job started (or was handed to a remote worker) at `started_at`.
@@ -396,6 +439,15 @@ mod tests {
             attempt: 1,
             took: Duration::from_millis(5),
         });
+        metrics.observe(&Event::Occurrences {
+            name: punctual::ScheduleName::new("nightly").expect("valid"),
+            summary: punctual::PlanSummary {
+                fired: 2,
+                skipped: vec![(punctual::SkipReason::Paused, 5)],
+                lag: Duration::from_millis(250),
+                failed: false,
+            },
+        });
         metrics.webhook_response(WebhookClass::of(503), Duration::from_millis(3));
         metrics.http_request("/v1/jobs", "POST", 201, Duration::from_millis(1));
         metrics.store_call("insert", Duration::from_micros(300), false);
@@ -429,6 +481,9 @@ mod tests {
             r#"punctual_webhook_responses_total{class="5xx"} 1"#,
             r#"punctual_http_requests_total{route="/v1/jobs",method="POST",status="201"} 1"#,
             "punctual_job_lateness_seconds_count 1",
+            r#"punctual_schedule_occurrences_total{outcome="fired",reason=""} 2"#,
+            r#"punctual_schedule_occurrences_total{outcome="skipped",reason="paused"} 5"#,
+            "punctual_schedule_lag_seconds_count 1",
             r#"punctual_store_call_duration_seconds_count{operation="insert"} 1"#,
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
