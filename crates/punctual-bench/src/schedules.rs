@@ -135,8 +135,9 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         })
         .await;
     }
+    // Occurrences due from here on may be handed back unstarted by the stop.
+    let stopping_at = clock.now();
     scheduler.stop().await;
-    let stopped_at = clock.now();
 
     let starts = std::mem::take(&mut *starts.0.lock().expect("no panic under the lock"));
     let mut runs: BTreeMap<(usize, Timestamp), u32> = BTreeMap::new();
@@ -158,7 +159,8 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         let checking = progress.bar("check ledgers", count as u64);
         let mut lost = 0u64;
         for index in 0..count {
-            let (missing, doubled, unrun) = check_ledger(&*store, index, &runs, stopped_at).await?;
+            let (missing, doubled, unrun) =
+                check_ledger(&*store, index, &runs, stopping_at).await?;
             lost += missing + unrun;
             report.duplicates += doubled;
             checking.inc(1);
@@ -204,13 +206,14 @@ fn definition(index: usize, burst: Option<Timestamp>) -> anyhow::Result<Schedule
 }
 
 /// Checks schedule `index`'s ledger: occurrences fired once each, a minute apart, none skipped,
-/// each one's job run (those due before `stopped_at` less a second). Returns the occurrences
+/// each one's job run (those due a second or more before the engine began to stop, at
+/// `stopping_at`). Returns the occurrences
 /// missing (a gap or a skip), doubled, and fired but never run.
 async fn check_ledger(
     store: &dyn Store,
     index: usize,
     runs: &BTreeMap<(usize, Timestamp), u32>,
-    stopped_at: Timestamp,
+    stopping_at: Timestamp,
 ) -> anyhow::Result<(u64, u64, u64)> {
     let name = ScheduleName::new(&format!("bench-{index:07}"))?;
     let schedule = store
@@ -237,7 +240,7 @@ async fn check_ledger(
             missing += u64::try_from(gap / 60_000_000 - 1).unwrap_or(0);
         }
     }
-    let cutoff = stopped_at.sub(Duration::from_secs(1));
+    let cutoff = stopping_at.sub(Duration::from_secs(1));
     for at in fired.iter().filter(|at| **at < cutoff) {
         if !runs.contains_key(&(index, *at)) {
             unrun += 1;

@@ -466,10 +466,18 @@ fn report_lost_write(inner: &Inner, job: &Job, token: LeaseToken, error: StoreEr
             });
         }
         // The lease will expire and the rescuer will make the job pending again.
-        other => inner.emit(Event::StoreError {
-            operation: "record outcome",
-            error: other.to_string(),
-        }),
+        other => {
+            tracing::warn!(
+                job = %job.id,
+                token = token.0,
+                error = %other,
+                "outcome not recorded: the store was unreachable past the lease; the job will be rescued"
+            );
+            inner.emit(Event::StoreError {
+                operation: "record outcome",
+                error: other.to_string(),
+            });
+        }
     }
 }
 

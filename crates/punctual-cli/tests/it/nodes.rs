@@ -230,6 +230,19 @@ impl Node {
     }
 
     /// The writes the store refused it, from its `lease lost` warnings: (job, lease token).
+    /// Jobs whose outcome this node gave up recording (the store unreachable past the lease).
+    pub fn outcomes_not_recorded(&self) -> Vec<JobId> {
+        self.log_lines()
+            .iter()
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|message| message.starts_with("outcome not recorded"))
+            })
+            .filter_map(|line| line["job"].as_str().and_then(|id| id.parse().ok()))
+            .collect()
+    }
+
     pub fn lease_lost(&self) -> Vec<(JobId, u64)> {
         self.log_lines()
             .iter()
