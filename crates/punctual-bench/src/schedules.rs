@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use punctual::{
-    BoxError, JobContext, JobTemplate, OccurrenceOutcome, ScheduleDefinition, ScheduleName,
+    BoxError, JobContext, JobId, JobTemplate, OccurrenceOutcome, ScheduleDefinition, ScheduleName,
     Scheduler, Store, StoredSchedule, Timestamp,
 };
 use punctual_core::{Kind, Payload, Schedule, ScheduleWrite, WriteOutcome, limits};
@@ -32,14 +32,15 @@ use super::store;
 use super::tally::EventCounter;
 use super::{KIND, Plan, wait_until};
 
-/// How long after the schedules are stored the burst's occurrence falls due, at least.
+/// How long after the schedules are stored the burst's occurrence falls due, at least; and when
+/// the schedules workload's occurrences begin.
 const BURST_LEAD: Duration = Duration::from_secs(5);
 /// How long after the run's end it waits for the last occurrences' jobs.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// Every start: the schedule's index, the occurrence (`run_at`), and how late it started.
+/// Every start: the job, its `run_at`, and when it started.
 #[derive(Default)]
-struct Starts(Mutex<Vec<(usize, Timestamp, i64)>>);
+struct Starts(Mutex<Vec<(JobId, Timestamp, Timestamp)>>);
 
 pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     let count = plan.jobs;
@@ -59,7 +60,9 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
         let now = clock.now();
         let writes = (first..count.min(first + limits::SCHEDULE_BATCH_MAX))
             .map(|index| {
-                let definition = definition(index, burst.then_some(due_at))?;
+                let mut definition = definition(index, burst.then_some(due_at))?;
+                // Occurrences begin once the engine runs: none is due before it starts.
+                definition.start_at = Some(due_at);
                 Ok(ScheduleWrite::of(
                     StoredSchedule::create(definition, now),
                     None,
@@ -98,13 +101,12 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
             ..punctual::Config::default()
         })
         .handler(KIND, move |job: JobContext| {
-            let late = handler_clock.now().micros_since(job.run_at);
-            let index = job.payload.as_str().parse::<usize>().unwrap_or(usize::MAX);
+            let now = handler_clock.now();
             recorded
                 .0
                 .lock()
                 .expect("no panic under the lock")
-                .push((index, job.run_at, late));
+                .push((job.id, job.run_at, now));
             std::future::ready(Ok::<(), BoxError>(()))
         })
         .observer(move |event| observed.observe(event))
@@ -140,34 +142,40 @@ pub async fn run(plan: &Plan, progress: Progress) -> anyhow::Result<Report> {
     scheduler.stop().await;
 
     let starts = std::mem::take(&mut *starts.0.lock().expect("no panic under the lock"));
-    let mut runs: BTreeMap<(usize, Timestamp), u32> = BTreeMap::new();
-    for (index, at, _) in &starts {
-        *runs.entry((*index, *at)).or_default() += 1;
+    // Each job's runs, and its first start.
+    let mut runs: BTreeMap<JobId, (u32, Timestamp)> = BTreeMap::new();
+    for (job, _, start) in &starts {
+        let run = runs.entry(*job).or_insert((0, *start));
+        run.0 += 1;
+        run.1 = run.1.min(*start);
     }
-    report.duplicates = runs.values().map(|runs| u64::from(runs - 1)).sum();
-    let lateness: Vec<f64> = starts
-        .iter()
-        .map(|(_, _, late)| *late as f64 / 1_000.0)
-        .collect();
-    report.lateness_first_ms = lateness.iter().copied().min_by(f64::total_cmp);
-    report.lateness_ms = Lateness::of(lateness);
+    report.duplicates = runs.values().map(|(runs, _)| u64::from(runs - 1)).sum();
     report.jobs = starts.len() as u64;
-    if burst {
+    let lateness: Vec<f64> = if burst {
         report.lost = (count as u64).saturating_sub(runs.len() as u64);
+        starts
+            .iter()
+            .map(|(_, run_at, start)| start.micros_since(*run_at) as f64 / 1_000.0)
+            .collect()
     } else {
-        // The ledger: every schedule's occurrences, fired once each, with no gap.
+        // The ledger: every schedule's occurrences, fired once each, with no gap, each job's
+        // start measured from its occurrence (a job fired late runs at once, after its time).
         let checking = progress.bar("check ledgers", count as u64);
         let mut lost = 0u64;
+        let mut lateness = Vec::with_capacity(starts.len());
         for index in 0..count {
-            let (missing, doubled, unrun) =
-                check_ledger(&*store, index, &runs, stopping_at).await?;
-            lost += missing + unrun;
-            report.duplicates += doubled;
+            let checked = check_ledger(&*store, index, &runs, stopping_at).await?;
+            lost += checked.missing + checked.unrun;
+            report.duplicates += checked.doubled;
+            lateness.extend(checked.lateness_ms);
             checking.inc(1);
         }
         checking.finish_and_clear();
         report.lost = lost;
-    }
+        lateness
+    };
+    report.lateness_first_ms = lateness.iter().copied().min_by(f64::total_cmp);
+    report.lateness_ms = Lateness::of(lateness);
     report.store_errors = Some(events.store_errors());
     if events.failed() > 0 {
         report
@@ -205,16 +213,25 @@ fn definition(index: usize, burst: Option<Timestamp>) -> anyhow::Result<Schedule
     ))
 }
 
+/// What one schedule's ledger showed.
+struct Checked {
+    /// Occurrences missing (a gap or a skip) or failed.
+    missing: u64,
+    doubled: u64,
+    /// Fired a second or more before the engine began to stop (`stopping_at`), never run.
+    unrun: u64,
+    /// Each run occurrence's first start minus its time.
+    lateness_ms: Vec<f64>,
+}
+
 /// Checks schedule `index`'s ledger: occurrences fired once each, a minute apart, none skipped,
-/// each one's job run (those due a second or more before the engine began to stop, at
-/// `stopping_at`). Returns the occurrences
-/// missing (a gap or a skip), doubled, and fired but never run.
+/// each one's job run.
 async fn check_ledger(
     store: &dyn Store,
     index: usize,
-    runs: &BTreeMap<(usize, Timestamp), u32>,
+    runs: &BTreeMap<JobId, (u32, Timestamp)>,
     stopping_at: Timestamp,
-) -> anyhow::Result<(u64, u64, u64)> {
+) -> anyhow::Result<Checked> {
     let name = ScheduleName::new(&format!("bench-{index:07}"))?;
     let schedule = store
         .get_schedule(&punctual::ScheduleKey::Name(name))
@@ -223,31 +240,40 @@ async fn check_ledger(
     let entries = store
         .list_occurrences(schedule.id, None, limits::PAGE_SIZE_MAX)
         .await?;
-    let (mut missing, mut doubled, mut unrun) = (0, 0, 0);
-    let mut fired: Vec<Timestamp> = Vec::new();
+    let mut checked = Checked {
+        missing: 0,
+        doubled: 0,
+        unrun: 0,
+        lateness_ms: Vec::new(),
+    };
+    let mut fired: Vec<(Timestamp, JobId)> = Vec::new();
     for entry in entries.iter().rev() {
         match entry.outcome {
-            OccurrenceOutcome::Fired { .. } => fired.push(entry.at),
-            OccurrenceOutcome::Skipped { count, .. } => missing += count,
-            OccurrenceOutcome::Failed { .. } => missing += 1,
+            OccurrenceOutcome::Fired { job, .. } => fired.push((entry.at, job)),
+            OccurrenceOutcome::Skipped { count, .. } => checked.missing += count,
+            OccurrenceOutcome::Failed { .. } => checked.missing += 1,
         }
     }
     for pair in fired.windows(2) {
-        let gap = pair[1].micros_since(pair[0]);
+        let gap = pair[1].0.micros_since(pair[0].0);
         if gap <= 0 {
-            doubled += 1;
+            checked.doubled += 1;
         } else if gap > 60_000_000 {
-            missing += u64::try_from(gap / 60_000_000 - 1).unwrap_or(0);
+            checked.missing += u64::try_from(gap / 60_000_000 - 1).unwrap_or(0);
         }
     }
     let cutoff = stopping_at.sub(Duration::from_secs(1));
-    for at in fired.iter().filter(|at| **at < cutoff) {
-        if !runs.contains_key(&(index, *at)) {
-            unrun += 1;
+    for (at, job) in &fired {
+        match runs.get(job) {
+            Some((_, start)) => checked
+                .lateness_ms
+                .push(start.micros_since(*at) as f64 / 1_000.0),
+            None if *at < cutoff => checked.unrun += 1,
+            None => {}
         }
     }
     if fired.is_empty() {
-        missing += 1;
+        checked.missing += 1;
     }
-    Ok((missing, doubled, unrun))
+    Ok(checked)
 }
