@@ -49,7 +49,14 @@ async fn a_new_file_gets_the_schema_once_and_reopening_changes_nothing() {
             "index job_pending_by_queue",
             "index job_running_by_lease_expiry",
             "table leader",
+            "table schedule",
+            "index schedule_by_next_check",
+            "table schedule_occurrence",
+            "index schedule_occurrence_by_recorded",
+            "index schedule_occurrence_by_schedule",
             "index sqlite_autoindex_idempotency_key_1",
+            "index sqlite_autoindex_schedule_2",
+            "table sqlite_sequence",
         ]
     );
 
@@ -142,7 +149,7 @@ async fn the_counts_step_counts_the_jobs_already_stored() {
     let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
     connection
         .execute_batch(
-            "DROP INDEX job_pending_by_kind; DROP TABLE job_count; PRAGMA user_version = 3;",
+            "DROP TABLE schedule; DROP TABLE schedule_occurrence; DROP INDEX job_pending_by_kind; DROP TABLE job_count; PRAGMA user_version = 3;",
         )
         .expect("take steps 4 to 6 back out");
     drop(connection);
@@ -179,7 +186,9 @@ async fn the_kinds_index_step_indexes_the_jobs_already_stored() {
 
     let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
     connection
-        .execute_batch("DROP INDEX job_pending_by_kind; PRAGMA user_version = 5;")
+        .execute_batch(
+            "DROP TABLE schedule; DROP TABLE schedule_occurrence; DROP INDEX job_pending_by_kind; PRAGMA user_version = 5;",
+        )
         .expect("take step 6 back out");
     drop(connection);
 
