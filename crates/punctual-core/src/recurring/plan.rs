@@ -389,32 +389,30 @@ impl<'a> Planner<'a> {
                 return;
             }
         } else {
-            let run = match (&self.write.extend, &self.due.last_entry) {
-                (Some(extend), _) => Some((extend.seq, reason)),
-                (
-                    None,
-                    Some(OccurrenceEntry {
-                        seq,
-                        outcome: OccurrenceOutcome::Skipped { reason: stored, .. },
-                        ..
-                    }),
-                ) => Some((*seq, *stored)),
+            // The run to grow is the stored latest entry, if it is a skip; this plan may
+            // already have grown it (`extend`, which only ever names that entry).
+            let run = match &self.due.last_entry {
+                Some(OccurrenceEntry {
+                    seq,
+                    outcome:
+                        OccurrenceOutcome::Skipped {
+                            reason: stored,
+                            count: stored_count,
+                            ..
+                        },
+                    ..
+                }) => Some((
+                    *seq,
+                    *stored,
+                    self.write
+                        .extend
+                        .map_or(*stored_count, |extend| extend.count),
+                )),
                 _ => None,
             };
-            if let Some((seq, stored_reason)) = run
+            if let Some((seq, stored_reason, base)) = run
                 && stored_reason == reason
             {
-                let base = match (&self.write.extend, &self.due.last_entry) {
-                    (Some(extend), _) => extend.count,
-                    (
-                        None,
-                        Some(OccurrenceEntry {
-                            outcome: OccurrenceOutcome::Skipped { count, .. },
-                            ..
-                        }),
-                    ) => *count,
-                    _ => 0,
-                };
                 self.write.extend = Some(LedgerExtend {
                     seq,
                     last_at: at,
